@@ -1,0 +1,232 @@
+"""Probe a source in-process with PyAV: streams, exact frame rate, size, aspect, colour, audio."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+
+from reelflow.errors import InvalidMedia, SourceNotFound
+
+log = logging.getLogger(__name__)
+
+# FFmpeg's AVColorPrimaries / AVColorTransferCharacteristic / AVColorSpace / AVColorRange codes,
+# named as ffprobe names them. Unspecified (2) is None.
+_PRIMARIES = {1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "film",
+              9: "bt2020", 10: "smpte428", 11: "smpte431", 12: "smpte432", 22: "ebu3213"}
+_TRANSFER = {1: "bt709", 4: "gamma22", 5: "gamma28", 6: "smpte170m", 7: "smpte240m", 8: "linear",
+             11: "iec61966-2-4", 13: "iec61966-2-1", 14: "bt2020-10", 15: "bt2020-12",
+             16: "smpte2084", 17: "smpte428", 18: "arib-std-b67"}
+_MATRIX = {0: "gbr", 1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m",
+           8: "ycgco", 9: "bt2020nc", 10: "bt2020c", 14: "ictcp"}
+_RANGE = {1: "tv", 2: "pc"}
+
+
+@dataclass(frozen=True)
+class VideoStream:
+    index: int
+    codec: str
+    width: int
+    height: int
+    fps: Fraction                 # exact, e.g. 30000/1001
+    frames: int                   # counted by demuxing when the container does not say
+    duration_s: float
+    start_s: float
+    pix_fmt: str | None
+    sar: Fraction                 # sample (pixel) aspect ratio; 1 when unspecified
+    dar: Fraction                 # display aspect ratio = width * sar / height
+    color_primaries: str | None   # None = unspecified
+    color_transfer: str | None
+    color_matrix: str | None
+    color_range: str | None
+    field_order: str | None
+    bit_depth: int
+
+    @property
+    def display_width(self) -> int:
+        """Width at square pixels, rounded to even (what a player shows)."""
+        return int(round(self.width * self.sar / 2)) * 2
+
+    @property
+    def hdr(self) -> bool:
+        return self.color_transfer in ("smpte2084", "arib-std-b67")
+
+
+@dataclass(frozen=True)
+class AudioStream:
+    index: int
+    codec: str
+    channels: int
+    layout: str
+    sample_rate: int
+    duration_s: float
+    start_s: float
+    language: str | None
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    path: Path
+    format_name: str
+    size_bytes: int
+    duration_s: float
+    bit_rate: int | None
+    video: VideoStream
+    audio: tuple[AudioStream, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict; Fractions as "num/den" strings and floats alongside."""
+        out = asdict(self)
+        out["path"] = str(self.path)
+        video = out["video"]
+        for key in ("fps", "sar", "dar"):
+            value: Fraction = getattr(self.video, key)
+            video[key] = f"{value.numerator}/{value.denominator}"
+        video["fps_float"] = float(self.video.fps)
+        video["display_width"] = self.video.display_width
+        video["hdr"] = self.video.hdr
+        out["audio"] = [asdict(a) for a in self.audio]
+        return out
+
+
+def probe(path: Path | str) -> MediaInfo:
+    """Describe the source's first video stream and its audio streams; InvalidMedia if unusable."""
+    path = Path(path)
+    if not path.exists():
+        raise SourceNotFound(path, "no such file", "check the path")
+    if not path.is_file():
+        raise SourceNotFound(path, "not a regular file", "give the path of a media file")
+    size = path.stat().st_size
+    if size == 0:
+        raise InvalidMedia(path, "the file is empty (0 bytes)", "re-deliver the file")
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise InvalidMedia(path, f"not a media file ffmpeg can read ({exc.strerror or exc})",
+                           "check that the upload completed and the file is a video") from exc
+    with container:
+        vstreams = [s for s in container.streams.video if s.codec_context.width]
+        if not vstreams:
+            raise InvalidMedia(path, "has no video stream", "deliver a file with a video track")
+        vs = vstreams[0]
+        audio_streams = list(container.streams.audio)
+        counts, ends = _demux_all(container, path)
+        frames = counts.get(vs.index, 0)
+        if frames == 0:
+            raise InvalidMedia(path, "the video stream holds no frames (truncated?)", "re-deliver the file")
+        if vs.frames and frames < vs.frames:
+            raise InvalidMedia(path, f"is truncated: its header declares {vs.frames} video frames but only "
+                               f"{frames} are present", "re-deliver the complete file")
+        video = _video_stream(vs, frames, ends.get(vs.index))
+        audio = tuple(_audio_stream(a, ends.get(a.index)) for a in audio_streams)
+        duration = container.duration / av.time_base if container.duration else video.duration_s
+        return MediaInfo(
+            path=path,
+            format_name=container.format.name,
+            size_bytes=size,
+            duration_s=round(float(duration), 6),
+            bit_rate=container.bit_rate or None,
+            video=video,
+            audio=audio,
+        )
+
+
+def _demux_all(container: Any, path: Path) -> tuple[dict[int, int], dict[int, float]]:
+    """Packets and end time per stream by demuxing (cheap: no decode).
+
+    Reading to the end also proves the file is complete: a cut-off file fails here or comes up
+    short of what its header declares.
+    """
+    counts: dict[int, int] = {}
+    ends: dict[int, float] = {}
+    try:
+        for packet in container.demux():
+            if packet.size == 0 or (packet.pts is None and packet.dts is None):
+                continue  # flush packets at the end of each stream
+            index = packet.stream.index
+            counts[index] = counts.get(index, 0) + 1
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            if packet.time_base is not None:
+                end = float((stamp + (packet.duration or 0)) * packet.time_base)
+                ends[index] = max(ends.get(index, end), end)
+    except av.error.FFmpegError as exc:
+        raise InvalidMedia(path, f"cannot be read to its end ({exc.strerror or exc})",
+                           "the file looks truncated or damaged; re-deliver it") from exc
+    return counts, ends
+
+
+def _video_stream(vs: Any, frames: int, last_end: float | None) -> VideoStream:
+    cc = vs.codec_context
+    rate = vs.average_rate or vs.base_rate or vs.guessed_rate
+    if not rate:
+        raise InvalidMedia(Path(vs.container.name), "video stream has no frame rate", "re-mux the file")
+    fps = Fraction(rate).limit_denominator(1001 * 1000)
+    start = float(vs.start_time * vs.time_base) if vs.start_time is not None else 0.0
+    if vs.duration:
+        duration = float(vs.duration * vs.time_base)
+    elif last_end is not None:
+        duration = last_end - start
+    else:
+        duration = frames / fps
+    sar = Fraction(cc.sample_aspect_ratio) if cc.sample_aspect_ratio else Fraction(1)
+    dar = Fraction(cc.width, cc.height) * sar
+    fmt = cc.format
+    bit_depth = 8
+    if fmt is not None and fmt.components:
+        bit_depth = max(c.bits for c in fmt.components)
+    return VideoStream(
+        index=vs.index,
+        codec=cc.name,
+        width=cc.width,
+        height=cc.height,
+        fps=fps,
+        frames=frames,
+        duration_s=round(duration, 6),
+        start_s=round(start, 6),
+        pix_fmt=cc.pix_fmt,
+        sar=sar,
+        dar=dar,
+        color_primaries=_PRIMARIES.get(int(cc.color_primaries)),
+        color_transfer=_TRANSFER.get(int(cc.color_trc)),
+        color_matrix=_MATRIX.get(int(cc.colorspace)),
+        color_range=_RANGE.get(int(cc.color_range)),
+        field_order=_field_order(cc),
+        bit_depth=bit_depth,
+    )
+
+
+# AVFieldOrder codes; "tt" = top field first, coded and displayed, and so on.
+_FIELD_ORDER = {1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
+
+
+def _field_order(cc: Any) -> str | None:
+    value = getattr(cc, "field_order", None)
+    if isinstance(value, int):
+        return _FIELD_ORDER.get(value)
+    if value is None:
+        return None
+    name = str(getattr(value, "name", value)).lower()
+    return None if name in ("unknown", "0") else name
+
+
+def _audio_stream(a: Any, last_end: float | None) -> AudioStream:
+    cc = a.codec_context
+    start = float(a.start_time * a.time_base) if a.start_time is not None else 0.0
+    if a.duration:
+        duration = float(a.duration * a.time_base)
+    else:  # Matroska/WebM declare no per-stream duration
+        duration = (last_end - start) if last_end is not None else 0.0
+    return AudioStream(
+        index=a.index,
+        codec=cc.name,
+        channels=cc.layout.nb_channels,
+        layout=cc.layout.name,
+        sample_rate=cc.sample_rate,
+        duration_s=round(duration, 6),
+        start_s=round(start, 6),
+        language=a.metadata.get("language"),
+    )

@@ -1,0 +1,109 @@
+"""The one exception tree of reelflow: every error a user can see is one of these.
+
+    ReelflowError                      base; the CLI prints str(exc) and exits non-zero
+    ├── ConfigError(ValueError)        a setting or config file is wrong (names the key)
+    ├── ToolError                      an external binary
+    │   ├── ToolMissing(FileNotFoundError)   not found, or lacks a needed feature (says how to fix)
+    │   └── ToolFailed                 ran and failed (keeps argv, exit code, stderr tail)
+    ├── MediaError                     a source file cannot be used
+    │   ├── SourceNotFound(FileNotFoundError)
+    │   └── InvalidMedia(ValueError)   not a video, truncated, zero length, undecodable
+    ├── QCFailed                       QC found errors; carries the report; the source is quarantined
+    ├── StageError                     a pipeline stage got inputs it cannot work with
+    └── StorageError                   the output store refused an operation
+        └── TransientStorageError      worth retrying (throttling, 5xx, connection reset)
+
+Foreign exceptions (av, botocore, subprocess) are translated once, at the boundary where they are
+raised, with ``raise ... from`` so the cause stays in the traceback for debugging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+class ReelflowError(Exception):
+    """Base of every error reelflow raises on purpose."""
+
+
+class ConfigError(ReelflowError, ValueError):
+    """A setting, a config file or a command-line value is not valid."""
+
+
+class ToolError(ReelflowError):
+    """An external binary (ffmpeg, Shaka Packager) could not do its job."""
+
+
+class ToolMissing(ToolError, FileNotFoundError):
+    """A binary is not installed, or lacks a feature reelflow needs."""
+
+    def __init__(self, tool: str, fix: str) -> None:
+        self.tool = tool
+        self.fix = fix
+        super().__init__(f"{tool} is not usable: {fix}")
+
+    def __str__(self) -> str:  # FileNotFoundError would otherwise format errno-style
+        return f"{self.tool} is not usable: {self.fix}"
+
+
+class ToolFailed(ToolError):
+    """A binary exited non-zero; keeps what is needed to reproduce it."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+        last = next((ln for ln in reversed(stderr.strip().splitlines()) if ln.strip()), "no output")
+        super().__init__(f"{Path(self.argv[0]).name} exited with code {returncode}: {last.strip()}")
+
+
+class MediaError(ReelflowError):
+    """A source file cannot be used as media."""
+
+    def __init__(self, path: Path | str, problem: str, fix: str = "") -> None:
+        self.path = Path(path)
+        self.problem = problem
+        self.fix = fix
+        message = f"{self.path}: {problem}"
+        if fix:
+            message += f" ({fix})"
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        message = f"{self.path}: {self.problem}"
+        return f"{message} ({self.fix})" if self.fix else message
+
+
+class SourceNotFound(MediaError, FileNotFoundError):
+    """The source path does not exist or is not a file."""
+
+
+class InvalidMedia(MediaError, ValueError):
+    """The file exists but is not usable video: empty, not media, truncated or undecodable."""
+
+
+class QCFailed(ReelflowError):
+    """QC found at least one error; the ingest stops and the source is quarantined."""
+
+    def __init__(self, source: Path | str, errors: Sequence[str], report: Any = None,
+                 quarantined_at: str | None = None) -> None:
+        self.source = str(source)
+        self.errors = list(errors)
+        self.report = report
+        self.quarantined_at = quarantined_at
+        where = f"; source and report quarantined at {quarantined_at}" if quarantined_at else ""
+        super().__init__(f"{self.source} failed QC: {'; '.join(self.errors)}{where}")
+
+
+class StageError(ReelflowError):
+    """A pipeline stage was given inputs it cannot work with."""
+
+
+class StorageError(ReelflowError):
+    """The output storage refused an operation (missing bucket, no permission, bad URL)."""
+
+
+class TransientStorageError(StorageError):
+    """A storage failure that a retry may cure (throttling, 5xx, dropped connection)."""

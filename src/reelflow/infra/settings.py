@@ -1,0 +1,180 @@
+"""Typed configuration: one frozen model per stage, composed into Settings.
+
+Values come from, in order of precedence: keyword arguments, ``REELFLOW_*`` environment
+variables (nested with ``__``, e.g. ``REELFLOW_ENCODE__PRESET=veryfast``), a TOML file
+(``--config`` or ``REELFLOW_CONFIG``), then these defaults. Unknown keys are refused so a typo
+never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from reelflow.errors import ConfigError
+
+Severity = Literal["error", "warning", "info"]
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class QCConfig(_Config):
+    """Thresholds and severities of the QC checks (encoding/qc.py)."""
+
+    black_min_s: float = Field(2.0, description="Report black segments at least this long.")
+    black_pixel_threshold: float = Field(0.10, description="Luma below this fraction of range counts as black.")
+    black_picture_ratio: float = Field(0.98, description="Share of black pixels for a black picture.")
+    black_severity: Severity = "warning"
+    freeze_min_s: float = Field(3.0, description="Report frozen segments at least this long.")
+    freeze_noise_db: float = Field(-60.0, description="Frame difference below this counts as frozen.")
+    freeze_severity: Severity = "warning"
+    loudness_target_lufs: float = Field(-23.0, description="EBU R128 programme loudness target.")
+    loudness_tolerance_lu: float = Field(8.0, description="Warn when integrated loudness is further off.")
+    true_peak_max_dbtp: float = Field(-1.0, description="Warn when the true peak is above this.")
+    silence_noise_db: float = Field(-50.0, description="Audio below this level counts as silence.")
+    silence_min_s: float = Field(5.0, description="Report silences at least this long.")
+    silence_severity: Severity = "warning"
+    av_offset_warn_s: float = Field(0.1, description="Warn when audio and video start further apart.")
+    av_offset_error_s: float = Field(1.0, description="Fail when audio and video start further apart.")
+    duration_mismatch_warn_s: float = Field(0.5, description="Warn when stream durations differ more.")
+    duration_mismatch_error_s: float = Field(2.0, description="Fail when stream durations differ more.")
+    interlaced_ratio: float = Field(0.2, description="Share of interlaced frames (idet) that flags a source.")
+    interlace_severity: Severity = "warning"
+    decode_errors_max: int = Field(0, description="Decoder errors tolerated before QC fails.")
+
+
+class ShotConfig(_Config):
+    """Shot detection and work-unit bounds (encoding/shots.py)."""
+
+    detector: Literal["adaptive", "content"] = "adaptive"
+    analysis_width: int = Field(256, description="Frames are downscaled to this width before detection.")
+    adaptive_threshold: float = 3.0
+    min_content_val: float = 15.0
+    window_width: int = 2
+    content_threshold: float = 27.0
+    min_shot_s: float = Field(0.5, description="Shots shorter than this are merged into a neighbour.")
+    max_shot_s: float = Field(20.0, description="Shots longer than this are split so work units stay bounded.")
+
+
+class Rung(_Config):
+    """One rendition of a ladder."""
+
+    width: int
+    height: int
+    kbps: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.height}p_{self.kbps}k"
+
+
+# Apple's HLS authoring specification, H.264 ladder (16:9), the fixed reference ladder.
+APPLE_HLS_LADDER: tuple[Rung, ...] = tuple(
+    Rung(width=w, height=h, kbps=k)
+    for w, h, k in [
+        (416, 234, 145), (640, 360, 365), (768, 432, 730), (768, 432, 1100), (960, 540, 2000),
+        (1280, 720, 3000), (1280, 720, 4500), (1920, 1080, 6000), (1920, 1080, 7800),
+    ]
+)
+
+
+class EncodeConfig(_Config):
+    """Final encodes (encoding/encode.py) and the segment grid shared with the packager."""
+
+    ladder: tuple[Rung, ...] = APPLE_HLS_LADDER
+    preset: str = Field("medium", description="x264 preset of the final encodes.")
+    segment_s: float = Field(4.0, description="Segment grid: a keyframe every this many seconds.")
+    maxrate_factor: float = Field(1.5, description="VBV maxrate as a multiple of the rung's bitrate.")
+    bufsize_s: float = Field(2.0, description="VBV buffer, in seconds of the rung's bitrate.")
+    audio_kbps: int = 128
+    audio_rate: int = 48000
+    parallel_encodes: int = Field(2, ge=1, description="Rungs encoded at once by the flow.")
+
+
+class PackageConfig(_Config):
+    """Shaka Packager run (packaging/packager.py)."""
+
+    dash_manifest: str = "manifest.mpd"
+    hls_master: str = "master.m3u8"
+
+
+class StorageConfig(_Config):
+    """Where packages go and where intermediate files live."""
+
+    output: str = Field("reelflow-data/reelflow-output", description="Local directory or s3://bucket/prefix.")
+    work_dir: Path = Field(Path("reelflow-data/work"), description="Intermediate files, keyed by content hash.")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto).")
+    s3_region: str = "us-east-1"
+    multipart_threshold_mb: int = Field(8, ge=5, description="Files above this size upload in parts.")
+    multipart_chunk_mb: int = Field(8, ge=5)
+
+
+class Settings(_Config):
+    """Everything reelflow can be told, with the embedded defaults of a single laptop."""
+
+    qc: QCConfig = QCConfig()
+    shots: ShotConfig = ShotConfig()
+    encode: EncodeConfig = EncodeConfig()
+    package: PackageConfig = PackageConfig()
+    storage: StorageConfig = StorageConfig()
+
+
+# Environment variables with our prefix that are not settings (binary overrides, the config path).
+_NON_SETTING_ENV = {"REELFLOW_FFMPEG", "REELFLOW_PACKAGER", "REELFLOW_CONFIG"}
+
+
+def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
+    """Settings from a TOML file (optional), the environment and overrides; ConfigError if invalid."""
+    path = config_file or (Path(os.environ["REELFLOW_CONFIG"]) if os.environ.get("REELFLOW_CONFIG") else None)
+    data: dict[str, object] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    data.update(overrides)
+    try:
+        # Env vars win over the file, so pass the file's values as the lowest-precedence layer.
+        merged = _merge(data, _env_layer())
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        where = f" in {path}" if path else ""
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid setting {key!r}{where}: {first['msg']}") from exc
+
+
+def _env_layer() -> dict[str, object]:
+    """REELFLOW_A__B=v as {"a": {"b": "v"}}; validation happens once, on the merged data."""
+    layer: dict[str, object] = {}
+    for name, value in os.environ.items():
+        if not name.startswith("REELFLOW_") or name in _NON_SETTING_ENV:
+            continue
+        parts = name.removeprefix("REELFLOW_").lower().split("__")
+        node = layer
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"environment variable {name} conflicts with REELFLOW_{part.upper()}")
+            node = child
+        node[parts[-1]] = value
+    return layer
+
+
+def _merge(base: dict[str, object], over: dict[str, object]) -> dict[str, object]:
+    out = dict(base)
+    for key, value in over.items():
+        current = out.get(key)
+        if isinstance(current, dict) and isinstance(value, dict):
+            out[key] = _merge(current, value)
+        else:
+            out[key] = value
+    return out

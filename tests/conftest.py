@@ -1,0 +1,129 @@
+"""Shared fixtures: the real clips in ../shared/media, their truth, synthetic clips, a moto S3 server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MEDIA_DIR = Path(os.environ.get("REELFLOW_MEDIA_DIR", REPO.parent / "shared" / "media"))
+
+
+def _clip(name: str) -> Path:
+    path = MEDIA_DIR / name
+    if not path.is_file():
+        pytest.skip(f"{path} is not here (../shared/media is beside the repo in CI)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> Path:
+    if not MEDIA_DIR.is_dir():
+        pytest.skip(f"{MEDIA_DIR} is not here")
+    return MEDIA_DIR
+
+
+@pytest.fixture(scope="session")
+def truth(media_dir: Path) -> dict[str, Any]:
+    """truth.json's clips: hand-checked cuts, gradual transitions and hard negatives per file."""
+    clips: dict[str, Any] = json.loads((media_dir / "truth.json").read_text())["clips"]
+    return clips
+
+
+@pytest.fixture(scope="session")
+def all_clips(media_dir: Path, truth: dict[str, Any]) -> list[Path]:
+    """Every clip that truth.json describes."""
+    return [media_dir / name for name in sorted(truth)]
+
+
+@pytest.fixture(scope="session")
+def bbb() -> Path:
+    """Big Buck Bunny, 30 s 1280x720 VP8 + Vorbis in WebM: fade-in from black, 3 cuts, title overlay."""
+    return _clip("01_bbb_0-30s_1280x720_vp8.webm")
+
+
+@pytest.fixture(scope="session")
+def tears_of_steel() -> Path:
+    """Tears of Steel, 10 s 640x360 H.264, no audio, unspecified colour; VFX flicker at the end."""
+    return _clip("02_tears_of_steel_10s_640x360.mp4")
+
+
+@pytest.fixture(scope="session")
+def sintel_fight() -> Path:
+    """Sintel, 10 s 640x360 animation, fast motion, 7 hard cuts (truth.json), no audio."""
+    return _clip("03_sintel_fight_10s_640x360.mp4")
+
+
+@pytest.fixture(scope="session")
+def caminandes() -> Path:
+    """Caminandes, 10 s 640x360 animation, one shot with full-frame occlusions by passing cars."""
+    return _clip("04_caminandes_10s_640x360.mp4")
+
+
+@pytest.fixture(scope="session")
+def talking_head() -> Path:
+    """Talking head, 9.4 s 1280x720 30 fps, static camera, AAC stereo 44.1 kHz."""
+    return _clip("10_talking_head_9s_1280x720.mp4")
+
+
+@pytest.fixture(scope="session")
+def dark_bokeh() -> Path:
+    """Dark defocused lights, 7.3 s 1920x1080 at 30000/1001, camera noise, no audio."""
+    return _clip("11_dark_bokeh_7s_1920x1080.mp4")
+
+
+@pytest.fixture(scope="session")
+def dashcam() -> Path:
+    """Dash-cam, 8.84 s 960x540 25 fps, smpte170m primaries/matrix with bt709 transfer, AAC 48 kHz."""
+    return _clip("12_dashcam_9s_960x540.mp4")
+
+
+@pytest.fixture(scope="session")
+def ffmpeg() -> str:
+    from reelflow.infra.tools import ffmpeg_exe
+
+    return ffmpeg_exe()
+
+
+LavfiMaker = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def lavfi_clip(ffmpeg: str, tmp_path_factory: pytest.TempPathFactory) -> LavfiMaker:
+    """Make a small synthetic clip: lavfi_clip("name.mp4", "-f", "lavfi", "-i", ..., "-c:v", ...).
+
+    The arguments go between ``ffmpeg -y`` and the output path; the result is cached per name for
+    the session, so tests that share a purpose-made input make it once.
+    """
+    folder = tmp_path_factory.mktemp("lavfi")
+
+    def make(name: str, *args: str) -> Path:
+        out = folder / name
+        if not out.exists():
+            subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", *args, str(out)], check=True)
+        return out
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 (and SQS) server on 127.0.0.1 for the whole session; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
