@@ -85,6 +85,12 @@ def dashcam() -> Path:
 
 
 @pytest.fixture(scope="session")
+def dog() -> Path:
+    """Woman and dog, 9.66 s 1280x720 at 30000/1001, single shot, AAC 48 kHz."""
+    return _clip("e05_dog_10s_1280x720.mp4")
+
+
+@pytest.fixture(scope="session")
 def ffmpeg() -> str:
     from reelflow.infra.tools import ffmpeg_exe
 

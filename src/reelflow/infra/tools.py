@@ -14,7 +14,9 @@ import os
 import re
 import shlex
 import subprocess
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from reelflow.errors import ToolFailed, ToolMissing
@@ -107,22 +109,29 @@ def packager_exe() -> str:
 
 
 def run(
-    argv: Sequence[str], *, timeout: float | None = None, cwd: Path | None = None
+    argv: Sequence[str],
+    *,
+    timeout: float | None = None,
+    cwd: Path | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a binary to completion; raise ToolMissing/ToolFailed with its stderr on failure."""
+    """Run a binary to completion; raise ToolMissing/ToolFailed with its stderr on failure.
+
+    With ``progress`` (ffmpeg only), ``-progress pipe:1`` is added and the callback receives the
+    seconds of media processed so far; stdout is then consumed by the progress reader.
+    """
     argv = [str(a) for a in argv]
+    if progress is not None:
+        argv = [argv[0], "-progress", "pipe:1", "-nostats", *argv[1:]]
     log.debug("+ %s", shlex.join(argv))
     try:
-        done = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout,
-            cwd=cwd,
-            check=False,
-        )
+        if progress is None:
+            done = subprocess.run(
+                argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                timeout=timeout, cwd=cwd, check=False,
+            )
+        else:
+            done = _run_with_progress(argv, timeout, cwd, progress)
     except FileNotFoundError as exc:
         raise ToolMissing(Path(argv[0]).name, f"{argv[0]} was not found; see {FFMPEG_ENV}/{PACKAGER_ENV}") from exc
     except subprocess.TimeoutExpired as exc:
@@ -130,3 +139,32 @@ def run(
     if done.returncode:
         raise ToolFailed(argv, done.returncode, done.stderr[-4000:])
     return done
+
+
+def _run_with_progress(
+    argv: list[str], timeout: float | None, cwd: Path | None, progress: Callable[[float], None]
+) -> subprocess.CompletedProcess[str]:
+    with subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, errors="replace", cwd=cwd,
+    ) as proc:
+        # stderr is drained on a thread so a chatty ffmpeg never blocks on a full pipe.
+        stderr_chunks: list[str] = []
+        assert proc.stderr is not None and proc.stdout is not None
+        drain = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
+        drain.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        stdout_lines: list[str] = []
+        for line in proc.stdout:
+            key, _, value = line.strip().partition("=")
+            if key == "out_time_us" and value.lstrip("-").isdigit():
+                progress(max(0, int(value)) / 1e6)
+            elif not key.startswith(("frame", "fps", "stream_", "bitrate", "total_size", "out_time",
+                                     "dup_frames", "drop_frames", "speed", "progress")):
+                stdout_lines.append(line)
+            if deadline is not None and time.monotonic() > deadline:
+                proc.kill()
+                raise subprocess.TimeoutExpired(argv, timeout or 0)
+        proc.wait()
+        drain.join()
+        return subprocess.CompletedProcess(argv, proc.returncode, "".join(stdout_lines), "".join(stderr_chunks))

@@ -1,0 +1,192 @@
+"""`reelflow ...`: a thin command line over the stages and flows.
+
+Exit codes: 0 done; 1 a reelflow error (message on stderr, no traceback); 2 bad usage or
+config; 3 QC found errors (``qc`` and ``ingest``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from reelflow.errors import ConfigError, QCFailed, ReelflowError
+from reelflow.infra.settings import Settings, load_settings
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="reelflow: ingest mezzanine files into per-title DASH and HLS streams.",
+)
+err = Console(stderr=True)
+
+EXIT_ERROR, EXIT_USAGE, EXIT_QC = 1, 2, 3
+
+SourceArg = Annotated[Path, typer.Argument(help="Source media file.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML config file (see README); REELFLOW_CONFIG also works.")
+]
+
+
+class _State:
+    settings_file: Path | None = None
+    verbose: bool = False
+
+
+state = _State()
+
+
+@app.callback()
+def _root(
+    config: ConfigOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each binary's command line.")] = False,
+) -> None:
+    state.settings_file = config
+    state.verbose = verbose
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _settings() -> Settings:
+    return load_settings(state.settings_file)
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def _progress(label: str, total: float, show: bool) -> Iterator[Callable[[float], None]]:
+    """A progress bar on stderr (only on a terminal); yields an update(done) callback."""
+    if not show or not err.is_terminal:
+        yield lambda done: None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+                  console=err, transient=True) as bar:
+        task_id = bar.add_task(label, total=total)
+        yield lambda done: bar.update(task_id, completed=min(done, total))
+
+
+@app.command()
+def probe(source: SourceArg, json_out: JsonOpt = False) -> None:
+    """Streams, exact frame rate, duration, size, aspect, colour and audio of SOURCE."""
+    from reelflow.encoding.probe import probe as probe_media
+
+    info = probe_media(source)
+    if json_out:
+        _emit_json(info.to_dict())
+        return
+    v = info.video
+    table = Table(show_header=False, box=None)
+    table.add_row("file", f"{info.path} ({info.format_name}, {info.size_bytes:,} bytes)")
+    table.add_row("duration", f"{info.duration_s:.3f} s")
+    table.add_row("video", f"{v.codec} {v.width}x{v.height} SAR {v.sar} DAR {v.dar}, {v.fps} fps "
+                           f"({float(v.fps):.3f}), {v.frames} frames, {v.pix_fmt}, {v.bit_depth}-bit")
+    table.add_row("colour", f"primaries {v.color_primaries or '-'}, transfer {v.color_transfer or '-'}, "
+                            f"matrix {v.color_matrix or '-'}, range {v.color_range or '-'}, "
+                            f"fields {v.field_order or '-'}")
+    for a in info.audio:
+        table.add_row(f"audio #{a.index}", f"{a.codec} {a.channels} ch ({a.layout}) {a.sample_rate} Hz, "
+                                           f"{a.duration_s:.3f} s, start {a.start_s:.3f} s, lang {a.language or '-'}")
+    Console().print(table)
+
+
+@app.command()
+def qc(source: SourceArg, json_out: JsonOpt = False) -> None:
+    """Quality-check SOURCE in one decode pass; exit 3 when a check fails with severity error."""
+    from reelflow.encoding.probe import probe as probe_media
+    from reelflow.encoding.qc import run_qc
+
+    settings = _settings()
+    info = probe_media(source)
+    with _progress("QC", info.duration_s, show=True) as update:
+        report = run_qc(source, settings.qc, info=info, progress=update)
+    if json_out:
+        _emit_json(report.to_dict())
+    else:
+        table = Table("check", "result", "severity", "message")
+        for check in report.checks:
+            result = "[green]ok[/]" if check.passed else ("[red]FAIL[/]" if check.severity == "error" else "[yellow]flag[/]")
+            table.add_row(check.name, result, check.severity, check.message)
+        Console().print(table)
+        Console().print(f"verdict: [bold]{report.verdict}[/]")
+    if report.verdict == "error":
+        raise typer.Exit(EXIT_QC)
+
+
+@app.command()
+def shots(source: SourceArg, json_out: JsonOpt = False) -> None:
+    """Detect shots in SOURCE: 0-based frame bounds, end exclusive, and times."""
+    from reelflow.encoding.probe import probe as probe_media
+    from reelflow.encoding.shots import detect_shots
+
+    settings = _settings()
+    info = probe_media(source)
+    with _progress("shots", info.video.frames, show=True) as update:
+        found = detect_shots(source, settings.shots, info=info, progress=lambda done, total: update(done))
+    if json_out:
+        _emit_json(found.to_dict())
+        return
+    table = Table("#", "start frame", "end frame", "start s", "end s", "boundary")
+    for s in found.shots:
+        table.add_row(str(s.index), str(s.start_frame), str(s.end_frame), f"{s.start_s:.3f}", f"{s.end_s:.3f}",
+                      s.boundary)
+    Console().print(table)
+    Console().print(f"{len(found.shots)} shots, {len(found.cuts)} cuts, {found.frames} frames at {found.fps} fps")
+
+
+@app.command()
+def ingest(
+    source: SourceArg,
+    title_id: Annotated[str | None, typer.Option("--title-id", help="Title id (default: from the file name).")] = None,
+    storage: Annotated[str | None, typer.Option(
+        "--storage", help="Output: a local directory or s3://bucket/prefix (default from settings).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Ingest SOURCE end to end as a Prefect flow run: QC, shots, encodes, DASH + HLS, publish."""
+    settings = _settings()
+    from reelflow.flows.ingest import ingest_flow
+
+    source = source.resolve() if source.exists() else source
+    if storage and not storage.startswith("s3://"):
+        storage = str(Path(storage).resolve())
+    err.print(f"[bold]ingest[/] {source} (Prefect flow run; stage logs follow)")
+    record = ingest_flow(settings)(
+        str(source), title_id=title_id, storage=storage,
+        config_file=str(state.settings_file) if state.settings_file else None,
+    )
+    if json_out:
+        _emit_json(record)
+        return
+    out = Console()
+    out.print(f"[bold green]published[/] {record['title_id']}: "
+              f"{len(record['ladder']['rungs'])} video rungs, {len(record['audio'])} audio track(s), "
+              f"QC {record['qc']['verdict']}")
+    out.print(f"  DASH  {record['manifests']['dash']}")
+    out.print(f"  HLS   {record['manifests']['hls']}")
+    out.print(f"  play: ffplay {record['manifests']['dash']}")
+
+
+def main() -> None:
+    """Console entry point: run the app; turn reelflow errors into one line and an exit code."""
+    try:
+        app()  # standalone: usage errors print their message and exit 2 on their own
+    except ReelflowError as exc:
+        code = EXIT_QC if isinstance(exc, QCFailed) else EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_ERROR
+        err.print(f"reelflow: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(code)
+    except KeyboardInterrupt:
+        err.print("reelflow: interrupted", markup=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""Final encodes: the ladder's video renditions with aligned keyframes, and the AAC audio track.
+
+Every rendition gets a keyframe (IDR, closed GOP) at every shot start and on a fixed segment
+grid, at the same frames in every rung, so the packager can cut all rungs at the same instants
+and a player can switch between them at any segment boundary. Each encode is checked after the
+fact: its keyframes are read back and must be exactly the planned ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import av
+
+from reelflow.encoding.probe import MediaInfo, VideoStream
+from reelflow.errors import StageError
+from reelflow.infra.settings import EncodeConfig, Rung
+from reelflow.infra.tools import ffmpeg_exe, run
+
+log = logging.getLogger(__name__)
+
+# No more than this many seconds between keyframes from the encoder's own decision; the grid and
+# the shot starts place every keyframe, so this only guards against a missing grid.
+_MAX_GOP_FACTOR = 10
+
+
+@dataclass(frozen=True)
+class Rendition:
+    """One encoded track, ready for the packager."""
+
+    kind: Literal["video", "audio"]
+    path: Path
+    codec: str
+    kbps: float                 # measured from the file: bytes * 8 / duration
+    duration_s: float
+    width: int = 0
+    height: int = 0
+    target_kbps: int = 0
+    frames: int = 0
+    channels: int = 0
+    sample_rate: int = 0
+    language: str = "und"
+
+    @property
+    def name(self) -> str:
+        """Stable folder name in the package: 720p_3000k, aac_eng."""
+        if self.kind == "audio":
+            return f"{self.codec}_{self.language}"
+        return f"{self.height}p_{self.target_kbps}k"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["path"] = str(self.path)
+        out["name"] = self.name
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Rendition:
+        fields = {k: v for k, v in data.items() if k != "name"}
+        fields["path"] = Path(fields["path"])
+        return cls(**fields)
+
+
+def even(value: float) -> int:
+    """Nearest even integer (4:2:0 chroma needs even dimensions)."""
+    return max(2, int(round(value / 2)) * 2)
+
+
+def ladder_for_source(video: VideoStream, ladder: Iterable[Rung]) -> tuple[Rung, ...]:
+    """The rungs no taller than the source, each as wide as the source's display aspect demands.
+
+    Apple's widths assume 16:9; a 4:3 or scope source keeps each rung's height and gets the width
+    of its own display aspect ratio, with square pixels.
+    """
+    rungs = []
+    for rung in ladder:
+        if rung.height > video.height:
+            continue
+        width = even(rung.height * video.dar)
+        rungs.append(rung if width == rung.width else Rung(width=width, height=rung.height, kbps=rung.kbps))
+    if not rungs:
+        raise StageError(
+            f"the source is {video.width}x{video.height}: no rung of the ladder is that small or smaller; "
+            "add a lower rung to the ladder"
+        )
+    return tuple(rungs)
+
+
+def segment_frames(fps: Fraction, segment_s: float) -> int:
+    """Frames per segment of the grid: a whole number, so every rung cuts at the same frame."""
+    return max(1, round(segment_s * fps))
+
+
+def keyframe_frames(
+    shot_starts: Iterable[int], frames: int, fps: Fraction, segment_s: float
+) -> tuple[int, ...]:
+    """Frames that must be keyframes: every shot start and every segment-grid point, sorted."""
+    step = segment_frames(fps, segment_s)
+    wanted = set(range(0, frames, step))
+    wanted.update(f for f in shot_starts if 0 <= f < frames)
+    return tuple(sorted(wanted))
+
+
+def force_key_frames_arg(keyframes: Sequence[int], fps: Fraction) -> str:
+    """ffmpeg's -force_key_frames time list, aimed half a frame early.
+
+    ffmpeg forces a keyframe on the first frame whose time is at or after each listed time;
+    half a frame early makes that frame the intended one despite rounding of either time.
+    """
+    half = Fraction(1, 2)
+    return ",".join(f"{float(max(Fraction(0), (f - half) / fps)):.6f}" for f in keyframes)
+
+
+def video_encode_argv(
+    src: Path, rung: Rung, keyframes: Sequence[int], video: VideoStream, config: EncodeConfig, out: Path
+) -> list[str]:
+    """ffmpeg argv for one fixed-bitrate H.264 rung of the whole title."""
+    gop = segment_frames(video.fps, config.segment_s) * _MAX_GOP_FACTOR
+    fps = f"{video.fps.numerator}/{video.fps.denominator}"
+    return [
+        ffmpeg_exe(), "-hide_banner", "-nostdin", "-y",
+        "-i", str(src),
+        "-map", f"0:{video.index}", "-an", "-sn", "-dn",
+        "-map_metadata", "-1", "-map_chapters", "-1",                # nothing of the source's tags leaks out
+        "-vf", f"scale={rung.width}:{rung.height}:flags=lanczos,setsar=1,format=yuv420p",
+        "-fps_mode", "cfr", "-r", fps,                               # one frame per 1/fps: frame n is at n/fps
+        "-c:v", "libx264", "-preset", config.preset, "-profile:v", "high",
+        "-b:v", f"{rung.kbps}k",
+        "-maxrate", f"{round(rung.kbps * config.maxrate_factor)}k",  # VBV: the rung's peak stays streamable
+        "-bufsize", f"{round(rung.kbps * config.bufsize_s)}k",
+        "-g", str(gop), "-keyint_min", "1",
+        "-x264-params", "scenecut=0:open-gop=0",                     # keyframes only where we force them; closed GOPs
+        "-force_key_frames", force_key_frames_arg(keyframes, video.fps),
+        *_color_args(video),
+        "-movflags", "+faststart",
+        str(out),
+    ]
+
+
+def _color_args(video: VideoStream) -> list[str]:
+    """Carry the source's colour description through the scale, where it is known."""
+    args = []
+    for flag, value in (("-color_primaries", video.color_primaries), ("-color_trc", video.color_transfer),
+                        ("-colorspace", video.color_matrix), ("-color_range", video.color_range)):
+        if value:
+            args += [flag, value]
+    return args
+
+
+def audio_encode_argv(src: Path, info: MediaInfo, config: EncodeConfig, out: Path) -> list[str]:
+    """ffmpeg argv for the stereo AAC track, from the source's first audio stream."""
+    stream = info.audio[0]
+    return [
+        ffmpeg_exe(), "-hide_banner", "-nostdin", "-y",
+        "-i", str(src),
+        "-map", f"0:{stream.index}", "-vn", "-sn", "-dn",
+        "-map_metadata", "-1", "-map_chapters", "-1",
+        "-c:a", "aac", "-b:a", f"{config.audio_kbps}k",
+        "-ac", "2",                                   # stereo: a 5.1 source is downmixed, mono doubled
+        "-ar", str(config.audio_rate),
+        "-af", "aresample=async=1:first_pts=0",       # fill gaps so audio stays in sync with video time
+        "-movflags", "+faststart",
+        str(out),
+    ]
+
+
+def encode_video_rung(
+    src: Path,
+    rung: Rung,
+    keyframes: Sequence[int],
+    info: MediaInfo,
+    config: EncodeConfig,
+    out: Path,
+    *,
+    progress: Callable[[float], None] | None = None,
+) -> Rendition:
+    """Encode one rung, verify its frame count and keyframes, and describe the result."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.stem + ".partial" + out.suffix)
+    run(video_encode_argv(src, rung, keyframes, info.video, config, partial), progress=progress)
+    frames, found = read_keyframes(partial)
+    if frames != info.video.frames:
+        raise StageError(f"{rung.name}: encoded {frames} frames, the source has {info.video.frames}")
+    if tuple(found) != tuple(keyframes):
+        missing = sorted(set(keyframes) - set(found))[:5]
+        extra = sorted(set(found) - set(keyframes))[:5]
+        raise StageError(f"{rung.name}: keyframes differ from the plan (missing {missing}, extra {extra})")
+    partial.replace(out)  # only a verified encode gets the final name; a crash leaves no half file there
+    duration = float(frames / info.video.fps)
+    return Rendition(
+        kind="video", path=out, codec="h264", kbps=_kbps(out, duration), duration_s=duration,
+        width=rung.width, height=rung.height, target_kbps=rung.kbps, frames=frames,
+    )
+
+
+def encode_audio(
+    src: Path, info: MediaInfo, config: EncodeConfig, out: Path,
+    *, progress: Callable[[float], None] | None = None,
+) -> Rendition:
+    """Encode the source's first audio stream to stereo AAC."""
+    if not info.audio:
+        raise StageError(f"{src} has no audio stream to encode")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.stem + ".partial" + out.suffix)
+    run(audio_encode_argv(src, info, config, partial), progress=progress)
+    partial.replace(out)
+    with av.open(str(out)) as container:
+        stream = container.streams.audio[0]
+        duration = float(stream.duration * stream.time_base) if stream.duration else info.duration_s
+    return Rendition(
+        kind="audio", path=out, codec="aac", kbps=_kbps(out, duration), duration_s=duration,
+        target_kbps=config.audio_kbps, channels=2, sample_rate=config.audio_rate,
+        language=info.audio[0].language or "und",
+    )
+
+
+def read_keyframes(path: Path) -> tuple[int, list[int]]:
+    """(frame count, frame indices of keyframes in presentation order), by demuxing only."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size and p.pts is not None]
+    packets.sort()
+    return len(packets), [i for i, (_, key) in enumerate(packets) if key]
+
+
+def _kbps(path: Path, duration_s: float) -> float:
+    return round(path.stat().st_size * 8 / 1000 / duration_s, 1) if duration_s > 0 else 0.0

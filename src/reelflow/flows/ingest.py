@@ -1,0 +1,277 @@
+"""The Prefect flow ``ingest``: probe, QC, shots, encodes, package, publish, title record.
+
+Tasks are thin shells around the stage functions in ``encoding/`` and ``packaging/``; this
+module only wires them and adds what an orchestrator is for:
+
+- fan-out: the ladder's rungs are encoded with ``.map`` under a bounded thread pool;
+- caching: probe, QC and shots are cached by Prefect on the source's SHA-256 and the stage's
+  config. Encodes go to content-addressed folders (``<work>/<sha>/<stage>-<config digest>/``)
+  and a finished encode is recognised by its file, which only gets its final name once verified.
+  A re-run after a crash therefore skips every finished encode. The encodes are not cached by
+  Prefect itself: a cache record can outlive the file it describes, the file cannot;
+- retries: only storage calls are retried, and only on TransientStorageError;
+- the title record is written last; it is the only thing readers trust.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+from prefect.states import State
+from prefect.task_runners import ThreadPoolTaskRunner
+
+import reelflow
+from reelflow.encoding import encode, probe, qc, shots
+from reelflow.encoding.encode import Rendition
+from reelflow.errors import ConfigError, QCFailed, TransientStorageError
+from reelflow.infra.hashing import config_digest, sha256_file
+from reelflow.infra.settings import EncodeConfig, QCConfig, Rung, Settings, ShotConfig, load_settings
+from reelflow.infra.storage import Storage, open_storage
+from reelflow.packaging import publish
+from reelflow.packaging.packager import Package, package
+
+log = logging.getLogger(__name__)
+
+TITLE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+TITLES_PREFIX = "titles"
+
+
+def default_title_id(source: Path) -> str:
+    """A title id from the file name: lower case, runs of other characters as one dash."""
+    slug = re.sub(r"[^a-z0-9._-]+", "-", source.stem.lower()).strip("-._")
+    return slug[:128] or "title"
+
+
+def check_title_id(title_id: str) -> str:
+    if not TITLE_ID.match(title_id):
+        raise ConfigError(
+            f"title id {title_id!r} is not valid: use 1-128 of a-z, 0-9, '.', '_', '-', starting with a letter "
+            "or digit"
+        )
+    return title_id
+
+
+# --- retries: transient storage errors only --------------------------------------------------
+
+def _transient_only(task: Any, task_run: Any, state: State[Any]) -> bool:
+    """Retry a failed task only when it failed on a transient storage error."""
+    try:
+        state.result()
+    except TransientStorageError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+STORAGE_RETRIES = {"retries": 3, "retry_delay_seconds": [1, 4, 15], "retry_condition_fn": _transient_only}
+
+
+# --- cache keys: content hash + the stage's result-changing config ---------------------------
+
+def _stage_key(stage: str) -> Any:
+    def key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+        return f"reelflow-{stage}-{parameters['source_sha']}-{config_digest(parameters.get('config'))}"
+
+    return key
+
+
+# --- tasks ------------------------------------------------------------------------------------
+
+@task(name="hash source", cache_policy=NO_CACHE)
+def hash_task(source: Path) -> str:
+    digest = sha256_file(source)
+    get_run_logger().info("source %s sha256 %s", source.name, digest)
+    return digest
+
+
+@task(name="probe", cache_policy=NO_CACHE)  # demux only: cheaper than a cache lookup's bookkeeping
+def probe_task(source: Path) -> probe.MediaInfo:
+    info = probe.probe(source)
+    v = info.video
+    get_run_logger().info("%s: %dx%d %s fps, %d frames, %.3f s, %d audio stream(s)",
+                          source.name, v.width, v.height, v.fps, v.frames, info.duration_s, len(info.audio))
+    return info
+
+
+@task(name="qc", cache_key_fn=_stage_key("qc"), persist_result=True)
+def qc_task(source: Path, source_sha: str, config: QCConfig, info: probe.MediaInfo) -> dict[str, Any]:
+    report = qc.run_qc(source, config, info=info)
+    logger = get_run_logger()
+    for check in report.checks:
+        if not check.passed:
+            logger.log(logging.ERROR if check.severity == "error" else logging.WARNING,
+                       "QC %s %s: %s", check.severity, check.name, check.message)
+    logger.info("QC verdict: %s", report.verdict)
+    return report.to_dict()
+
+
+@task(name="shots", cache_key_fn=_stage_key("shots"), persist_result=True)
+def shots_task(source: Path, source_sha: str, config: ShotConfig, info: probe.MediaInfo) -> dict[str, Any]:
+    found = shots.detect_shots(source, config, info=info)
+    get_run_logger().info("%d shots (%d cuts)", len(found.shots), len(found.cuts))
+    return found.to_dict()
+
+
+@task(name="quarantine", cache_policy=NO_CACHE, **STORAGE_RETRIES)
+def quarantine_task(source: Path, storage: Storage, title_id: str, report: dict[str, Any]) -> str:
+    return publish.quarantine(source, storage, title_id, report)
+
+
+@task(name="encode rung", cache_policy=NO_CACHE, task_run_name="encode {rung.height}p {rung.kbps}k")
+def encode_rung_task(source: Path, rung: Rung, keyframes: tuple[int, ...], info: probe.MediaInfo,
+                     config: EncodeConfig, work: Path) -> Rendition:
+    out = work / f"{rung.name}.mp4"
+    if out.exists():  # only verified encodes carry the final name
+        get_run_logger().info("reusing finished encode %s", out)
+        frames, _ = encode.read_keyframes(out)
+        duration = float(frames / info.video.fps)
+        return Rendition(kind="video", path=out, codec="h264", kbps=encode._kbps(out, duration),
+                         duration_s=duration, width=rung.width, height=rung.height, target_kbps=rung.kbps,
+                         frames=frames)
+    rendition = encode.encode_video_rung(source, rung, keyframes, info, config, out)
+    get_run_logger().info("encoded %s: %.0f kbps (target %d)", rung.name, rendition.kbps, rung.kbps)
+    return rendition
+
+
+@task(name="encode audio", cache_policy=NO_CACHE)
+def encode_audio_task(source: Path, info: probe.MediaInfo, config: EncodeConfig, work: Path) -> Rendition:
+    out = work / "audio.mp4"
+    rendition = encode.encode_audio(source, info, config, out)
+    get_run_logger().info("encoded audio: %.0f kbps AAC stereo", rendition.kbps)
+    return rendition
+
+
+@task(name="package", cache_policy=NO_CACHE)
+def package_task(renditions: list[Rendition], out_dir: Path, segment_s: float, settings: Settings) -> Package:
+    result = package(renditions, out_dir, segment_s=segment_s, config=settings.package)
+    get_run_logger().info("packaged %d files (DASH %s, HLS %s)", len(result.files), result.dash_manifest,
+                          result.hls_master)
+    return result
+
+
+@task(name="publish", cache_policy=NO_CACHE, **STORAGE_RETRIES)
+def publish_task(package_dir: Path, storage: Storage, prefix: str) -> list[str]:
+    keys = publish.publish_package(package_dir, storage, prefix)
+    get_run_logger().info("uploaded %d files to %s", len(keys), storage.url_for(prefix))
+    return keys
+
+
+@task(name="write report", cache_policy=NO_CACHE, **STORAGE_RETRIES)
+def put_json_task(storage: Storage, key: str, data: dict[str, Any]) -> str:
+    storage.put_bytes(json.dumps(data, indent=2).encode(), key, content_type="application/json")
+    return storage.url_for(key)
+
+
+@task(name="title record", cache_policy=NO_CACHE, **STORAGE_RETRIES)
+def title_record_task(storage: Storage, prefix: str, record: dict[str, Any]) -> str:
+    url = publish.write_title_record(storage, prefix, record)
+    get_run_logger().info("title record %s", url)
+    return url
+
+
+# --- the flow ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class IngestResult:
+    title_id: str
+    record_url: str
+    record: dict[str, Any]
+
+
+@flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=EncodeConfig().parallel_encodes))
+def ingest(source: str, title_id: str | None = None, storage: str | None = None,
+           config_file: str | None = None) -> dict[str, Any]:
+    """Ingest one mezzanine file: QC, shots, ladder encodes, DASH + HLS package, publish."""
+    settings = load_settings(Path(config_file) if config_file else None)
+    return run_ingest(Path(source), settings, title_id=title_id, storage_url=storage).record
+
+
+def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
+               storage_url: str | None = None) -> IngestResult:
+    """The flow's body (call inside a flow run): each stage as a task."""
+    logger = get_run_logger()
+    title = check_title_id(title_id or default_title_id(source))
+    store = open_storage(storage_url or settings.storage.output, settings.storage)
+    prefix = f"{TITLES_PREFIX}/{title}"
+    started = dt.datetime.now(dt.UTC)
+
+    # probe before hashing: a missing or non-media file fails fast, before reading gigabytes
+    info = probe_task(source)
+    sha = hash_task(source)
+
+    report = qc_task(source, sha, settings.qc, info)
+    errors = [c for c in report["checks"] if not c["passed"] and c["severity"] == "error"]
+    if errors:
+        where = quarantine_task(source, store, title, report)
+        raise QCFailed(source, [f"{c['name']}: {c['message']}" for c in errors], report, where)
+
+    shot_list = shots.ShotList.from_dict(shots_task(source, sha, settings.shots, info))
+    rungs = encode.ladder_for_source(info.video, settings.encode.ladder)
+    keyframes = encode.keyframe_frames([s.start_frame for s in shot_list.shots], info.video.frames,
+                                       info.video.fps, settings.encode.segment_s)
+    logger.info("fixed ladder: %s; %d keyframes planned", ", ".join(r.name for r in rungs), len(keyframes))
+
+    work = settings.storage.work_dir.resolve() / sha[:16]
+    encode_dir = work / f"encode-{config_digest(settings.encode, keyframes)}"
+    video = encode_rung_task.map(source, rungs, unmapped(keyframes), unmapped(info),
+                                 unmapped(settings.encode), unmapped(encode_dir))
+    audio = encode_audio_task.submit(source, info, settings.encode, encode_dir) if info.audio else None
+    renditions = [f.result() for f in video] + ([audio.result()] if audio is not None else [])
+
+    pkg = package_task(renditions, work / "package", settings.encode.segment_s, settings)
+    publish_task(pkg.root, store, prefix)
+    qc_url = put_json_task(store, f"{prefix}/qc.json", report)
+    put_json_task(store, f"{prefix}/shots.json", shot_list.to_dict())
+
+    record = title_record(title, source, sha, info, report, shot_list, renditions, pkg, store, prefix,
+                          qc_url, started)
+    record_url = title_record_task(store, prefix, record)
+    return IngestResult(title_id=title, record_url=record_url, record=record)
+
+
+def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, report: dict[str, Any],
+                 shot_list: shots.ShotList, renditions: list[Rendition], pkg: Package, store: Storage,
+                 prefix: str, qc_url: str, started: dt.datetime) -> dict[str, Any]:
+    """The title record: what was published, where, and from what."""
+    def entry(r: Rendition) -> dict[str, Any]:
+        folder = f"{r.kind}/{r.name}"
+        out = {"kind": r.kind, "name": r.name, "codec": r.codec, "kbps": r.kbps, "target_kbps": r.target_kbps,
+               "duration_s": round(r.duration_s, 3), "playlist": f"{folder}.m3u8",
+               "init": f"{folder}/init.mp4"}
+        if r.kind == "video":
+            out.update(width=r.width, height=r.height, frames=r.frames)
+        else:
+            out.update(channels=r.channels, sample_rate=r.sample_rate, language=r.language)
+        return out
+
+    return {
+        "title_id": title,
+        "status": "published",
+        "reelflow_version": reelflow.__version__,
+        "started_at": started.isoformat(timespec="seconds"),
+        "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "source": {"name": source.name, "sha256": sha, "size_bytes": info.size_bytes, "probe": info.to_dict()},
+        "qc": {"verdict": report["verdict"], "report": qc_url,
+               "warnings": [c["name"] for c in report["checks"] if not c["passed"]]},
+        "shots": {"count": len(shot_list.shots), "cuts": shot_list.cuts, "report": store.url_for(f"{prefix}/shots.json")},
+        "ladder": {"mode": "fixed", "rungs": [entry(r) for r in renditions if r.kind == "video"]},
+        "audio": [entry(r) for r in renditions if r.kind == "audio"],
+        "manifests": {"dash": store.url_for(f"{prefix}/{pkg.dash_manifest}"),
+                      "hls": store.url_for(f"{prefix}/{pkg.hls_master}")},
+        "encryption": None,
+    }
+
+
+def ingest_flow(settings: Settings) -> Any:
+    """The ingest flow with its rung fan-out bounded to the configured number of encodes at once."""
+    return ingest.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.encode.parallel_encodes))

@@ -1,0 +1,138 @@
+"""encode: ladder and keyframe planning (pure), and real encodes with aligned keyframes."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reelflow.encoding.encode import (
+    encode_audio,
+    encode_video_rung,
+    force_key_frames_arg,
+    keyframe_frames,
+    ladder_for_source,
+    read_keyframes,
+    segment_frames,
+)
+from reelflow.encoding.probe import probe
+from reelflow.errors import StageError
+from reelflow.infra.settings import APPLE_HLS_LADDER, EncodeConfig
+
+FAST = EncodeConfig(preset="ultrafast")
+
+
+def test_ladder_leaves_out_rungs_above_the_source(sintel_fight: Path, dark_bokeh: Path) -> None:
+    small = ladder_for_source(probe(sintel_fight).video, APPLE_HLS_LADDER)
+    assert [(r.width, r.height, r.kbps) for r in small] == [(416, 234, 145), (640, 360, 365)]
+    full = ladder_for_source(probe(dark_bokeh).video, APPLE_HLS_LADDER)
+    assert full == APPLE_HLS_LADDER  # 16:9 at 1080: Apple's ladder as published
+
+
+def test_ladder_follows_a_four_by_three_display_aspect(lavfi_clip: object) -> None:
+    clip = lavfi_clip("pal43.mp4", "-f", "lavfi", "-i", "testsrc2=size=720x576:rate=25:duration=1",  # type: ignore[operator]
+                      "-vf", "setsar=16/15", "-c:v", "libx264", "-preset", "ultrafast")
+    rungs = ladder_for_source(probe(clip).video, APPLE_HLS_LADDER)
+    assert [(r.width, r.height) for r in rungs] == [(312, 234), (480, 360), (576, 432), (576, 432), (720, 540)]
+
+
+def test_ladder_refuses_a_source_smaller_than_every_rung(lavfi_clip: object) -> None:
+    clip = lavfi_clip("tiny.mp4", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25:duration=1",  # type: ignore[operator]
+                      "-c:v", "libx264", "-preset", "ultrafast")
+    with pytest.raises(StageError, match="no rung"):
+        ladder_for_source(probe(clip).video, APPLE_HLS_LADDER)
+
+
+def test_segment_grid_is_whole_frames() -> None:
+    assert segment_frames(Fraction(24), 4.0) == 96
+    assert segment_frames(Fraction(30000, 1001), 4.0) == 120
+    assert segment_frames(Fraction(25), 4.0) == 100
+
+
+@given(
+    starts=st.lists(st.integers(0, 5000), max_size=40),
+    frames=st.integers(1, 5000),
+    fps=st.sampled_from([Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(60)]),
+    segment_s=st.sampled_from([2.0, 4.0, 6.0]),
+)
+def test_keyframes_cover_grid_and_shot_starts(starts: list[int], frames: int, fps: Fraction,
+                                              segment_s: float) -> None:
+    keys = keyframe_frames(starts, frames, fps, segment_s)
+    step = segment_frames(fps, segment_s)
+    assert keys[0] == 0 and list(keys) == sorted(set(keys))
+    assert all(0 <= k < frames for k in keys)
+    assert set(range(0, frames, step)) <= set(keys)
+    assert {s for s in starts if s < frames} <= set(keys)
+    # no gap between keyframes is longer than the grid step
+    assert all(b - a <= step for a, b in zip(keys, [*keys[1:], frames], strict=True))
+
+
+def test_forced_times_aim_half_a_frame_early() -> None:
+    assert force_key_frames_arg([0, 1, 96], Fraction(24)) == "0.000000,0.020833,3.979167"
+
+
+@pytest.fixture(scope="module")
+def sintel_rungs(sintel_fight: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], tuple[int, ...]]:
+    """Both 640x360 rungs of Sintel with shot-start keyframes from truth, encoded once."""
+    info = probe(sintel_fight)
+    cuts = [0, 58, 76, 96, 118, 140, 176, 209]
+    keys = keyframe_frames(cuts, info.video.frames, info.video.fps, FAST.segment_s)
+    out = tmp_path_factory.mktemp("rungs")
+    paths = []
+    for rung in ladder_for_source(info.video, FAST.ladder):
+        rendition = encode_video_rung(sintel_fight, rung, keys, info, FAST, out / f"{rung.name}.mp4")
+        paths.append(rendition.path)
+    return paths, keys
+
+
+def test_rungs_have_planned_keyframes_at_the_same_frames(sintel_rungs: tuple[list[Path], tuple[int, ...]]) -> None:
+    paths, keys = sintel_rungs
+    assert keys == (0, 58, 76, 96, 118, 140, 176, 192, 209)
+    for path in paths:
+        frames, found = read_keyframes(path)
+        assert frames == 240
+        assert tuple(found) == keys
+    assert not list(paths[0].parent.glob("*.partial.*"))
+
+
+def test_rung_bitrate_is_near_target(sintel_rungs: tuple[list[Path], tuple[int, ...]]) -> None:
+    paths, _ = sintel_rungs
+    for path, target in zip(paths, (145, 365), strict=True):
+        kbps = path.stat().st_size * 8 / 1000 / 10.0
+        assert 0.6 * target < kbps < 1.3 * target, (path.name, kbps)
+
+
+def test_ntsc_rate_keeps_every_frame(dog: Path, tmp_path: Path) -> None:
+    """30000/1001 with a 4 s grid: keyframes at multiples of 120 frames, no frame dropped or doubled."""
+    clip = dog
+    info = probe(clip)
+    keys = keyframe_frames([0, 77], info.video.frames, info.video.fps, 4.0)
+    rung = FAST.ladder[0]
+    rendition = encode_video_rung(clip, rung, keys, info, FAST, tmp_path / "dog.mp4")
+    assert rendition.frames == 289
+    assert tuple(read_keyframes(rendition.path)[1]) == (0, 77, 120, 240)
+
+
+def test_audio_is_stereo_aac_48k(talking_head: Path, tmp_path: Path) -> None:
+    """44.1 kHz speech in, 48 kHz stereo AAC near the configured 128 kb/s out."""
+    info = probe(talking_head)
+    rendition = encode_audio(talking_head, info, FAST, tmp_path / "audio.mp4")
+    assert probe_audio(rendition.path) == ("aac", 2, 48000)
+    assert rendition.duration_s == pytest.approx(9.426, abs=0.05)
+    assert 100 < rendition.kbps < 160
+
+
+def probe_audio(path: Path) -> tuple[str, int, int]:
+    import av
+
+    with av.open(str(path)) as container:
+        cc = container.streams.audio[0].codec_context
+        return cc.name, cc.layout.nb_channels, cc.sample_rate
+
+
+def test_audio_of_a_silent_source_is_refused(sintel_fight: Path, tmp_path: Path) -> None:
+    with pytest.raises(StageError, match="no audio"):
+        encode_audio(sintel_fight, probe(sintel_fight), FAST, tmp_path / "a.mp4")
