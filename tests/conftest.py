@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-MEDIA_DIR = Path(os.environ.get("REELFLOW_MEDIA_DIR", REPO.parent / "shared" / "media"))
+MEDIA_DIR = Path(os.environ.get("SHARED_MEDIA_DIR", REPO.parent / "shared" / "media"))
 
 
 def _clip(name: str) -> Path:
@@ -95,6 +95,23 @@ def ffmpeg() -> str:
     from reelflow.infra.tools import ffmpeg_exe
 
     return ffmpeg_exe()
+
+
+def decode(ffmpeg: str, source: str | Path, *map_args: str) -> dict[str, float]:
+    """Decode ``source`` (a file or a manifest) with ffmpeg; frames and seconds decoded, errors seen.
+
+    ``map_args`` select what to decode, e.g. ("-map", "0:v:1"). Raises if ffmpeg fails.
+    """
+    argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-nostats",
+            "-i", str(source), *map_args, "-f", "null", "-"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    values = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    return {
+        "frames": int(values.get("frame", 0)),
+        "seconds": int(values.get("out_time_us", "0")) / 1e6,
+        "error_lines": float(sum(1 for ln in done.stderr.splitlines() if ln.strip())),
+    }
 
 
 LavfiMaker = Callable[..., Path]

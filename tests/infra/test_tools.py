@@ -1,0 +1,72 @@
+"""tools: binaries found in the wheels, overridable, and failures that say what to do."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reelflow.errors import ToolFailed, ToolMissing
+from reelflow.infra import tools
+
+
+@pytest.fixture
+def fresh_lookup() -> Iterator[None]:
+    """Forget cached binary lookups before and after, so env overrides take effect."""
+    tools.ffmpeg_exe.cache_clear()
+    tools.packager_exe.cache_clear()
+    yield
+    tools.ffmpeg_exe.cache_clear()
+    tools.packager_exe.cache_clear()
+
+
+def test_bundled_binaries_have_what_reelflow_needs(fresh_lookup: None) -> None:
+    assert Path(tools.ffmpeg_exe()).is_file()
+    assert tools.ffmpeg_has_encoder("libx264") and tools.ffmpeg_has_encoder("libx265")
+    assert "packager" in Path(tools.packager_exe()).name
+
+
+def test_env_override_that_is_not_a_file(fresh_lookup: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(tools.FFMPEG_ENV, str(tmp_path / "no-ffmpeg"))
+    with pytest.raises(ToolMissing, match="REELFLOW_FFMPEG=.* is not an executable file"):
+        tools.ffmpeg_exe()
+
+
+def test_ffmpeg_without_libvmaf_is_refused(fresh_lookup: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A stand-in ffmpeg that lists libx264 but no filters, like a distribution build without libvmaf."""
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!/bin/sh\necho ' V....D libx264  H.264'\necho ' A....D aac  AAC'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv(tools.FFMPEG_ENV, str(fake))
+    with pytest.raises(ToolMissing, match="lacks libvmaf"):
+        tools.ffmpeg_exe()
+
+
+def test_packager_override_must_be_v3(fresh_lookup: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = tmp_path / "packager"
+    fake.write_text("#!/bin/sh\necho 'packager version v2.6.1-release'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv(tools.PACKAGER_ENV, str(fake))
+    with pytest.raises(ToolMissing, match="not Shaka Packager v3"):
+        tools.packager_exe()
+
+
+def test_failure_keeps_the_tools_last_words() -> None:
+    with pytest.raises(ToolFailed) as caught:
+        tools.run([tools.ffmpeg_exe(), "-hide_banner", "-i", "/no/such/input.mp4", "-f", "null", "-"])
+    assert caught.value.returncode != 0
+    assert "No such file or directory" in str(caught.value)
+    assert caught.value.argv[0] == tools.ffmpeg_exe()
+
+
+def test_missing_binary_is_tool_missing() -> None:
+    with pytest.raises(ToolMissing):
+        tools.run(["/no/such/binary", "--version"])
+
+
+def test_progress_reports_media_seconds() -> None:
+    seen: list[float] = []
+    tools.run([tools.ffmpeg_exe(), "-f", "lavfi", "-i", "testsrc2=d=2:s=160x90", "-f", "null", "-"],
+              progress=seen.append)
+    assert seen and seen == sorted(seen) and seen[-1] == pytest.approx(2.0, abs=0.1)
