@@ -97,11 +97,19 @@ def ffmpeg() -> str:
     return ffmpeg_exe()
 
 
-def decode(ffmpeg: str, source: str | Path, *map_args: str) -> dict[str, float]:
-    """Decode ``source`` (a file or a manifest) with ffmpeg; frames and seconds decoded, errors seen.
+Decoder = Callable[..., dict[str, float]]
 
-    ``map_args`` select what to decode, e.g. ("-map", "0:v:1"). Raises if ffmpeg fails.
+
+@pytest.fixture(scope="session")
+def decode(ffmpeg: str) -> Decoder:
+    """decode(source, *map_args): decode a file or a manifest with ffmpeg; frames and seconds decoded.
+
+    ``map_args`` select what to decode, e.g. ("-map", "0:v:1"). Fails the test if ffmpeg fails.
     """
+    return lambda source, *map_args: _decode(ffmpeg, source, *map_args)
+
+
+def _decode(ffmpeg: str, source: str | Path, *map_args: str) -> dict[str, float]:
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-nostats",
             "-i", str(source), *map_args, "-f", "null", "-"]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)

@@ -52,7 +52,46 @@ def _root(
 ) -> None:
     state.settings_file = config
     state.verbose = verbose
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Only reelflow's own loggers: Prefect brings its console handler for its loggers.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    reelflow_log = logging.getLogger("reelflow")
+    reelflow_log.addHandler(handler)
+    reelflow_log.setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+class _ConsoleFormatter(logging.Formatter):
+    """Prefect's console format, minus the traceback of a reelflow error.
+
+    A reelflow error is a message for a person; its traceback is noise on a terminal. Only the
+    console handler gets this formatter: the Prefect API handler still sends the full record,
+    so the UI keeps the traceback.
+    """
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not (record.exc_info and isinstance(record.exc_info[1], ReelflowError)):
+            return self.inner.format(record)
+        saved = record.exc_info, record.exc_text
+        record.exc_info, record.exc_text = None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text = saved
+
+
+def _quiet_console_tracebacks() -> None:
+    """Give Prefect's console handlers the formatter above (call after importing Prefect)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler) and not isinstance(handler.formatter, _ConsoleFormatter):
+                handler.setFormatter(_ConsoleFormatter(handler.formatter))
 
 
 def _settings() -> Settings:
@@ -114,7 +153,10 @@ def qc(source: SourceArg, json_out: JsonOpt = False) -> None:
     else:
         table = Table("check", "result", "severity", "message")
         for check in report.checks:
-            result = "[green]ok[/]" if check.passed else ("[red]FAIL[/]" if check.severity == "error" else "[yellow]flag[/]")
+            if check.passed:
+                result = "[green]ok[/]"
+            else:
+                result = "[red]FAIL[/]" if check.severity == "error" else "[yellow]flag[/]"
             table.add_row(check.name, result, check.severity, check.message)
         Console().print(table)
         Console().print(f"verdict: [bold]{report.verdict}[/]")
@@ -153,9 +195,13 @@ def ingest(
 ) -> None:
     """Ingest SOURCE end to end as a Prefect flow run: QC, shots, encodes, DASH + HLS, publish."""
     settings = _settings()
+    from reelflow.encoding.probe import probe as probe_media
+
+    probe_media(source)  # a missing or unreadable source fails here, before a flow run starts
     from reelflow.flows.ingest import ingest_flow
 
-    source = source.resolve() if source.exists() else source
+    _quiet_console_tracebacks()
+    source = source.resolve()
     if storage and not storage.startswith("s3://"):
         storage = str(Path(storage).resolve())
     err.print(f"[bold]ingest[/] {source} (Prefect flow run; stage logs follow)")

@@ -29,13 +29,13 @@ def test_file_then_env_then_overrides(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_unknown_key_in_file_is_named(tmp_path: Path) -> None:
     config = tmp_path / "reelflow.toml"
     config.write_text("[encode]\npreset = 'fast'\nprest = 'slow'\n")
-    with pytest.raises(ConfigError, match=r"'encode.prest'.*reelflow.toml"):
+    with pytest.raises(ConfigError, match=r"'encode\.prest'.*reelflow\.toml"):
         load_settings(config)
 
 
 def test_unknown_env_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REELFLOW_ENCODE__PRESSET", "fast")
-    with pytest.raises(ConfigError, match="encode.presset"):
+    with pytest.raises(ConfigError, match=r"encode\.presset"):
         load_settings()
 
 

@@ -29,7 +29,7 @@ def test_bundled_binaries_have_what_reelflow_needs(fresh_lookup: None) -> None:
 
 def test_env_override_that_is_not_a_file(fresh_lookup: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(tools.FFMPEG_ENV, str(tmp_path / "no-ffmpeg"))
-    with pytest.raises(ToolMissing, match="REELFLOW_FFMPEG=.* is not an executable file"):
+    with pytest.raises(ToolMissing, match=r"REELFLOW_FFMPEG=.* is not an executable file"):
         tools.ffmpeg_exe()
 
 

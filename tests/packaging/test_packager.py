@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import m3u8
 import mpegdash.parser
 import pytest
-from conftest import decode
 
 from reelflow.encoding.encode import encode_audio, encode_video_rung, keyframe_frames, ladder_for_source
 from reelflow.encoding.probe import probe
@@ -58,14 +58,16 @@ def test_hls_master_lists_every_variant_with_audio_group(talking_head_package: P
         assert sum(s.duration for s in media.segments) == pytest.approx(9.4, abs=0.01)
 
 
-def test_every_representation_decodes_from_both_manifests(talking_head_package: Package, ffmpeg: str) -> None:
+def test_every_representation_decodes_from_both_manifests(
+    talking_head_package: Package, decode: Callable[..., dict[str, float]]
+) -> None:
     root = talking_head_package.root
     for index in range(3):
-        dash = decode(ffmpeg, root / "manifest.mpd", "-map", f"0:v:{index}")
+        dash = decode(root / "manifest.mpd", "-map", f"0:v:{index}")
         assert dash["frames"] == 282, index
-        hls = decode(ffmpeg, root / "master.m3u8", "-map", f"0:v:{index}")
+        hls = decode(root / "master.m3u8", "-map", f"0:v:{index}")
         assert hls["frames"] == 282, index
-    audio = decode(ffmpeg, root / "manifest.mpd", "-map", "0:a:0")
+    audio = decode(root / "manifest.mpd", "-map", "0:a:0")
     assert audio["seconds"] == pytest.approx(9.4, abs=0.1)
 
 

@@ -66,9 +66,9 @@ class Rendition:
         return cls(**fields)
 
 
-def even(value: float) -> int:
+def even(value: float | Fraction) -> int:
     """Nearest even integer (4:2:0 chroma needs even dimensions)."""
-    return max(2, int(round(value / 2)) * 2)
+    return max(2, round(value / 2) * 2)
 
 
 def ladder_for_source(video: VideoStream, ladder: Iterable[Rung]) -> tuple[Rung, ...]:
@@ -211,7 +211,8 @@ def encode_audio(
     partial.replace(out)
     with av.open(str(out)) as container:
         stream = container.streams.audio[0]
-        duration = float(stream.duration * stream.time_base) if stream.duration else info.duration_s
+        duration = (float(stream.duration * stream.time_base)
+                    if stream.duration and stream.time_base else info.duration_s)
     return Rendition(
         kind="audio", path=out, codec="aac", kbps=_kbps(out, duration), duration_s=duration,
         target_kbps=config.audio_kbps, channels=2, sample_rate=config.audio_rate,

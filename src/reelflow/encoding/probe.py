@@ -49,7 +49,7 @@ class VideoStream:
     @property
     def display_width(self) -> int:
         """Width at square pixels, rounded to even (what a player shows)."""
-        return int(round(self.width * self.sar / 2)) * 2
+        return round(self.width * self.sar / 2) * 2
 
     @property
     def hdr(self) -> bool:
@@ -171,7 +171,7 @@ def _video_stream(vs: Any, frames: int, last_end: float | None) -> VideoStream:
     elif last_end is not None:
         duration = last_end - start
     else:
-        duration = frames / fps
+        duration = float(frames / fps)
     sar = Fraction(cc.sample_aspect_ratio) if cc.sample_aspect_ratio else Fraction(1)
     dar = Fraction(cc.width, cc.height) * sar
     fmt = cc.format
@@ -216,10 +216,11 @@ def _field_order(cc: Any) -> str | None:
 def _audio_stream(a: Any, last_end: float | None) -> AudioStream:
     cc = a.codec_context
     start = float(a.start_time * a.time_base) if a.start_time is not None else 0.0
+    duration = 0.0
     if a.duration:
         duration = float(a.duration * a.time_base)
-    else:  # Matroska/WebM declare no per-stream duration
-        duration = (last_end - start) if last_end is not None else 0.0
+    elif last_end is not None:  # Matroska/WebM declare no per-stream duration
+        duration = last_end - start
     return AudioStream(
         index=a.index,
         codec=cc.name,

@@ -19,15 +19,17 @@ import datetime as dt
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
 from prefect.context import TaskRunContext
-from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import Task
 
 import reelflow
 from reelflow.encoding import encode, probe, qc, shots
@@ -40,6 +42,9 @@ from reelflow.packaging import publish
 from reelflow.packaging.packager import Package, package
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 TITLE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 TITLES_PREFIX = "titles"
@@ -73,7 +78,10 @@ def _transient_only(task: Any, task_run: Any, state: State[Any]) -> bool:
     return False
 
 
-STORAGE_RETRIES = {"retries": 3, "retry_delay_seconds": [1, 4, 15], "retry_condition_fn": _transient_only}
+def storage_task(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """A task that talks to the output storage: retried on transient storage errors only."""
+    return task(name=name, cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 4, 15],
+                retry_condition_fn=_transient_only)
 
 
 # --- cache keys: content hash + the stage's result-changing config ---------------------------
@@ -92,6 +100,15 @@ def hash_task(source: Path) -> str:
     digest = sha256_file(source)
     get_run_logger().info("source %s sha256 %s", source.name, digest)
     return digest
+
+
+@storage_task("check storage")
+def storage_preflight_task(storage: Storage, prefix: str) -> bool:
+    """True when the title was published before (it is then replaced); raises if the store is unusable."""
+    published_before = storage.exists(f"{prefix}/title.json")
+    if published_before:
+        get_run_logger().info("%s was published before: it will be replaced", storage.url_for(prefix))
+    return published_before
 
 
 @task(name="probe", cache_policy=NO_CACHE)  # demux only: cheaper than a cache lookup's bookkeeping
@@ -122,7 +139,7 @@ def shots_task(source: Path, source_sha: str, config: ShotConfig, info: probe.Me
     return found.to_dict()
 
 
-@task(name="quarantine", cache_policy=NO_CACHE, **STORAGE_RETRIES)
+@storage_task("quarantine")
 def quarantine_task(source: Path, storage: Storage, title_id: str, report: dict[str, Any]) -> str:
     return publish.quarantine(source, storage, title_id, report)
 
@@ -159,20 +176,20 @@ def package_task(renditions: list[Rendition], out_dir: Path, segment_s: float, s
     return result
 
 
-@task(name="publish", cache_policy=NO_CACHE, **STORAGE_RETRIES)
+@storage_task("publish")
 def publish_task(package_dir: Path, storage: Storage, prefix: str) -> list[str]:
     keys = publish.publish_package(package_dir, storage, prefix)
     get_run_logger().info("uploaded %d files to %s", len(keys), storage.url_for(prefix))
     return keys
 
 
-@task(name="write report", cache_policy=NO_CACHE, **STORAGE_RETRIES)
+@storage_task("write report")
 def put_json_task(storage: Storage, key: str, data: dict[str, Any]) -> str:
     storage.put_bytes(json.dumps(data, indent=2).encode(), key, content_type="application/json")
     return storage.url_for(key)
 
 
-@task(name="title record", cache_policy=NO_CACHE, **STORAGE_RETRIES)
+@storage_task("title record")
 def title_record_task(storage: Storage, prefix: str, record: dict[str, Any]) -> str:
     url = publish.write_title_record(storage, prefix, record)
     get_run_logger().info("title record %s", url)
@@ -188,7 +205,12 @@ class IngestResult:
     record: dict[str, Any]
 
 
-@flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=EncodeConfig().parallel_encodes))
+def _encode_runner(parallel: int) -> Any:
+    """The bounded thread pool that the rung fan-out runs under (typed Any: Prefect's generics)."""
+    return ThreadPoolTaskRunner(max_workers=parallel)
+
+
+@flow(name="ingest", task_runner=_encode_runner(EncodeConfig().parallel_encodes))
 def ingest(source: str, title_id: str | None = None, storage: str | None = None,
            config_file: str | None = None) -> dict[str, Any]:
     """Ingest one mezzanine file: QC, shots, ladder encodes, DASH + HLS package, publish."""
@@ -205,7 +227,9 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     prefix = f"{TITLES_PREFIX}/{title}"
     started = dt.datetime.now(dt.UTC)
 
-    # probe before hashing: a missing or non-media file fails fast, before reading gigabytes
+    # Fail before any work on what would fail after it: an unreachable or missing output store,
+    # then a missing or non-media source (probe is cheap; hashing reads every byte).
+    storage_preflight_task(store, prefix)
     info = probe_task(source)
     sha = hash_task(source)
 
@@ -263,7 +287,8 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
         "source": {"name": source.name, "sha256": sha, "size_bytes": info.size_bytes, "probe": info.to_dict()},
         "qc": {"verdict": report["verdict"], "report": qc_url,
                "warnings": [c["name"] for c in report["checks"] if not c["passed"]]},
-        "shots": {"count": len(shot_list.shots), "cuts": shot_list.cuts, "report": store.url_for(f"{prefix}/shots.json")},
+        "shots": {"count": len(shot_list.shots), "cuts": shot_list.cuts,
+                  "report": store.url_for(f"{prefix}/shots.json")},
         "ladder": {"mode": "fixed", "rungs": [entry(r) for r in renditions if r.kind == "video"]},
         "audio": [entry(r) for r in renditions if r.kind == "audio"],
         "manifests": {"dash": store.url_for(f"{prefix}/{pkg.dash_manifest}"),
@@ -274,4 +299,4 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
 
 def ingest_flow(settings: Settings) -> Any:
     """The ingest flow with its rung fan-out bounded to the configured number of encodes at once."""
-    return ingest.with_options(task_runner=ThreadPoolTaskRunner(max_workers=settings.encode.parallel_encodes))
+    return ingest.with_options(task_runner=_encode_runner(settings.encode.parallel_encodes))
