@@ -93,6 +93,22 @@ def _stage_key(stage: str) -> Any:
     return key
 
 
+# --- progress: a log line per tenth of the work, so the console and the UI both show it -------
+
+def progress_logger(label: str, total: float, unit: str = "s") -> Callable[[float], None]:
+    """A progress callback (seconds of media, or frames) that logs each 10% step of ``total``."""
+    logger = get_run_logger()
+    next_step = [10]
+
+    def report(done: float) -> None:
+        percent = 100 * done / total if total > 0 else 100
+        if percent >= next_step[0] and next_step[0] < 100:
+            logger.info("%s: %d%% (%.1f of %.1f %s)", label, int(percent), done, total, unit)
+            next_step[0] = int(percent // 10 + 1) * 10
+
+    return report
+
+
 # --- tasks ------------------------------------------------------------------------------------
 
 @task(name="hash source", cache_policy=NO_CACHE)
@@ -122,7 +138,7 @@ def probe_task(source: Path) -> probe.MediaInfo:
 
 @task(name="qc", cache_key_fn=_stage_key("qc"), persist_result=True)
 def qc_task(source: Path, source_sha: str, config: QCConfig, info: probe.MediaInfo) -> dict[str, Any]:
-    report = qc.run_qc(source, config, info=info)
+    report = qc.run_qc(source, config, info=info, progress=progress_logger("QC", info.duration_s))
     logger = get_run_logger()
     for check in report.checks:
         if not check.passed:
@@ -134,7 +150,8 @@ def qc_task(source: Path, source_sha: str, config: QCConfig, info: probe.MediaIn
 
 @task(name="shots", cache_key_fn=_stage_key("shots"), persist_result=True)
 def shots_task(source: Path, source_sha: str, config: ShotConfig, info: probe.MediaInfo) -> dict[str, Any]:
-    found = shots.detect_shots(source, config, info=info)
+    report = progress_logger("shots", info.video.frames, unit="frames")
+    found = shots.detect_shots(source, config, info=info, progress=lambda done, total: report(done))
     get_run_logger().info("%d shots (%d cuts)", len(found.shots), len(found.cuts))
     return found.to_dict()
 
@@ -155,7 +172,8 @@ def encode_rung_task(source: Path, rung: Rung, keyframes: tuple[int, ...], info:
         return Rendition(kind="video", path=out, codec="h264", kbps=encode._kbps(out, duration),
                          duration_s=duration, width=rung.width, height=rung.height, target_kbps=rung.kbps,
                          frames=frames)
-    rendition = encode.encode_video_rung(source, rung, keyframes, info, config, out)
+    rendition = encode.encode_video_rung(source, rung, keyframes, info, config, out,
+                                         progress=progress_logger(f"encode {rung.name}", info.duration_s))
     get_run_logger().info("encoded %s: %.0f kbps (target %d)", rung.name, rendition.kbps, rung.kbps)
     return rendition
 
@@ -163,7 +181,8 @@ def encode_rung_task(source: Path, rung: Rung, keyframes: tuple[int, ...], info:
 @task(name="encode audio", cache_policy=NO_CACHE)
 def encode_audio_task(source: Path, info: probe.MediaInfo, config: EncodeConfig, work: Path) -> Rendition:
     out = work / "audio.mp4"
-    rendition = encode.encode_audio(source, info, config, out)
+    rendition = encode.encode_audio(source, info, config, out,
+                                    progress=progress_logger("encode audio", info.duration_s))
     get_run_logger().info("encoded audio: %.0f kbps AAC stereo", rendition.kbps)
     return rendition
 
@@ -247,9 +266,10 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
 
     work = settings.storage.work_dir.resolve() / sha[:16]
     encode_dir = work / f"encode-{config_digest(settings.encode, keyframes)}"
+    # audio first: it is short, and would otherwise wait behind every rung in the bounded pool
+    audio = encode_audio_task.submit(source, info, settings.encode, encode_dir) if info.audio else None
     video = encode_rung_task.map(source, rungs, unmapped(keyframes), unmapped(info),
                                  unmapped(settings.encode), unmapped(encode_dir))
-    audio = encode_audio_task.submit(source, info, settings.encode, encode_dir) if info.audio else None
     renditions = [f.result() for f in video] + ([audio.result()] if audio is not None else [])
 
     pkg = package_task(renditions, work / "package", settings.encode.segment_s, settings)

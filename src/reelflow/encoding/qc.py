@@ -1,0 +1,641 @@
+"""Quality control of a source in one ffmpeg decode pass: picture, sound, sync, colour tags, decode errors."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import shlex
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from reelflow.encoding.probe import MediaInfo, VideoStream, probe
+from reelflow.errors import SourceNotFound, ToolFailed
+from reelflow.infra import tools
+from reelflow.infra.settings import QCConfig, Severity
+
+log = logging.getLogger(__name__)
+
+Segment = tuple[float, float]
+
+_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2}
+
+# The decode runs at about 10x realtime on 1080p H.264 here; a pass taking 20x the programme's
+# length is a hung decoder, not a slow one.
+_TIMEOUT_FACTOR = 20.0
+_TIMEOUT_MIN_S = 120.0
+# Enough decoder lines to diagnose damage without a broken file filling the report.
+_MAX_ERROR_LINES = 50
+# ebur128's floor: the absolute gate (-70 LUFS) is what it prints for a silent track.
+_SILENT_LUFS = -69.9
+_DEFAULT_CONFIG = QCConfig()
+
+
+@dataclass(frozen=True)
+class Check:
+    """One QC finding: ``severity`` is what it carries when it fires (``passed`` False)."""
+
+    name: str
+    severity: Severity
+    passed: bool
+    message: str
+    value: float | str | None = None
+    threshold: float | str | None = None
+    segments: tuple[Segment, ...] = ()
+
+
+@dataclass(frozen=True)
+class QCReport:
+    """Every check of one source, plus the raw figures they were judged on."""
+
+    source: str
+    checks: tuple[Check, ...]
+    measurements: dict[str, Any]
+
+    @property
+    def failed(self) -> list[Check]:
+        """Every check that fired, info included."""
+        return [c for c in self.checks if not c.passed]
+
+    @property
+    def errors(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed and c.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed and c.severity == "warning"]
+
+    @property
+    def verdict(self) -> Literal["pass", "warning", "error"]:
+        if self.errors:
+            return "error"
+        return "warning" if self.warnings else "pass"
+
+    def check(self, name: str) -> Check:
+        """The check with this name; KeyError if this report has none (e.g. no decode happened)."""
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: segments as lists, non-finite numbers as None, the verdict spelled out."""
+        checks = []
+        for c in self.checks:
+            d = asdict(c)
+            d["segments"] = [list(s) for s in c.segments]
+            checks.append(d)
+        return {"source": self.source, "verdict": self.verdict, "checks": checks,
+                "measurements": _json_ready(self.measurements)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> QCReport:
+        """Inverse of to_dict (the verdict is derived, so it is not read back)."""
+        checks = tuple(
+            Check(
+                name=c["name"], severity=c["severity"], passed=c["passed"], message=c["message"],
+                value=c.get("value"), threshold=c.get("threshold"),
+                segments=tuple((float(s), float(e)) for s, e in c.get("segments", ())),
+            )
+            for c in d["checks"]
+        )
+        return cls(source=d["source"], checks=checks, measurements=dict(d.get("measurements", {})))
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# The one decode pass
+
+
+def qc_argv(path: Path, info: MediaInfo, config: QCConfig) -> list[str]:
+    """The single ffmpeg run: every analysis filter on the decoded streams, output discarded."""
+    v = info.video
+    video_chain = (
+        f"[0:{v.index}]"
+        # field-pairing comparison: interlaced vs progressive, and which field comes first
+        f"idet@v=intl_thres={config.interlace_comb_ratio},"
+        # runs down to the freeze length, so a black still is never reported as a frozen picture
+        f"blackdetect@v=d={min(config.black_min_s, config.freeze_min_s)}:pic_th={config.black_picture_ratio}"
+        f":pix_th={config.black_pixel_threshold},"
+        f"freezedetect@v=n={config.freeze_noise_db}dB:d={config.freeze_min_s}"
+        "[v]"
+    )
+    audio_chains = [
+        f"[0:{a.index}]"
+        # framelog=verbose: keep the 10-per-second running figures out of the log; the summary stays
+        f"ebur128@a{a.index}=peak=true:framelog=verbose,"
+        f"silencedetect@a{a.index}=n={config.silence_noise_db}dB:d={config.silence_min_s}"
+        f"[a{a.index}]"
+        for a in info.audio
+    ]
+    maps = ["-map", "[v]"]
+    for a in info.audio:
+        maps += ["-map", f"[a{a.index}]"]
+    return [
+        tools.ffmpeg_exe(), "-nostdin", "-hide_banner",
+        "-nostats",                          # progress comes from -progress; stats lines would bury the log
+        "-loglevel", "repeat+level+info",    # [error]/[info] on every line; repeated errors each counted
+        "-max_error_rate", "1",              # never give up on a damaged file: finish and report the damage
+        "-i", str(path),
+        "-filter_complex", ";".join([video_chain, *audio_chains]),  # the filters pass frames through
+        *maps,
+        "-f", "null", "-",                   # analyse only; nothing is encoded or written
+    ]
+
+
+def run_qc(
+    path: Path | str,
+    config: QCConfig = _DEFAULT_CONFIG,
+    *,
+    info: MediaInfo | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> QCReport:
+    """Probe (unless ``info`` is given), decode once with every analysis filter, judge.
+
+    Unusable input raises what probe raises. A file that decodes with errors, or stops decoding
+    partway, comes back as a report whose "decode_errors" check failed, so it can be quarantined.
+    """
+    path = Path(path)
+    if info is None:
+        info = probe(path)
+    elif not path.is_file():
+        raise SourceNotFound(path, "no such file", "check the path")
+    argv = qc_argv(path, info, config)
+    timeout = max(_TIMEOUT_MIN_S, _TIMEOUT_FACTOR * info.duration_s)
+    started = time.monotonic()
+    failure: ToolFailed | None = None
+    try:
+        stderr = tools.run(argv, timeout=timeout, progress=progress).stderr
+    except ToolFailed as exc:
+        # A timeout (-1) or SIGKILL (the OOM killer, an operator) says nothing against the source;
+        # an exit code or a crash (SIGSEGV, SIGABRT) in the middle of decoding does.
+        if exc.returncode in (-1, -9):
+            raise
+        failure, stderr = exc, exc.stderr
+    elapsed = time.monotonic() - started
+    measurements = parse_qc_log(stderr, info)
+    measurements["command"] = shlex.join(argv)
+    measurements["timings"] = {
+        "decode_s": round(elapsed, 3),
+        "realtime_factor": round(info.duration_s / elapsed, 2) if elapsed > 0 else None,
+    }
+    if failure is not None:
+        # Only the tail of stderr survives a failed run, so the decode-based figures are incomplete.
+        measurements["ffmpeg_failed"] = {"returncode": failure.returncode, "message": str(failure)}
+    report = QCReport(source=str(path), checks=judge(info, measurements, config), measurements=measurements)
+    log.info("QC %s: %s in %.1f s (%d errors, %d warnings)", path.name, report.verdict, elapsed,
+             len(report.errors), len(report.warnings))
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading ffmpeg's log
+
+_LEVELS = "panic|fatal|error|warning|info|verbose|debug|trace"
+_LINE = re.compile(rf"^(?P<prefix>(?:\[[^\]]*\] )*?)\[(?P<level>{_LEVELS})\] ?(?P<msg>.*)$")
+_CONTEXT = re.compile(r"^\[(?P<name>[^\]@ ]+(?:@[^\] ]+)?)(?: @ 0x[0-9a-f]+)?\]")
+_NUM = r"(-?(?:\d+(?:\.\d*)?|inf|nan))"
+_BLACK = re.compile(rf"black_start:{_NUM} black_end:{_NUM}")
+_FREEZE = re.compile(rf"freeze_(start|end): {_NUM}")
+_SILENCE = re.compile(rf"silence_(start|end): {_NUM}")
+_IDET = re.compile(r"(Repeated Fields|Single frame detection|Multi frame detection): (.*)")
+_IDET_COUNT = re.compile(r"(\w+):\s+(\d+)")
+_R128 = {
+    "integrated_lufs": re.compile(rf"^\s*I:\s+{_NUM} LUFS"),
+    "lra_lu": re.compile(rf"^\s*LRA:\s+{_NUM} LU$"),
+    "true_peak_dbtp": re.compile(rf"^\s*Peak:\s+{_NUM} dBFS"),
+}
+
+
+def parse_qc_log(stderr: str, info: MediaInfo) -> dict[str, Any]:
+    """Raw figures from the QC run's log: idet counts, runs, loudness per stream, decode errors."""
+    video_end = info.video.start_s + info.video.duration_s
+    black: list[Segment] = []
+    freeze: list[Segment] = []
+    freeze_open: float | None = None
+    idet: dict[str, dict[str, int]] = {}
+    audio: dict[int, dict[str, Any]] = {
+        a.index: {"index": a.index, "integrated_lufs": None, "lra_lu": None, "true_peak_dbtp": None,
+                  "silence": []}
+        for a in info.audio
+    }
+    silence_open: dict[int, float] = {}
+    errors: list[str] = []
+    error_count = 0
+    open_messages: list[str] = []
+    opened = False  # past ffmpeg's "Stream mapping:" header, i.e. decoding has started
+    context = ""
+    for raw in stderr.splitlines():
+        match = _LINE.match(raw)
+        if match is None:
+            # A continuation line of a multi-line message (ebur128's summary).
+            if context.startswith("ebur128@a"):
+                _read_r128(raw, audio.get(_stream_of(context)))
+            continue
+        prefix, level, msg = match.group("prefix"), match.group("level"), match.group("msg")
+        ctx = _CONTEXT.match(prefix)
+        context = ctx.group("name") if ctx else ""
+        if msg.startswith("Stream mapping:"):
+            opened = True
+        if level in ("error", "fatal", "panic"):
+            # Before decoding, the demuxer's complaints about the header (a dangling chapter
+            # reference, say) are notes about the container; probe already proved it reads.
+            if not opened and context.startswith("in#"):
+                open_messages.append(raw.strip())
+            else:
+                error_count += 1
+                if len(errors) < _MAX_ERROR_LINES:
+                    errors.append(raw.strip())
+            continue
+        if context == "blackdetect@v" and (m := _BLACK.search(msg)):
+            black.append((float(m.group(1)), float(m.group(2))))
+        elif context == "freezedetect@v" and (m := _FREEZE.search(msg)):
+            if m.group(1) == "start":
+                freeze_open = float(m.group(2))
+            elif freeze_open is not None:
+                freeze.append((freeze_open, float(m.group(2))))
+                freeze_open = None
+        elif context == "idet@v" and (m := _IDET.search(msg)):
+            # The last summary wins: ffmpeg prints an empty one for the graph it configures first.
+            counts = {k.lower(): int(n) for k, n in _IDET_COUNT.findall(m.group(2))}
+            idet[m.group(1).split()[0].lower()] = counts
+        elif context.startswith("silencedetect@a") and (m := _SILENCE.search(msg)):
+            index = _stream_of(context)
+            if m.group(1) == "start":
+                silence_open[index] = max(0.0, float(m.group(2)))
+            elif index in silence_open and index in audio:
+                audio[index]["silence"].append([silence_open.pop(index), float(m.group(2))])
+        elif context.startswith("ebur128@a"):
+            _read_r128(msg, audio.get(_stream_of(context)))
+    # A run still open at the end of the stream lasts to the end (freezedetect never closes one).
+    if freeze_open is not None:
+        freeze.append((freeze_open, video_end))
+    for index, start in silence_open.items():
+        stream = next(a for a in info.audio if a.index == index)
+        audio[index]["silence"].append([start, stream.start_s + stream.duration_s])
+    multi = idet.get("multi", {})
+    decoded = sum(idet.get("repeated", {}).values()) if "repeated" in idet else None
+    return {
+        "video": {
+            "index": info.video.index,
+            "start_s": info.video.start_s,
+            "duration_s": info.video.duration_s,
+            "frames_expected": info.video.frames,
+            "frames_decoded": decoded,
+            "field_order": info.video.field_order,
+            "idet": idet,
+            "interlaced_frames": multi.get("tff", 0) + multi.get("bff", 0),
+            "progressive_frames": multi.get("progressive", 0),
+            "black": [list(s) for s in black],
+            "freeze": [list(s) for s in freeze],
+        },
+        "audio": [
+            {**audio[a.index], "start_s": a.start_s, "duration_s": a.duration_s, "codec": a.codec,
+             "channels": a.channels, "language": a.language}
+            for a in info.audio
+        ],
+        "decode_errors": {"count": error_count, "lines": errors,
+                          "open_messages": open_messages[:_MAX_ERROR_LINES]},
+    }
+
+
+def _stream_of(context: str) -> int:
+    return int(context.rpartition("@a")[2])
+
+
+def _read_r128(line: str, into: dict[str, Any] | None) -> None:
+    if into is None:
+        return
+    for key, pattern in _R128.items():
+        if m := pattern.search(line):
+            value = float(m.group(1))
+            # A silent track peaks at -inf; None keeps the measurements JSON as they are in memory.
+            into[key] = value if math.isfinite(value) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Judging
+
+
+def judge(info: MediaInfo, measurements: dict[str, Any], config: QCConfig) -> tuple[Check, ...]:
+    """Checks from the probe and the parsed log, with thresholds and severities from ``config``.
+
+    Pure, so a cached report can be judged again under other severities (thresholds that the
+    filters apply, such as the minimum run lengths, need a new pass to be lowered).
+    """
+    checks = [_decode_errors(measurements, config)]
+    if "ffmpeg_failed" not in measurements:
+        video = measurements["video"]
+        start, end = info.video.start_s, info.video.start_s + info.video.duration_s
+        black = _segments(video["black"])
+        checks.append(_runs_check(
+            "black_segments", "black", [s for s in black if s[1] - s[0] >= config.black_min_s], start, end,
+            config.black_min_s, config.black_severity, config.black_whole_severity, config,
+        ))
+        # A black run is also a frozen one; it is reported once, as black.
+        freeze = [s for s in _subtract(_segments(video["freeze"]), black)
+                  if s[1] - s[0] >= config.freeze_min_s]
+        checks.append(_runs_check(
+            "frozen_segments", "frozen", freeze, start, end, config.freeze_min_s,
+            config.freeze_severity, config.freeze_severity, config,
+        ))
+        checks.append(_interlacing(info.video, video, config))
+    checks.append(_colour(info.video, config))
+    checks.append(_audio_present(info, config))
+    if info.audio and "ffmpeg_failed" not in measurements:
+        streams = measurements["audio"]
+        checks += [_loudness(streams, config), _loudness_range(streams, config), _true_peak(streams, config),
+                   _silence(streams, config)]
+    checks += [_av_start_offset(info, config), _duration_mismatch(info, config)]
+    return tuple(checks)
+
+
+def _segments(raw: Iterable[Sequence[float]]) -> list[Segment]:
+    return [(round(float(s), 3), round(float(e), 3)) for s, e in raw]
+
+
+def _subtract(runs: list[Segment], holes: list[Segment]) -> list[Segment]:
+    out = runs
+    for hs, he in holes:
+        nxt: list[Segment] = []
+        for s, e in out:
+            if he <= s or hs >= e:
+                nxt.append((s, e))
+                continue
+            if s < hs:
+                nxt.append((s, hs))
+            if he < e:
+                nxt.append((he, e))
+        out = nxt
+    return out
+
+
+def _worst(severities: Iterable[Severity]) -> Severity:
+    return max(severities, key=lambda s: _RANK[s])
+
+
+def _fmt_runs(runs: Sequence[Segment]) -> str:
+    more = f" and {len(runs) - 5} more" if len(runs) > 5 else ""
+    return ", ".join(f"{s:.2f}-{e:.2f} s" for s, e in runs[:5]) + more
+
+
+def _runs_check(
+    name: str, what: str, runs: list[Segment], start: float, end: float, min_s: float,
+    severity: Severity, whole_severity: Severity, config: QCConfig, *, subject: str = "picture",
+) -> Check:
+    """Black, frozen or silent runs: mid-programme ones carry ``severity``, head/tail ones only
+    inform, and runs covering nearly all of the programme carry ``whole_severity``."""
+    longest = max((e - s for s, e in runs), default=0.0)
+    if not runs:
+        return Check(name, severity, True, f"no {what} run of {min_s:g} s or more", 0.0, min_s)
+    length = max(end - start, 1e-9)
+    covered = sum(e - s for s, e in runs)
+    if covered >= config.whole_ratio * length:
+        return Check(name, whole_severity, False,
+                     f"{subject} is {what} for {covered:.1f} of {length:.1f} s ({covered / length:.0%}): "
+                     "wrong file, failed render or empty track?", round(longest, 3), min_s, tuple(runs))
+    edge = config.edge_window_s
+    mid = [r for r in runs if r[0] > start + edge and r[1] < end - edge]
+    if mid:
+        return Check(name, severity, False,
+                     f"{subject} {what} mid-programme at {_fmt_runs(mid)}: check the source at these times",
+                     round(longest, 3), min_s, tuple(runs))
+    return Check(name, config.edge_severity, False,
+                 f"{subject} {what} at head/tail only ({_fmt_runs(runs)}): leader, fade or end board?",
+                 round(longest, 3), min_s, tuple(runs))
+
+
+def _decode_errors(measurements: dict[str, Any], config: QCConfig) -> Check:
+    found = measurements["decode_errors"]
+    count = int(found["count"])
+    video = measurements["video"]
+    expected, decoded = video["frames_expected"], video["frames_decoded"]
+    frames = f"; {decoded} of {expected} frames decoded" if decoded is not None and decoded < expected else ""
+    if "ffmpeg_failed" in measurements:
+        failure = measurements["ffmpeg_failed"]["message"]
+        return Check("decode_errors", config.decode_severity, False,
+                     f"decoding stopped ({failure}): the file is damaged partway; re-deliver it",
+                     count, config.decode_errors_max)
+    if count > config.decode_errors_max:
+        first = re.sub(r" @ 0x[0-9a-f]+|\[error\] ", "", found["lines"][0]) if found["lines"] else "-"
+        return Check("decode_errors", config.decode_severity, False,
+                     f"{count} decoder error line(s){frames}; first: {first} - re-deliver the file",
+                     count, config.decode_errors_max)
+    return Check("decode_errors", config.decode_severity, True, f"decoded cleanly{frames}",
+                 count, config.decode_errors_max)
+
+
+def _interlacing(v: VideoStream, video: dict[str, Any], config: QCConfig) -> Check:
+    interlaced, progressive = int(video["interlaced_frames"]), int(video["progressive_frames"])
+    decided = interlaced + progressive
+    flagged = v.field_order not in (None, "progressive")
+    if decided < config.interlaced_min_frames:
+        # Very clean or static pictures leave idet undecided; only a flag is then worth a look.
+        if flagged:
+            return Check("interlacing", "info", False,
+                         f"flagged {v.field_order} but idet could not tell ({decided} frames decided): "
+                         "check by eye", None, config.interlaced_ratio)
+        return Check("interlacing", config.interlace_severity, True,
+                     f"too few frames decided by idet ({decided}) to judge", None, config.interlaced_ratio)
+    ratio = round(interlaced / decided, 3)
+    multi = video["idet"].get("multi", {})
+    detected = "tff" if multi.get("tff", 0) >= multi.get("bff", 0) else "bff"
+    if ratio > config.interlaced_ratio:
+        expected_flag = {"tff": ("tt", "tb"), "bff": ("bb", "bt")}[detected]
+        if not flagged:
+            flag_note = f"but flagged {v.field_order or 'unspecified'}"
+        elif v.field_order not in expected_flag:
+            flag_note = f"but flagged {v.field_order}: field order is wrong"
+        else:
+            flag_note = f"flagged {v.field_order}"
+        return Check("interlacing", config.interlace_severity, False,
+                     f"{ratio:.0%} of frames are interlaced ({detected.upper()}) {flag_note}; "
+                     "deinterlace before encoding", ratio, config.interlaced_ratio)
+    if flagged:
+        return Check("interlacing", "info", False,
+                     f"flagged {v.field_order} but {1 - ratio:.0%} of frames look progressive "
+                     "(progressive segmented frames?)", ratio, config.interlaced_ratio)
+    return Check("interlacing", config.interlace_severity, True, f"progressive ({ratio:.0%} interlaced)",
+                 ratio, config.interlaced_ratio)
+
+
+# Colour: BT.601's 525 and 625 line variants share a matrix; BT.601 also uses BT.709's OETF, so
+# smpte170m primaries/matrix with a bt709 transfer is normal SD video (and must pass).
+_SD_PRIMARIES = {"smpte170m", "bt470bg", "bt470m"}
+_SD_MATRIX = {"smpte170m", "bt470bg", "fcc"}
+_HDR_TRANSFER = {"smpte2084", "arib-std-b67"}
+_BT2020_MATRIX = {"bt2020nc", "bt2020c"}
+# Broadcast SD rasters, whose pictures were made with BT.601. Web sizes such as 640x360 are
+# downscaled HD and rightly BT.709, so they are not on this list.
+_SD_RASTERS = {(w, h) for w in (352, 480, 544, 640, 704, 720) for h in (240, 288, 480, 486, 576)}
+
+
+def colour_findings(v: VideoStream, config: QCConfig) -> list[tuple[Severity, str]]:
+    """What is wrong with the colour tags of a video stream, each with its severity."""
+    p, t, m, r = v.color_primaries, v.color_transfer, v.color_matrix, v.color_range
+    hdr, conflict = config.colour_hdr_severity, config.colour_conflict_severity
+    found: list[tuple[Severity, str]] = []
+    unspecified = [name for name, value in (("primaries", p), ("transfer", t), ("matrix", m), ("range", r))
+                   if value is None]
+    if unspecified:
+        guess = "BT.709" if v.height >= 720 else "BT.601"
+        found.append((config.colour_unspecified_severity,
+                      f"{', '.join(unspecified)} unspecified: players will guess ({guess} at {v.height} lines"
+                      f"{', limited range' if r is None else ''}); tag the source to be sure"))
+    # HDR and wide gamut: a wrong tag here is a wrong picture on every HDR device.
+    if t in _HDR_TRANSFER and p != "bt2020":
+        found.append((hdr, f"HDR transfer {t} with {p or 'unspecified'} primaries (HDR10/HLG need bt2020)"))
+    if t in _HDR_TRANSFER and v.bit_depth < 10:
+        found.append((hdr, f"HDR transfer {t} in {v.bit_depth}-bit: PQ/HLG need 10 bits"))
+    if p == "bt2020" and m is not None and m not in _BT2020_MATRIX:
+        found.append((hdr, f"bt2020 primaries with a {m} matrix (expected bt2020nc)"))
+    if m in _BT2020_MATRIX and p is not None and p != "bt2020":
+        found.append((hdr, f"{m} matrix with {p} primaries (expected bt2020)"))
+    # SD and HD: tags from the other family, or from the wrong raster, are probably a mistag.
+    if m in _SD_MATRIX and v.height >= 720:
+        found.append((conflict, f"SD matrix {m} on a {v.width}x{v.height} picture (HD is bt709): "
+                                "check for a mistag"))
+    if m == "bt709" and (v.width, v.height) in _SD_RASTERS:
+        found.append((conflict, f"HD matrix bt709 on a {v.width}x{v.height} SD picture "
+                                "(SD is smpte170m/bt470bg): check for a mistag"))
+    if (p == "bt709" and m in _SD_MATRIX) or (p in _SD_PRIMARIES and m == "bt709"):
+        found.append((conflict, f"{p} primaries with a {m} matrix: tags from different standards"))
+    yuv = (v.pix_fmt or "").startswith(("yuv", "nv", "p0", "p2", "y2"))
+    if r == "pc" and yuv:
+        found.append((conflict, f"full (pc) range {v.pix_fmt}: consumer video is limited range; "
+                                "the encodes must convert it"))
+    if m == "gbr" and yuv:
+        found.append((conflict, f"RGB (gbr) matrix on {v.pix_fmt} pixels"))
+    return found
+
+
+def _colour(v: VideoStream, config: QCConfig) -> Check:
+    tags = "/".join(x or "-" for x in (v.color_primaries, v.color_transfer, v.color_matrix, v.color_range))
+    found = colour_findings(v, config)
+    if not found:
+        return Check("colour_metadata", config.colour_conflict_severity, True,
+                     f"colour tags consistent (primaries/transfer/matrix/range {tags})", tags)
+    return Check("colour_metadata", _worst(s for s, _ in found), False, "; ".join(msg for _, msg in found),
+                 tags)
+
+
+def _audio_present(info: MediaInfo, config: QCConfig) -> Check:
+    if info.audio:
+        return Check("audio_present", config.audio_missing_severity, True,
+                     f"{len(info.audio)} audio stream(s)", len(info.audio))
+    return Check("audio_present", config.audio_missing_severity, False,
+                 "no audio stream: the title would be published silent; deliver audio or confirm", 0)
+
+
+def _loudness(streams: list[dict[str, Any]], config: QCConfig) -> Check:
+    window = f"{config.loudness_min_lufs:g}..{config.loudness_max_lufs:g} LUFS"
+    problems: list[str] = []
+    worst: float | None = None
+    for s in streams:
+        lufs = s["integrated_lufs"]
+        if lufs is None:
+            problems.append(f"audio #{s['index']}: no loudness measured")
+            continue
+        off = max(config.loudness_min_lufs - lufs, lufs - config.loudness_max_lufs)
+        if worst is None or off > max(config.loudness_min_lufs - worst, worst - config.loudness_max_lufs):
+            worst = lufs
+        if lufs <= _SILENT_LUFS:
+            problems.append(f"audio #{s['index']} has no measurable loudness (silent)")
+        elif lufs < config.loudness_min_lufs:
+            gain = config.loudness_target_lufs - lufs
+            problems.append(f"audio #{s['index']} at {lufs:.1f} LUFS needs {gain:+.1f} dB to reach "
+                            f"{config.loudness_target_lufs:g} LUFS, lifting its noise: check the mix/track")
+        elif lufs > config.loudness_max_lufs:
+            problems.append(f"audio #{s['index']} at {lufs:.1f} LUFS is louder than any delivery spec: "
+                            "a limited or clipped master?")
+    if problems:
+        return Check("loudness", config.loudness_severity, False, "; ".join(problems), worst, window)
+    figures = ", ".join(f"#{s['index']} {s['integrated_lufs']:.1f}" for s in streams)
+    return Check("loudness", config.loudness_severity, True, f"integrated loudness {figures} LUFS", worst,
+                 window)
+
+
+def _loudness_range(streams: list[dict[str, Any]], config: QCConfig) -> Check:
+    measured = [s for s in streams if s["lra_lu"] is not None]
+    widest = max((s["lra_lu"] for s in measured), default=None)
+    wide = [s for s in measured if s["lra_lu"] > config.loudness_range_max_lu]
+    if wide:
+        text = ", ".join(f"#{s['index']} {s['lra_lu']:.1f} LU" for s in wide)
+        return Check("loudness_range", config.loudness_range_severity, False,
+                     f"loudness range {text} is wide for home viewing: a theatrical mix?", widest,
+                     config.loudness_range_max_lu)
+    return Check("loudness_range", config.loudness_range_severity, True,
+                 f"loudness range at most {widest if widest is not None else 0:.1f} LU", widest,
+                 config.loudness_range_max_lu)
+
+
+def _true_peak(streams: list[dict[str, Any]], config: QCConfig) -> Check:
+    peaks = [(s["index"], s["true_peak_dbtp"]) for s in streams
+             if s["true_peak_dbtp"] is not None and math.isfinite(s["true_peak_dbtp"])]
+    highest = max((p for _, p in peaks), default=None)
+    over = [(i, p) for i, p in peaks if p > config.true_peak_max_dbtp]
+    if over:
+        text = ", ".join(f"#{i} {p:+.1f} dBTP" for i, p in over)
+        return Check("true_peak", config.true_peak_severity, False,
+                     f"true peak {text} above {config.true_peak_max_dbtp:g} dBTP: clips in lossy encodes "
+                     "unless limited", highest, config.true_peak_max_dbtp)
+    text = f"true peak {highest:+.1f} dBTP" if highest is not None else "no true peak: no signal"
+    return Check("true_peak", config.true_peak_severity, True, text, highest,
+                 config.true_peak_max_dbtp)
+
+
+def _silence(streams: list[dict[str, Any]], config: QCConfig) -> Check:
+    per_stream = []
+    for s in streams:
+        start, end = float(s["start_s"]), float(s["start_s"]) + float(s["duration_s"])
+        per_stream.append(_runs_check(
+            "silence", "silent", _segments(s["silence"]), start, end, config.silence_min_s,
+            config.silence_severity, config.silence_severity, config, subject=f"audio #{s['index']}",
+        ))
+    fired = [c for c in per_stream if not c.passed]
+    if not fired:
+        return Check("silence", config.silence_severity, True,
+                     f"no silence of {config.silence_min_s:g} s or more below {config.silence_noise_db:g} dB",
+                     0.0, config.silence_min_s)
+    segments = tuple(sorted(seg for c in fired for seg in c.segments))
+    longest = max(cast(float, c.value) for c in fired)
+    return Check("silence", _worst(c.severity for c in fired), False, "; ".join(c.message for c in fired),
+                 longest, config.silence_min_s, segments)
+
+
+def _graded(name: str, what: str, values: list[tuple[int, float]], warn: float, error: float,
+            fix: str) -> Check:
+    if not values:
+        return Check(name, "warning", True, "no audio stream: nothing to compare", None, warn)
+    size = round(max(abs(v) for _, v in values), 3)
+    detail = ", ".join(f"#{i} {v:+.3f} s" for i, v in values)
+    if size > error:
+        return Check(name, "error", False, f"{what} {detail} (limit {error:g} s): {fix}", size, error)
+    if size > warn:
+        return Check(name, "warning", False, f"{what} {detail} (limit {warn:g} s): {fix}", size, warn)
+    return Check(name, "warning", True, f"{what} {detail}", size, warn)
+
+
+def _av_start_offset(info: MediaInfo, config: QCConfig) -> Check:
+    offsets = [(a.index, a.start_s - info.video.start_s) for a in info.audio]
+    return _graded("av_start_offset", "audio start minus video start:", offsets, config.av_offset_warn_s,
+                   config.av_offset_error_s, "the encodes would be out of sync; re-mux with the offset fixed")
+
+
+def _duration_mismatch(info: MediaInfo, config: QCConfig) -> Check:
+    diffs = [(a.index, a.duration_s - info.video.duration_s) for a in info.audio]
+    return _graded("duration_mismatch", "audio duration minus video duration:", diffs,
+                   config.duration_mismatch_warn_s, config.duration_mismatch_error_s,
+                   "truncated or padded track; re-deliver or confirm")
