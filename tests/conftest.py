@@ -80,13 +80,13 @@ def dark_bokeh() -> Path:
 
 @pytest.fixture(scope="session")
 def dashcam() -> Path:
-    """Dash-cam, 8.84 s 960x540 25 fps, smpte170m primaries/matrix with bt709 transfer, AAC 48 kHz."""
+    """Dash-cam, 8.84 s 960x540 25 fps, smpte170m primaries/matrix with bt709 transfer; its AAC track is digital silence."""
     return _clip("12_dashcam_9s_960x540.mp4")
 
 
 @pytest.fixture(scope="session")
 def dog() -> Path:
-    """Woman and dog, 9.66 s 1280x720 at 30000/1001, single shot, AAC 48 kHz."""
+    """Woman and dog, 9.66 s 1280x720 at 30000/1001, single shot; its AAC 48 kHz track is digital silence."""
     return _clip("e05_dog_10s_1280x720.mp4")
 
 

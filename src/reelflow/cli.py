@@ -52,12 +52,15 @@ def _root(
 ) -> None:
     state.settings_file = config
     state.verbose = verbose
-    # Only reelflow's own loggers: Prefect brings its console handler for its loggers.
+    # Only reelflow's own loggers: Prefect brings its console handler for its loggers. The level
+    # is on the handler, so INFO records still reach Prefect's API handler during a flow run.
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
     reelflow_log = logging.getLogger("reelflow")
     reelflow_log.addHandler(handler)
-    reelflow_log.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    reelflow_log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    reelflow_log.propagate = False  # not twice: Prefect's root console handler would print these again
 
 
 class _ConsoleFormatter(logging.Formatter):

@@ -9,12 +9,18 @@ import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_server() -> Iterator[str]:
-    """A temporary Prefect API server (SQLite) shared by every flow test; yields its API URL."""
-    from prefect.settings import PREFECT_API_URL
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A temporary Prefect API server (SQLite) shared by every flow test; yields its API URL.
+
+    Task results (the cache of QC and shots) go to a folder of this session, so a test never
+    sees a result cached by an earlier run.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    results = tmp_path_factory.mktemp("prefect-results")
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: results}), \
+            prefect_test_harness(server_startup_timeout=120):
         yield str(PREFECT_API_URL.value())
 
 

@@ -13,6 +13,8 @@ from typing import Any
 import boto3
 import pytest
 
+from prefect.client.schemas.objects import State
+
 from reelflow.encoding.encode import read_keyframes
 from reelflow.errors import QCFailed
 from reelflow.flows.ingest import ingest_flow
@@ -20,19 +22,48 @@ from reelflow.infra.settings import load_settings
 
 
 def run_flow(source: Path, storage: str, config: Path, title_id: str | None = None) -> dict[str, Any]:
-    flow = ingest_flow(load_settings(config))
-    record: dict[str, Any] = flow(str(source), title_id=title_id, storage=storage, config_file=str(config))
+    record: dict[str, Any] = run_flow_state(source, storage, config, title_id).result()
     return record
 
 
+def run_flow_state(source: Path, storage: str, config: Path, title_id: str | None = None) -> State[Any]:
+    flow = ingest_flow(load_settings(config))
+    state: State[Any] = flow(str(source), title_id=title_id, storage=storage, config_file=str(config),
+                             return_state=True)
+    return state
+
+
 @pytest.fixture(scope="module")
-def sintel_ingest(
+def sintel_run(
     sintel_fight: Path, fast_config: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, dict[str, Any]]:
+) -> tuple[Path, State[Any]]:
     """Sintel (240 frames, 10 s, 7 cuts, no audio) ingested once into a local store."""
     store = tmp_path_factory.mktemp("store")
-    record = run_flow(sintel_fight, str(store), fast_config, title_id="sintel")
-    return store, record
+    return store, run_flow_state(sintel_fight, str(store), fast_config, title_id="sintel")
+
+
+@pytest.fixture(scope="module")
+def sintel_ingest(sintel_run: tuple[Path, State[Any]]) -> tuple[Path, dict[str, Any]]:
+    store, state = sintel_run
+    return store, state.result()
+
+
+def test_stage_logs_reach_the_prefect_api(sintel_run: tuple[Path, State[Any]]) -> None:
+    """What the UI shows: task logs and the stage modules' own logger lines, for this flow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from prefect.logging.handlers import APILogHandler
+
+    _, state = sintel_run
+    run_id = state.state_details.flow_run_id
+    APILogHandler().flush()  # logs travel to the API in background batches; wait for them
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200)
+    names = {log.name for log in logs}
+    messages = " ".join(log.message for log in logs)
+    assert "reelflow.packaging.packager" in names  # a stage module's logger, not only Prefect's
+    assert "encoded 360p_365k" in messages
 
 
 def test_dash_and_hls_decode_with_the_source_frames_and_duration(
@@ -87,9 +118,19 @@ def test_rerun_reuses_finished_encodes(sintel_fight: Path, fast_config: Path,
     encodes = sorted(work.rglob("encode-*/*.mp4"))
     assert len(encodes) == 2
     before = {p: p.stat().st_mtime_ns for p in encodes}
-    second = run_flow(sintel_fight, str(store), fast_config, title_id="sintel")
+    state = run_flow_state(sintel_fight, str(store), fast_config, title_id="sintel")
+    second = state.result()
     assert {p: p.stat().st_mtime_ns for p in encodes} == before  # not encoded again
     assert second["ladder"] == first["ladder"] and second["manifests"] == first["manifests"]
+    # QC and shots came from Prefect's cache, keyed on the source's hash and the stage config
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    states = {run.name.rsplit("-", 1)[0]: run.state.name for run in runs if run.state}
+    assert states["qc"] == "Cached" and states["shots"] == "Cached"
 
 
 def test_qc_error_quarantines_and_keeps_the_source(lavfi_clip: Any, fast_config: Path, tmp_path: Path) -> None:
@@ -143,7 +184,8 @@ def test_ingest_to_s3(lavfi_clip: Any, fast_config: Path, s3_endpoint: str, monk
 
 def test_cli_ingest_json(sintel_fight: Path, fast_config: Path, prefect_server: str, tmp_path: Path) -> None:
     """`reelflow ingest SOURCE --json` prints the title record and leaves a playable DASH and HLS."""
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "REELFLOW_CONFIG": str(fast_config)}
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "REELFLOW_CONFIG": str(fast_config),
+           "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "results")}
     done = subprocess.run([sys.executable, "-m", "reelflow.cli", "ingest", str(sintel_fight), "--json",
                            "--storage", str(tmp_path / "out")], capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr[-3000:]

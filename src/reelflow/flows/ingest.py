@@ -16,12 +16,16 @@ module only wires them and adds what an orchestrator is for:
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
+import inspect
 import json
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ParamSpec, TypeVar
 
 from prefect import flow, get_run_logger, task, unmapped
@@ -42,6 +46,25 @@ from reelflow.packaging import publish
 from reelflow.packaging.packager import Package, package
 
 log = logging.getLogger(__name__)
+
+
+
+def _send_stage_logs_to_prefect() -> None:
+    """Stage modules log to logging.getLogger("reelflow...."): give that logger Prefect's API handler.
+
+    This is what PREFECT_LOGGING_EXTRA_LOGGERS does, done here so it holds whatever imported
+    Prefect first; and with a level, or the logger inherits the root's WARNING and the stages'
+    INFO lines never reach the UI.
+    """
+    stage_logger = logging.getLogger("reelflow")
+    for handler in logging.getLogger("prefect.extra").handlers:
+        if handler not in stage_logger.handlers:
+            stage_logger.addHandler(handler)
+    if stage_logger.level == logging.NOTSET:
+        stage_logger.setLevel(logging.INFO)
+
+
+_send_stage_logs_to_prefect()
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -86,9 +109,16 @@ def storage_task(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
 
 # --- cache keys: content hash + the stage's result-changing config ---------------------------
 
-def _stage_key(stage: str) -> Any:
+@functools.cache
+def _code_digest(module: ModuleType) -> str:
+    """The stage's code is result-changing too: a fixed QC bug must not be masked by old results."""
+    return hashlib.sha256(Path(inspect.getfile(module)).read_bytes()).hexdigest()[:12]
+
+
+def _stage_key(stage: str, module: ModuleType) -> Any:
     def key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-        return f"reelflow-{stage}-{parameters['source_sha']}-{config_digest(parameters.get('config'))}"
+        config = config_digest(parameters.get("config"))
+        return f"reelflow-{stage}-{parameters['source_sha']}-{config}-{_code_digest(module)}"
 
     return key
 
@@ -136,7 +166,7 @@ def probe_task(source: Path) -> probe.MediaInfo:
     return info
 
 
-@task(name="qc", cache_key_fn=_stage_key("qc"), persist_result=True)
+@task(name="qc", cache_key_fn=_stage_key("qc", qc), persist_result=True)
 def qc_task(source: Path, source_sha: str, config: QCConfig, info: probe.MediaInfo) -> dict[str, Any]:
     report = qc.run_qc(source, config, info=info, progress=progress_logger("QC", info.duration_s))
     logger = get_run_logger()
@@ -148,7 +178,7 @@ def qc_task(source: Path, source_sha: str, config: QCConfig, info: probe.MediaIn
     return report.to_dict()
 
 
-@task(name="shots", cache_key_fn=_stage_key("shots"), persist_result=True)
+@task(name="shots", cache_key_fn=_stage_key("shots", shots), persist_result=True)
 def shots_task(source: Path, source_sha: str, config: ShotConfig, info: probe.MediaInfo) -> dict[str, Any]:
     report = progress_logger("shots", info.video.frames, unit="frames")
     found = shots.detect_shots(source, config, info=info, progress=lambda done, total: report(done))
