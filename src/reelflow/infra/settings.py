@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from reelflow.errors import ConfigError
 
@@ -25,41 +25,78 @@ class _Config(BaseModel):
 
 
 class QCConfig(_Config):
-    """Thresholds and severities of the QC checks (encoding/qc.py)."""
+    """Thresholds and severities of the QC checks (encoding/qc.py); docs/benchmarks.md has the why."""
 
-    black_min_s: float = Field(2.0, description="Report black segments at least this long.")
-    black_pixel_threshold: float = Field(0.10, description="Luma below this fraction of range counts as black.")
+    # Runs (black, frozen, silent) that touch the head or tail are leaders, fades, slates and end
+    # boards, so they only inform; a run in the middle of the programme is what a viewer would see.
+    edge_window_s: float = Field(0.5, ge=0, description="A run this close to the start or end is head/tail.")
+    edge_severity: Severity = "info"
+    whole_ratio: float = Field(0.9, gt=0, le=1, description="Runs covering this share of the programme "
+                               "mean the whole programme is black/frozen/silent.")
+    black_min_s: float = Field(2.0, gt=0, description="Report black segments at least this long.")
+    black_pixel_threshold: float = Field(0.10, description="Luma below this share of range is black.")
     black_picture_ratio: float = Field(0.98, description="Share of black pixels for a black picture.")
     black_severity: Severity = "warning"
-    freeze_min_s: float = Field(3.0, description="Report frozen segments at least this long.")
+    black_whole_severity: Severity = Field("error", description="A source that is all black is a wrong file.")
+    freeze_min_s: float = Field(3.0, gt=0, description="Report frozen segments at least this long.")
     freeze_noise_db: float = Field(-60.0, description="Frame difference below this counts as frozen.")
     freeze_severity: Severity = "warning"
-    loudness_target_lufs: float = Field(-23.0, description="EBU R128 programme loudness target.")
-    loudness_tolerance_lu: float = Field(8.0, description="Warn when integrated loudness is further off.")
-    true_peak_max_dbtp: float = Field(-1.0, description="Warn when the true peak is above this.")
-    silence_noise_db: float = Field(-50.0, description="Audio below this level counts as silence.")
-    silence_min_s: float = Field(5.0, description="Report silences at least this long.")
+    audio_missing_severity: Severity = Field("warning", description="A source without any audio stream.")
+    loudness_target_lufs: float = Field(-23.0, description="EBU R128 loudness the audio stage aims at.")
+    loudness_min_lufs: float = Field(-35.0, description="Quieter needs so much gain that noise comes up.")
+    loudness_max_lufs: float = Field(-10.0, description="Louder than any delivery spec: a crushed mix.")
+    loudness_severity: Severity = "warning"
+    loudness_range_max_lu: float = Field(20.0, description="LRA above this is a theatrical, not a home, mix.")
+    loudness_range_severity: Severity = "info"
+    true_peak_max_dbtp: float = Field(-1.0, description="EBU R128 maximum true peak.")
+    true_peak_severity: Severity = "warning"
+    silence_noise_db: float = Field(-60.0, description="Audio below this level counts as silence.")
+    silence_min_s: float = Field(5.0, gt=0, description="Report silences at least this long.")
     silence_severity: Severity = "warning"
-    av_offset_warn_s: float = Field(0.1, description="Warn when audio and video start further apart.")
-    av_offset_error_s: float = Field(1.0, description="Fail when audio and video start further apart.")
-    duration_mismatch_warn_s: float = Field(0.5, description="Warn when stream durations differ more.")
-    duration_mismatch_error_s: float = Field(2.0, description="Fail when stream durations differ more.")
+    av_offset_warn_s: float = Field(0.1, ge=0, description="Warn when audio and video start further apart.")
+    av_offset_error_s: float = Field(1.0, ge=0, description="Fail when audio and video start further apart.")
+    duration_mismatch_warn_s: float = Field(0.5, ge=0, description="Warn when stream durations differ more.")
+    duration_mismatch_error_s: float = Field(2.0, ge=0, description="Fail when stream durations differ more.")
     interlaced_ratio: float = Field(0.2, description="Share of interlaced frames (idet) that flags a source.")
+    # idet's intl_thres: ffmpeg's 1.04 calls sharp progressive graphics (testsrc2, titles) interlaced;
+    # they stay below 1.3 while woven fields in motion comb at 1.5 and more.
+    interlace_comb_ratio: float = Field(1.3, gt=1, description="How much more one field pairing must comb.")
+    interlaced_min_frames: int = Field(10, ge=1, description="Fewest idet-decided frames to judge on.")
     interlace_severity: Severity = "warning"
-    decode_errors_max: int = Field(0, description="Decoder errors tolerated before QC fails.")
+    colour_unspecified_severity: Severity = "info"
+    colour_conflict_severity: Severity = "warning"
+    colour_hdr_severity: Severity = Field("error", description="HDR/wide-gamut tags that cannot all be true.")
+    decode_errors_max: int = Field(0, ge=0, description="Decoder errors tolerated before QC fails.")
+    decode_severity: Severity = "error"
 
 
 class ShotConfig(_Config):
-    """Shot detection and work-unit bounds (encoding/shots.py)."""
+    """Shot detection and work-unit bounds (encoding/shots.py); docs/benchmarks.md has the why."""
 
-    detector: Literal["adaptive", "content"] = "adaptive"
-    analysis_width: int = Field(256, description="Frames are downscaled to this width before detection.")
-    adaptive_threshold: float = 3.0
-    min_content_val: float = 15.0
-    window_width: int = 2
-    content_threshold: float = 27.0
-    min_shot_s: float = Field(0.5, description="Shots shorter than this are merged into a neighbour.")
-    max_shot_s: float = Field(20.0, description="Shots longer than this are split so work units stay bounded.")
+    analysis_width: int = Field(256, ge=16, description="Frames are downscaled to this width before detection.")
+    # PySceneDetect's AdaptiveDetector: a frame's HSV content change against the mean of its
+    # window_width neighbours on each side. 3.0 (its default) misses cuts inside fast action, whose
+    # neighbours move a lot too; the return guard below removes what the lower ratio lets in.
+    adaptive_threshold: float = Field(2.0, gt=1, description="Change over its neighbours' mean that is a cut.")
+    min_content_val: float = Field(18.0, ge=0, description="Smallest HSV change (0-255) that can be a cut.")
+    window_width: int = Field(2, ge=1, description="Neighbours on each side in the adaptive mean.")
+    luma_check: bool = Field(True, description="A cut must also be one in brightness alone (not only in "
+                             "hue/saturation, which are noise in near-black and wrap around at red).")
+    guard_s: float = Field(0.5, gt=0, description="Look this far either side of a candidate for a return.")
+    guard_ratio: float = Field(0.5, ge=0, le=1, description="A before/after pair closer than this share of "
+                               "the jump at the candidate means the picture returned: not a cut (0: off).")
+    guard_width: int = Field(16, ge=4, description="Thumbnail width used by the return guard.")
+    # Both bounds are rounded to the nearest frame. 0.5 s keeps real short shots (Sintel has 0.75 s).
+    min_shot_s: float = Field(0.5, ge=0, description="Shots shorter than this are merged into a neighbour.")
+    max_shot_s: float = Field(20.0, gt=0, description="Shots longer than this are split evenly so work units "
+                              "stay bounded (inf: never split).")
+
+    @model_validator(mode="after")
+    def _split_keeps_minimum(self) -> ShotConfig:
+        # An even split of a shot just over the maximum gives pieces of half the maximum.
+        if self.max_shot_s < 2 * self.min_shot_s:
+            raise ValueError(f"max_shot_s ({self.max_shot_s}) must be at least twice min_shot_s ({self.min_shot_s})")
+        return self
 
 
 class Rung(_Config):

@@ -1,0 +1,339 @@
+"""Shot detection: PySceneDetect's adaptive detector on PyAV-decoded frames, then bounded work units."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import av
+import cv2
+import numpy as np
+from scenedetect import AdaptiveDetector, FrameTimecode
+
+from reelflow.encoding.probe import MediaInfo, probe
+from reelflow.errors import ConfigError, InvalidMedia, SourceNotFound, StageError
+from reelflow.infra.settings import ShotConfig
+
+log = logging.getLogger(__name__)
+
+Boundary = Literal["start", "cut", "split"]
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Shot:
+    index: int
+    start_frame: int          # 0-based decoded-frame index, inclusive
+    end_frame: int            # exclusive: shots[i].end_frame == shots[i + 1].start_frame
+    start_s: float            # start_frame / fps, seconds from the first video frame
+    end_s: float
+    boundary: Boundary        # what begins this shot: the title start, a detected cut, a max-length split
+
+    @property
+    def frames(self) -> int:
+        return self.end_frame - self.start_frame
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass(frozen=True)
+class ShotList:
+    fps: Fraction
+    frames: int
+    shots: tuple[Shot, ...]
+
+    @property
+    def cuts(self) -> list[int]:
+        """First frame of every shot that a detected cut begins (not the title start, not splits)."""
+        return [s.start_frame for s in self.shots if s.boundary == "cut"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict; the exact rate as "num/den" beside a float, times to the microsecond.
+
+        from_dict derives the times again from the frame numbers, so the rounding never accumulates.
+        """
+        return {
+            "fps": float(self.fps),
+            "fps_exact": f"{self.fps.numerator}/{self.fps.denominator}",
+            "frames": self.frames,
+            "shots": [
+                {"index": s.index, "start_frame": s.start_frame, "end_frame": s.end_frame,
+                 "start_s": round(s.start_s, 6), "end_s": round(s.end_s, 6), "boundary": s.boundary}
+                for s in self.shots
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ShotList:
+        """The inverse of to_dict; StageError if the shots do not tile [0, frames) exactly."""
+        try:
+            fps = Fraction(str(d["fps_exact"]))
+            frames = int(d["frames"])
+            rows = [(int(s["start_frame"]), int(s["end_frame"]), str(s["boundary"])) for s in d["shots"]]
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+            raise StageError(f"not a shot list: {exc!r}") from exc
+        if fps <= 0 or frames < 1 or not rows:
+            raise StageError(f"not a shot list: fps={fps}, frames={frames}, {len(rows)} shots")
+        position = 0
+        shots = []
+        for index, (start, end, boundary) in enumerate(rows):
+            valid = boundary == "start" if index == 0 else boundary in ("cut", "split")
+            if start != position or end <= start or not valid:
+                raise StageError(f"shot {index} ({start}-{end}, {boundary}) does not continue the shot list")
+            # Times are derived, never read back: the frame numbers are the one source of truth.
+            shots.append(_shot(index, start, end, fps, cast(Boundary, boundary)))
+            position = end
+        if position != frames:
+            raise StageError(f"shots end at frame {position}, the title has {frames} frames")
+        return cls(fps=fps, frames=frames, shots=tuple(shots))
+
+
+def _shot(index: int, start: int, end: int, fps: Fraction, boundary: Boundary) -> Shot:
+    return Shot(index=index, start_frame=start, end_frame=end, start_s=float(start / fps),
+                end_s=float(end / fps), boundary=boundary)
+
+
+def _to_frames(seconds: float, fps: Fraction) -> int:
+    """Whole frames nearest to ``seconds``, halves up, decimal-exact (0.1 s at 30 fps is 3, not 3.0000001).
+
+    Rounding both bounds to the nearest frame (not min up, max down) is what lets
+    ``max_shot_s >= 2 * min_shot_s`` promise, at every frame rate, that an even split of a shot just
+    over the maximum never yields a piece under the minimum.
+    """
+    return math.floor(Fraction(str(seconds)) * fps + Fraction(1, 2))
+
+
+def bound_shots(cuts: Sequence[int], frames: int, fps: Fraction, *, min_shot_s: float,
+                max_shot_s: float) -> tuple[Shot, ...]:
+    """Shots that tile [0, frames): too-short shots merged away, too-long ones split evenly.
+
+    Lengths are judged in whole frames, ``min_shot_s`` and ``max_shot_s`` each rounded to the
+    nearest frame. Merging goes shortest first, each time removing the boundary to the shorter
+    neighbour, until every shot is at least the minimum (a whole title shorter than that stays one
+    shot). Then every shot over the maximum is cut into the fewest equal pieces that fit; with
+    ``max_shot_s >= 2 * min_shot_s`` no piece is under the minimum. Cuts outside [1, frames - 1]
+    are ignored: 0 and ``frames`` are boundaries already.
+    """
+    if frames < 1:
+        raise StageError(f"cannot bound shots of a title with {frames} frames")
+    if fps <= 0:
+        raise StageError(f"cannot bound shots at {fps} fps")
+    if not (0 <= 2 * min_shot_s <= max_shot_s) or not math.isfinite(min_shot_s):
+        raise ConfigError(f"shot bounds need 0 <= 2 * min_shot_s <= max_shot_s "
+                          f"(min_shot_s={min_shot_s}, max_shot_s={max_shot_s})")
+    min_frames = max(1, _to_frames(min_shot_s, fps))
+    # An infinite maximum means: never split.
+    max_frames = _to_frames(max_shot_s, fps) if math.isfinite(max_shot_s) else frames
+    if max_frames < 1:
+        raise ConfigError(f"max_shot_s={max_shot_s} is shorter than a frame at {float(fps):g} fps")
+    bounds = [0, *sorted({c for c in cuts if 0 < c < frames}), frames]
+    bounds = _merge_short(bounds, min_frames)
+    starts: list[tuple[int, Boundary]] = []
+    for start, end in itertools.pairwise(bounds):
+        pieces = -(-(end - start) // max_frames)  # ceil
+        starts.append((start, "start" if start == 0 else "cut"))
+        # Even pieces: piece j starts at start + round(j * length / pieces), integer arithmetic.
+        starts.extend((start + (2 * j * (end - start) + pieces) // (2 * pieces), "split")
+                      for j in range(1, pieces))
+    ends = [s for s, _ in starts[1:]] + [frames]
+    return tuple(_shot(i, s, e, fps, b) for i, ((s, b), e) in enumerate(zip(starts, ends, strict=True)))
+
+
+def _merge_short(bounds: list[int], min_frames: int) -> list[int]:
+    """Boundaries left once no shot is shorter than ``min_frames`` (or a single shot is left).
+
+    Shortest shot first (earliest on a tie), joined to its shorter neighbour, which keeps work
+    units even; a heap over a linked list of shots keeps this O(n log n) for strobe-like inputs.
+    """
+    starts = bounds[:-1]
+    count = len(starts)
+    length = [b - a for a, b in itertools.pairwise(bounds)]
+    prev = list(range(-1, count - 1))
+    after = [*range(1, count), -1]
+    alive = [True] * count
+    heap = [(length[i], starts[i], i) for i in range(count)]
+    heapq.heapify(heap)
+    left = count
+    while left > 1 and heap:
+        size, _, shot = heapq.heappop(heap)
+        if not alive[shot] or size != length[shot]:
+            continue                           # a stale entry: this shot has grown since
+        if size >= min_frames:
+            break
+        before, nxt = prev[shot], after[shot]
+        if before == -1 or (nxt != -1 and length[nxt] < length[before]):
+            keep, gone = shot, nxt             # the next shot is absorbed into this one
+        else:
+            keep, gone = before, shot          # this shot is absorbed into the previous one
+        length[keep] += length[gone]
+        alive[gone] = False
+        after[keep] = after[gone]
+        if after[gone] != -1:
+            prev[after[gone]] = keep
+        left -= 1
+        heapq.heappush(heap, (length[keep], starts[keep], keep))
+    return [starts[i] for i in range(count) if alive[i]] + [bounds[-1]]
+
+
+class _ReturnGuard:
+    """Rejects a candidate cut when what was on screen before it comes back right after it.
+
+    Occlusions (a car crossing the lens), flashes and flicker make one big frame difference like a
+    cut, but the picture returns: some frame in the ``window`` before the candidate looks much more
+    like some frame in the ``window`` after it than the two frames either side of the candidate do.
+    Frames are compared as tiny HSV thumbnails (the gist of the picture: where the colour masses
+    are), which motion within a shot barely changes over half a second but a cut does.
+    """
+
+    def __init__(self, window: int, ratio: float, width: int, lag: int) -> None:
+        self.window = window
+        self.ratio = ratio
+        self.width = width
+        # The detector reports a candidate ``lag`` frames late; keep enough frames before it.
+        self._thumbs: deque[np.ndarray] = deque(maxlen=2 * window + lag + 1)
+        self._first = 0                       # frame number of self._thumbs[0]
+        self.rejected: list[int] = []
+
+    def add(self, frame_num: int, bgr: np.ndarray) -> None:
+        height = max(1, round(bgr.shape[0] * self.width / bgr.shape[1]))
+        small = cv2.resize(bgr, (self.width, height), interpolation=cv2.INTER_AREA)
+        if len(self._thumbs) == self._thumbs.maxlen:
+            self._first += 1
+        elif not self._thumbs:
+            self._first = frame_num
+        self._thumbs.append(cv2.cvtColor(small, cv2.COLOR_BGR2HSV).astype(np.int16).reshape(-1))
+
+    def ready(self, cut: int, last_frame: int) -> bool:
+        """Whether the window after ``cut`` has been seen (or the title ended)."""
+        return last_frame >= cut + self.window - 1
+
+    def accept(self, cut: int) -> bool:
+        """Judge a candidate once the frames after it were added; the frames before must still be kept."""
+        have = range(self._first, self._first + len(self._thumbs))
+        before = [self._thumbs[f - self._first] for f in range(max(cut - self.window, have.start), cut)]
+        after = [self._thumbs[f - self._first] for f in range(cut, min(cut + self.window, have.stop))]
+        if not before or not after:
+            return True
+        jump = float(np.abs(before[-1] - after[0]).mean())
+        pairs = np.abs(np.stack(before)[:, None, :] - np.stack(after)[None, :, :]).mean(axis=2)
+        closest = float(pairs.min())
+        if closest < self.ratio * jump:
+            log.debug("frame %d: not a cut, the picture returns (%.1f vs jump %.1f)", cut, closest, jump)
+            self.rejected.append(cut)
+            return False
+        return True
+
+
+def _agreed(reports: Sequence[list[Any]]) -> list[int]:
+    """Frames that every detector reported for the same input frame (they report with the same lag)."""
+    found = [{t.frame_num for t in timecodes} for timecodes in reports]
+    return sorted(set.intersection(*found))
+
+
+def _analysis_size(width: int, height: int, target: int) -> tuple[int, int]:
+    """Downscaled size for detection: ``target`` wide at most (never upscaled), even height."""
+    w = min(target, width)
+    h = max(2, round(height * w / width / 2) * 2)
+    return w, h
+
+
+def _open_error(path: Path, exc: Exception) -> InvalidMedia:
+    return InvalidMedia(path, f"cannot be decoded for shot detection ({exc})",
+                        "run `reelflow probe` and QC on it; the file looks damaged")
+
+
+def _scan(path: Path | str, config: ShotConfig, info: MediaInfo | None,
+          progress: Progress | None) -> tuple[MediaInfo, list[int], int]:
+    """Decode once, run the detector and the guard; (info, cuts, frames decoded)."""
+    path = Path(path)
+    if info is None:
+        info = probe(path)                  # SourceNotFound / InvalidMedia for bad inputs
+    elif not path.is_file():
+        raise SourceNotFound(path, "no such file", "check the path")
+    fps = info.video.fps
+    total = info.video.frames
+    size = _analysis_size(info.video.width, info.video.height, config.analysis_width)
+    # Two AdaptiveDetectors that must agree on the frame: the default one on hue, saturation and
+    # value, and one on value (brightness) alone. HSV alone fires on noise: saturation is undefined
+    # as brightness goes to 0 (a fade from black swings it 0 -> 250 -> 20), and OpenCV's hue wraps
+    # at 180 with no circular distance, so pinks and reds near 0/180 jump. A cut changes brightness
+    # too; colour-only changes of that kind do not.
+    detectors = [
+        AdaptiveDetector(
+            adaptive_threshold=config.adaptive_threshold,
+            min_content_val=config.min_content_val,
+            window_width=config.window_width,
+            luma_only=luma_only,
+            min_scene_len=0,  # bound_shots merges short shots; a rejected candidate must not block the next
+        )
+        for luma_only in ((False, True) if config.luma_check else (False,))
+    ]
+    guard = _ReturnGuard(window=max(1, _to_frames(config.guard_s, fps)), ratio=config.guard_ratio,
+                         width=config.guard_width, lag=config.window_width)
+    pending: list[int] = []
+    cuts: list[int] = []
+    every = max(1, total // 100)
+    decoded = 0
+    started = time.perf_counter()
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            streams = [s for s in container.streams.video if s.index == info.video.index]
+            if not streams:
+                raise InvalidMedia(path, f"has no video stream #{info.video.index}", "probe the file again")
+            stream = streams[0]
+            stream.thread_type = "AUTO"  # frame threads: decoding is most of the cost
+            for frame in container.decode(stream):
+                # swscale converts and downscales in one pass; AREA averages, so noise is not aliased.
+                bgr = frame.to_ndarray(format="bgr24", width=size[0], height=size[1], interpolation="AREA")
+                # Our own counter, not PTS x fps: cut numbers are decoded-frame indices by definition.
+                guard.add(decoded, bgr)
+                timecode = FrameTimecode(decoded, fps)
+                pending.extend(_agreed([d.process_frame(timecode, bgr) for d in detectors]))
+                while pending and guard.ready(pending[0], decoded):
+                    cut = pending.pop(0)
+                    if guard.accept(cut):
+                        cuts.append(cut)
+                decoded += 1
+                if progress is not None and decoded % every == 0:
+                    progress(min(decoded, total), total)
+    except av.error.FFmpegError as exc:
+        raise _open_error(path, exc) from exc
+    if decoded == 0:
+        raise InvalidMedia(path, "no video frame could be decoded", "re-deliver the file")
+    pending.extend(_agreed([d.post_process(FrameTimecode(decoded - 1, fps)) for d in detectors]))
+    cuts.extend(cut for cut in pending if guard.accept(cut))
+    if progress is not None:
+        progress(total, total)
+    if decoded != total:
+        log.warning("%s: decoded %d frames, probe counted %d packets; shots follow probe's count",
+                    path, decoded, total)
+    elapsed = time.perf_counter() - started
+    log.info("%s: %d cuts in %d frames (%d candidates rejected as returns) at %.0f frames/s",
+             path.name, len(cuts), decoded, len(guard.rejected), decoded / max(elapsed, 1e-9))
+    return info, sorted(c for c in cuts if 0 < c < total), decoded
+
+
+def detect_cuts(path: Path | str, config: ShotConfig = ShotConfig(), *, info: MediaInfo | None = None,
+                progress: Progress | None = None) -> list[int]:
+    """Frames (0-based, decoded order) that begin a new shot, as detected; nothing merged or split."""
+    return _scan(path, config, info, progress)[1]
+
+
+def detect_shots(path: Path | str, config: ShotConfig = ShotConfig(), *, info: MediaInfo | None = None,
+                 progress: Progress | None = None) -> ShotList:
+    """Detect cuts and turn them into shots between ``config.min_shot_s`` and ``config.max_shot_s``."""
+    info, cuts, _ = _scan(path, config, info, progress)
+    fps, frames = info.video.fps, info.video.frames
+    shots = bound_shots(cuts, frames, fps, min_shot_s=config.min_shot_s, max_shot_s=config.max_shot_s)
+    return ShotList(fps=fps, frames=frames, shots=shots)
