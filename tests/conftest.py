@@ -80,7 +80,10 @@ def dark_bokeh() -> Path:
 
 @pytest.fixture(scope="session")
 def dashcam() -> Path:
-    """Dash-cam, 8.84 s 960x540 25 fps, smpte170m primaries/matrix with bt709 transfer; its AAC track is digital silence."""
+    """Dash-cam, 8.84 s 960x540 25 fps, smpte170m primaries/matrix with a bt709 transfer.
+
+    Its AAC track is digital silence from start to end.
+    """
     return _clip("12_dashcam_9s_960x540.mp4")
 
 

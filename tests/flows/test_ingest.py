@@ -12,7 +12,6 @@ from typing import Any
 
 import boto3
 import pytest
-
 from prefect.client.schemas.objects import State
 
 from reelflow.encoding.encode import read_keyframes
@@ -52,7 +51,6 @@ def test_stage_logs_reach_the_prefect_api(sintel_run: tuple[Path, State[Any]]) -
     """What the UI shows: task logs and the stage modules' own logger lines, for this flow run."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-
     from prefect.logging.handlers import APILogHandler
 
     _, state = sintel_run
