@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-MEDIA_DIR = Path(os.environ.get("SHARED_MEDIA_DIR", REPO.parent / "shared" / "media"))
+from shared_media import MEDIA_DIR
 
 
 def _clip(name: str) -> Path:

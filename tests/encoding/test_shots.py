@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import MEDIA_DIR
 from reelflow.encoding.probe import probe
 from reelflow.encoding.shots import Shot, ShotList, bound_shots, detect_cuts, detect_shots
 from reelflow.errors import ConfigError, InvalidMedia, SourceNotFound, StageError
 from reelflow.infra.settings import ShotConfig, load_settings
+from shared_media import MEDIA_DIR
 
 
 def _truth_names() -> list[str]:

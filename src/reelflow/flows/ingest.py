@@ -31,7 +31,7 @@ from typing import Any, ParamSpec, TypeVar
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
-from prefect.context import TaskRunContext
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
 
@@ -49,17 +49,33 @@ log = logging.getLogger(__name__)
 
 
 
+class _RunLogHandler(logging.Handler):
+    """Forwards stage records to Prefect's API handler, but only inside a flow or task run.
+
+    Outside a run (a stage called directly, a benchmark) there is no run to attach them to, and
+    Prefect's handler would warn on every record.
+    """
+
+    def __init__(self, api_handler: logging.Handler) -> None:
+        super().__init__()
+        self.api_handler = api_handler
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if FlowRunContext.get() is not None or TaskRunContext.get() is not None:
+            self.api_handler.handle(record)
+
+
 def _send_stage_logs_to_prefect() -> None:
-    """Stage modules log to logging.getLogger("reelflow...."): give that logger Prefect's API handler.
+    """Stage modules log to logging.getLogger("reelflow...."): send those records to the run's logs.
 
     This is what PREFECT_LOGGING_EXTRA_LOGGERS does, done here so it holds whatever imported
     Prefect first; and with a level, or the logger inherits the root's WARNING and the stages'
     INFO lines never reach the UI.
     """
     stage_logger = logging.getLogger("reelflow")
-    for handler in logging.getLogger("prefect.extra").handlers:
-        if handler not in stage_logger.handlers:
-            stage_logger.addHandler(handler)
+    if not any(isinstance(h, _RunLogHandler) for h in stage_logger.handlers):
+        for handler in logging.getLogger("prefect.extra").handlers:
+            stage_logger.addHandler(_RunLogHandler(handler))
     if stage_logger.level == logging.NOTSET:
         stage_logger.setLevel(logging.INFO)
 
