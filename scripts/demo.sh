@@ -19,7 +19,9 @@ if [[ ! -f "$clip" ]]; then
   echo "(../shared/media is not here: using a generated clip, $clip)"
 fi
 
-storage="reelflow-data/reelflow-output"
+# Absolute paths throughout: ffmpeg's DASH demuxer doubles a relative manifest's folder when it
+# resolves segment URLs, so a relative path printed here would not play.
+storage="$(pwd)/reelflow-data/reelflow-output"
 reelflow ingest "$clip" --title-id demo --storage "$storage"
 
 dash="$storage/titles/demo/manifest.mpd"

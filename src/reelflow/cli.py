@@ -26,7 +26,7 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="reelflow: ingest mezzanine files into per-title DASH and HLS streams.",
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # long paths stay on one line, copy-pastable
 
 EXIT_ERROR, EXIT_USAGE, EXIT_QC = 1, 2, 3
 
@@ -215,7 +215,7 @@ def ingest(
     if json_out:
         _emit_json(record)
         return
-    out = Console()
+    out = Console(soft_wrap=True)
     out.print(f"[bold green]published[/] {record['title_id']}: "
               f"{len(record['ladder']['rungs'])} video rungs, {len(record['audio'])} audio track(s), "
               f"QC {record['qc']['verdict']}")
