@@ -216,9 +216,9 @@ def ingest(
         _emit_json(record)
         return
     out = Console(soft_wrap=True)
-    out.print(f"[bold green]published[/] {record['title_id']}: "
-              f"{len(record['ladder']['rungs'])} video rungs, {len(record['audio'])} audio track(s), "
-              f"QC {record['qc']['verdict']}")
+    kinds = [r["kind"] for r in record["renditions"]]
+    out.print(f"[bold green]published[/] {record['title_id']}: {kinds.count('video')} video rungs, "
+              f"{kinds.count('audio')} audio track(s), QC {record['qc']['verdict']}")
     out.print(f"  DASH  {record['manifests']['dash']}")
     out.print(f"  HLS   {record['manifests']['hls']}")
     out.print(f"  play: ffplay {record['manifests']['dash']}")

@@ -136,3 +136,18 @@ def probe_audio(path: Path) -> tuple[str, int, int]:
 def test_audio_of_a_silent_source_is_refused(sintel_fight: Path, tmp_path: Path) -> None:
     with pytest.raises(StageError, match="no audio"):
         encode_audio(sintel_fight, probe(sintel_fight), FAST, tmp_path / "a.mp4")
+
+
+def test_finished_encode_is_reused_and_a_bad_one_redone(sintel_fight: Path, tmp_path: Path) -> None:
+    """The final name is only given to a verified encode; a file there that fails the check is redone."""
+    info = probe(sintel_fight)
+    keys = keyframe_frames([0, 58], info.video.frames, info.video.fps, FAST.segment_s)
+    rung = FAST.ladder[0]
+    out = tmp_path / "rung.mp4"
+    first = encode_video_rung(sintel_fight, rung, keys, info, FAST, out)
+    stamp = out.stat().st_mtime_ns
+    again = encode_video_rung(sintel_fight, rung, keys, info, FAST, out)
+    assert out.stat().st_mtime_ns == stamp and again == first
+    other_plan = keyframe_frames([0, 100], info.video.frames, info.video.fps, FAST.segment_s)
+    redone = encode_video_rung(sintel_fight, rung, other_plan, info, FAST, out)  # plan changed: not reusable
+    assert out.stat().st_mtime_ns != stamp and tuple(read_keyframes(redone.path)[1]) == other_plan

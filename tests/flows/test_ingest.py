@@ -61,7 +61,7 @@ def test_stage_logs_reach_the_prefect_api(sintel_run: tuple[Path, State[Any]]) -
     names = {log.name for log in logs}
     messages = " ".join(log.message for log in logs)
     assert "reelflow.packaging.packager" in names  # a stage module's logger, not only Prefect's
-    assert "encoded 360p_365k" in messages
+    assert "360p_365k:" in messages and "reusing" not in messages
 
 
 def test_dash_and_hls_decode_with_the_source_frames_and_duration(
@@ -70,7 +70,7 @@ def test_dash_and_hls_decode_with_the_source_frames_and_duration(
     store, record = sintel_ingest
     title = store / "titles" / "sintel"
     assert record["manifests"]["dash"] == str(title / "manifest.mpd")
-    rungs = record["ladder"]["rungs"]
+    rungs = [r for r in record["renditions"] if r["kind"] == "video"]
     assert [(r["width"], r["height"]) for r in rungs] == [(416, 234), (640, 360)]
     for index in range(len(rungs)):
         for manifest in ("manifest.mpd", "master.m3u8"):
@@ -90,7 +90,7 @@ def test_title_record_is_complete_and_written_last(
     assert record["qc"]["verdict"] in ("pass", "warning")
     assert json.loads((title / "qc.json").read_text())["verdict"] == record["qc"]["verdict"]
     assert record["shots"]["count"] == len(json.loads((title / "shots.json").read_text())["shots"])
-    assert record["audio"] == []  # Sintel's clip has no audio track
+    assert [r["kind"] for r in record["renditions"]] == ["video", "video"]  # Sintel's clip has no audio
     newest = max((p for p in title.rglob("*") if p.is_file() and p.name != "title.json"),
                  key=lambda p: p.stat().st_mtime_ns)
     assert (title / "title.json").stat().st_mtime_ns >= newest.stat().st_mtime_ns
@@ -119,7 +119,7 @@ def test_rerun_reuses_finished_encodes(sintel_fight: Path, fast_config: Path,
     state = run_flow_state(sintel_fight, str(store), fast_config, title_id="sintel")
     second = state.result()
     assert {p: p.stat().st_mtime_ns for p in encodes} == before  # not encoded again
-    assert second["ladder"] == first["ladder"] and second["manifests"] == first["manifests"]
+    assert second["renditions"] == first["renditions"] and second["manifests"] == first["manifests"]
     # QC and shots came from Prefect's cache, keyed on the source's hash and the stage config
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -177,7 +177,8 @@ def test_ingest_to_s3(lavfi_clip: Any, fast_config: Path, s3_endpoint: str, monk
     head = s3.head_object(Bucket="ingest-out", Key="vod/titles/cut-tone/manifest.mpd")
     assert head["ContentType"] == "application/dash+xml"
     stored = json.loads(s3.get_object(Bucket="ingest-out", Key="vod/titles/cut-tone/title.json")["Body"].read())
-    assert stored["title_id"] == "cut-tone" and len(stored["audio"]) == 1
+    assert stored["title_id"] == "cut-tone"
+    assert [r["kind"] for r in stored["renditions"]] == ["video", "video", "audio"]
 
 
 def test_cli_ingest_json(sintel_fight: Path, fast_config: Path, prefect_server: str, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -64,6 +64,11 @@ class Rendition:
         fields = {k: v for k, v in data.items() if k != "name"}
         fields["path"] = Path(fields["path"])
         return cls(**fields)
+
+
+def result_digest_parts(config: EncodeConfig) -> dict[str, Any]:
+    """The encode settings that change what the encoder writes (not how many run at once)."""
+    return config.model_dump(mode="json", exclude={"parallel_encodes"})
 
 
 def even(value: float | Fraction) -> int:
@@ -178,37 +183,58 @@ def encode_video_rung(
     out: Path,
     *,
     progress: Callable[[float], None] | None = None,
+    reuse: bool = True,
 ) -> Rendition:
-    """Encode one rung, verify its frame count and keyframes, and describe the result."""
+    """Encode one rung, verify its frame count and keyframes, and describe the result.
+
+    Only a verified encode gets the name ``out``, so with ``reuse`` an existing ``out`` is a
+    finished encode from an earlier run: it is checked again and kept instead of re-encoded.
+    """
+    if reuse and out.exists():
+        try:
+            rendition = _verified_rung(out, rung, keyframes, info)
+            log.info("reusing finished encode %s", out)
+            return rendition
+        except StageError as exc:
+            log.warning("not reusing %s: %s", out, exc)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.stem + ".partial" + out.suffix)
     run(video_encode_argv(src, rung, keyframes, info.video, config, partial), progress=progress)
-    frames, found = read_keyframes(partial)
+    rendition = _verified_rung(partial, rung, keyframes, info)
+    partial.replace(out)  # a crash before this line leaves no file under the final name
+    return replace(rendition, path=out)
+
+
+def _verified_rung(path: Path, rung: Rung, keyframes: Sequence[int], info: MediaInfo) -> Rendition:
+    """Describe an encoded rung after checking its frame count and keyframes against the plan."""
+    frames, found = read_keyframes(path)
     if frames != info.video.frames:
         raise StageError(f"{rung.name}: encoded {frames} frames, the source has {info.video.frames}")
     if tuple(found) != tuple(keyframes):
         missing = sorted(set(keyframes) - set(found))[:5]
         extra = sorted(set(found) - set(keyframes))[:5]
         raise StageError(f"{rung.name}: keyframes differ from the plan (missing {missing}, extra {extra})")
-    partial.replace(out)  # only a verified encode gets the final name; a crash leaves no half file there
     duration = float(frames / info.video.fps)
     return Rendition(
-        kind="video", path=out, codec="h264", kbps=_kbps(out, duration), duration_s=duration,
+        kind="video", path=path, codec="h264", kbps=_kbps(path, duration), duration_s=duration,
         width=rung.width, height=rung.height, target_kbps=rung.kbps, frames=frames,
     )
 
 
 def encode_audio(
     src: Path, info: MediaInfo, config: EncodeConfig, out: Path,
-    *, progress: Callable[[float], None] | None = None,
+    *, progress: Callable[[float], None] | None = None, reuse: bool = True,
 ) -> Rendition:
-    """Encode the source's first audio stream to stereo AAC."""
+    """Encode the source's first audio stream to stereo AAC (an existing ``out`` is reused)."""
     if not info.audio:
         raise StageError(f"{src} has no audio stream to encode")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.stem + ".partial" + out.suffix)
-    run(audio_encode_argv(src, info, config, partial), progress=progress)
-    partial.replace(out)
+    if reuse and out.exists():
+        log.info("reusing finished encode %s", out)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(out.stem + ".partial" + out.suffix)
+        run(audio_encode_argv(src, info, config, partial), progress=progress)
+        partial.replace(out)  # the final name only for a complete file
     with av.open(str(out)) as container:
         stream = container.streams.audio[0]
         duration = (float(stream.duration * stream.time_base)

@@ -210,17 +210,9 @@ def quarantine_task(source: Path, storage: Storage, title_id: str, report: dict[
 @task(name="encode rung", cache_policy=NO_CACHE, task_run_name="encode {rung.height}p {rung.kbps}k")
 def encode_rung_task(source: Path, rung: Rung, keyframes: tuple[int, ...], info: probe.MediaInfo,
                      config: EncodeConfig, work: Path) -> Rendition:
-    out = work / f"{rung.name}.mp4"
-    if out.exists():  # only verified encodes carry the final name
-        get_run_logger().info("reusing finished encode %s", out)
-        frames, _ = encode.read_keyframes(out)
-        duration = float(frames / info.video.fps)
-        return Rendition(kind="video", path=out, codec="h264", kbps=encode._kbps(out, duration),
-                         duration_s=duration, width=rung.width, height=rung.height, target_kbps=rung.kbps,
-                         frames=frames)
-    rendition = encode.encode_video_rung(source, rung, keyframes, info, config, out,
+    rendition = encode.encode_video_rung(source, rung, keyframes, info, config, work / f"{rung.name}.mp4",
                                          progress=progress_logger(f"encode {rung.name}", info.duration_s))
-    get_run_logger().info("encoded %s: %.0f kbps (target %d)", rung.name, rendition.kbps, rung.kbps)
+    get_run_logger().info("%s: %.0f kbps (target %d)", rung.name, rendition.kbps, rung.kbps)
     return rendition
 
 
@@ -229,7 +221,7 @@ def encode_audio_task(source: Path, info: probe.MediaInfo, config: EncodeConfig,
     out = work / "audio.mp4"
     rendition = encode.encode_audio(source, info, config, out,
                                     progress=progress_logger("encode audio", info.duration_s))
-    get_run_logger().info("encoded audio: %.0f kbps AAC stereo", rendition.kbps)
+    get_run_logger().info("audio: %.0f kbps AAC stereo", rendition.kbps)
     return rendition
 
 
@@ -311,7 +303,7 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     logger.info("fixed ladder: %s; %d keyframes planned", ", ".join(r.name for r in rungs), len(keyframes))
 
     work = settings.storage.work_dir.resolve() / sha[:16]
-    encode_dir = work / f"encode-{config_digest(settings.encode, keyframes)}"
+    encode_dir = work / f"encode-{config_digest(encode.result_digest_parts(settings.encode), keyframes)}"
     # audio first: it is short, and would otherwise wait behind every rung in the bounded pool
     audio = encode_audio_task.submit(source, info, settings.encode, encode_dir) if info.audio else None
     video = encode_rung_task.map(source, rungs, unmapped(keyframes), unmapped(info),
@@ -355,8 +347,8 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
                "warnings": [c["name"] for c in report["checks"] if not c["passed"]]},
         "shots": {"count": len(shot_list.shots), "cuts": shot_list.cuts,
                   "report": store.url_for(f"{prefix}/shots.json")},
-        "ladder": {"mode": "fixed", "rungs": [entry(r) for r in renditions if r.kind == "video"]},
-        "audio": [entry(r) for r in renditions if r.kind == "audio"],
+        "ladder": {"mode": "fixed", "reference": "Apple HLS authoring spec, H.264 16:9"},
+        "renditions": [entry(r) for r in sorted(renditions, key=lambda r: (r.kind != "video", r.target_kbps))],
         "manifests": {"dash": store.url_for(f"{prefix}/{pkg.dash_manifest}"),
                       "hls": store.url_for(f"{prefix}/{pkg.hls_master}")},
         "encryption": None,
