@@ -70,3 +70,24 @@ def test_progress_reports_media_seconds() -> None:
     tools.run([tools.ffmpeg_exe(), "-f", "lavfi", "-i", "testsrc2=d=2:s=160x90", "-f", "null", "-"],
               progress=seen.append)
     assert seen and seen == sorted(seen) and seen[-1] == pytest.approx(2.0, abs=0.1)
+
+
+def test_cpu_time_is_measured_per_process() -> None:
+    """Two runs at once each report their own CPU, not each other's."""
+    import threading
+
+    argv = [tools.ffmpeg_exe(), "-f", "lavfi", "-i", "testsrc2=d=4:s=640x360", "-c:v", "libx264", "-preset",
+            "veryfast", "-threads", "1", "-f", "null", "-"]
+    light = [tools.ffmpeg_exe(), "-f", "lavfi", "-i", "testsrc2=d=0.2:s=64x36", "-f", "null", "-"]
+    results: dict[str, tools.ToolResult] = {}
+    heavy_thread = threading.Thread(target=lambda: results.__setitem__("heavy", tools.run(argv)))
+    heavy_thread.start()
+    results["light"] = tools.run(light)
+    heavy_thread.join()
+    assert results["heavy"].cpu_s > 0.3
+    assert results["light"].cpu_s < results["heavy"].cpu_s / 3
+
+
+def test_timeout_kills_and_says_so() -> None:
+    with pytest.raises(ToolFailed, match=r"timed out after 0\.5 s"):
+        tools.run([tools.ffmpeg_exe(), "-re", "-f", "lavfi", "-i", "testsrc2=d=30", "-f", "null", "-"], timeout=0.5)

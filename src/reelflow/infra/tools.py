@@ -15,7 +15,6 @@ import re
 import shlex
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -108,63 +107,82 @@ def packager_exe() -> str:
     return str(path)
 
 
+class ToolResult(subprocess.CompletedProcess[str]):
+    """A finished run, with the CPU time the process itself used (user + system seconds).
+
+    Measured per process with wait4(), so it stays right when several binaries run at once;
+    the per-title encoding budget (analysis CPU against final-encode CPU) is counted with it.
+    """
+
+    cpu_s: float = 0.0
+
+
+# ffmpeg's -progress keys that are not output of the command itself
+_PROGRESS_KEYS = ("frame", "fps", "stream_", "bitrate", "total_size", "out_time", "dup_frames",
+                  "drop_frames", "speed", "progress")
+
+
 def run(
     argv: Sequence[str],
     *,
     timeout: float | None = None,
     cwd: Path | None = None,
     progress: Callable[[float], None] | None = None,
-) -> subprocess.CompletedProcess[str]:
+) -> ToolResult:
     """Run a binary to completion; raise ToolMissing/ToolFailed with its stderr on failure.
 
-    With ``progress`` (ffmpeg only), ``-progress pipe:1`` is added and the callback receives the
-    seconds of media processed so far; stdout is then consumed by the progress reader.
+    With ``progress`` (ffmpeg only), ``-progress pipe:1`` is added and the callback receives,
+    from a reader thread, the seconds of media processed so far.
     """
     argv = [str(a) for a in argv]
     if progress is not None:
         argv = [argv[0], "-progress", "pipe:1", "-nostats", *argv[1:]]
     log.debug("+ %s", shlex.join(argv))
     try:
-        if progress is None:
-            done = subprocess.run(
-                argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
-                timeout=timeout, cwd=cwd, check=False,
-            )
-        else:
-            done = _run_with_progress(argv, timeout, cwd, progress)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, errors="replace", cwd=cwd)
     except FileNotFoundError as exc:
         raise ToolMissing(Path(argv[0]).name, f"{argv[0]} was not found; see {FFMPEG_ENV}/{PACKAGER_ENV}") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise ToolFailed(argv, -1, f"timed out after {timeout} s") from exc
-    if done.returncode:
-        raise ToolFailed(argv, done.returncode, done.stderr[-4000:])
-    return done
+    assert proc.stdout is not None and proc.stderr is not None
+    stdout_lines: list[str] = []
+    stderr_text: list[str] = []
 
-
-def _run_with_progress(
-    argv: list[str], timeout: float | None, cwd: Path | None, progress: Callable[[float], None]
-) -> subprocess.CompletedProcess[str]:
-    with subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, errors="replace", cwd=cwd,
-    ) as proc:
-        # stderr is drained on a thread so a chatty ffmpeg never blocks on a full pipe.
-        stderr_chunks: list[str] = []
-        assert proc.stderr is not None and proc.stdout is not None
-        drain = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
-        drain.start()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        stdout_lines: list[str] = []
-        for line in proc.stdout:
+    def read_stdout() -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
             key, _, value = line.strip().partition("=")
-            if key == "out_time_us" and value.lstrip("-").isdigit():
-                progress(max(0, int(value)) / 1e6)
-            elif not key.startswith(("frame", "fps", "stream_", "bitrate", "total_size", "out_time",
-                                     "dup_frames", "drop_frames", "speed", "progress")):
+            if progress is None or not key.startswith(_PROGRESS_KEYS):
                 stdout_lines.append(line)
-            if deadline is not None and time.monotonic() > deadline:
-                proc.kill()
-                raise subprocess.TimeoutExpired(argv, timeout or 0)
-        proc.wait()
-        drain.join()
-        return subprocess.CompletedProcess(argv, proc.returncode, "".join(stdout_lines), "".join(stderr_chunks))
+            elif key == "out_time_us" and value.lstrip("-").isdigit():
+                progress(max(0, int(value)) / 1e6)
+
+    # Both pipes are drained on threads so a chatty binary never blocks on a full pipe.
+    readers = [threading.Thread(target=read_stdout, daemon=True),
+               threading.Thread(target=lambda: stderr_text.append(proc.stderr.read()), daemon=True)]  # type: ignore[union-attr]
+    for reader in readers:
+        reader.start()
+    timed_out = threading.Event()
+
+    def kill_on_timeout() -> None:
+        timed_out.set()
+        proc.kill()
+
+    timer = None
+    if timeout is not None:
+        timer = threading.Timer(timeout, kill_on_timeout)
+        timer.start()
+    _, status, usage = os.wait4(proc.pid, 0)  # reaps the child and returns its own resource usage
+    if timer is not None:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    for reader in readers:
+        reader.join()
+    proc.stdout.close()
+    proc.stderr.close()
+    stderr = "".join(stderr_text)
+    if timed_out.is_set():
+        raise ToolFailed(argv, -1, f"{stderr[-2000:]}\ntimed out after {timeout} s")
+    if proc.returncode:
+        raise ToolFailed(argv, proc.returncode, stderr[-4000:])
+    done = ToolResult(argv, proc.returncode, "".join(stdout_lines), stderr)
+    done.cpu_s = usage.ru_utime + usage.ru_stime
+    return done
