@@ -151,3 +151,22 @@ def test_finished_encode_is_reused_and_a_bad_one_redone(sintel_fight: Path, tmp_
     other_plan = keyframe_frames([0, 100], info.video.frames, info.video.fps, FAST.segment_s)
     redone = encode_video_rung(sintel_fight, rung, other_plan, info, FAST, out)  # plan changed: not reusable
     assert out.stat().st_mtime_ns != stamp and tuple(read_keyframes(redone.path)[1]) == other_plan
+
+
+def test_late_video_and_long_audio_land_on_the_video_timeline(lavfi_clip: object, tmp_path: Path) -> None:
+    """Video starting 0.5 s after the audio, audio 1.5 s longer than the video.
+
+    The video keeps exactly its frames and planned keyframes (no padded head frames), and the audio
+    is cut to the video's span: what played before the first frame or after the last is dropped.
+    """
+    clip = lavfi_clip("vlate.mp4", "-itsoffset", "0.5", "-f", "lavfi",  # type: ignore[operator]
+                      "-i", "testsrc2=size=320x180:rate=24:duration=8",
+                      "-f", "lavfi", "-i", "sine=frequency=440:duration=9.5:sample_rate=48000",
+                      "-c:v", "libx264", "-preset", "ultrafast", "-g", "24", "-c:a", "aac")
+    info = probe(clip)
+    assert info.video.start_s == pytest.approx(0.5, abs=0.01) and info.audio[0].start_s == 0.0
+    keys = keyframe_frames([0, 50], info.video.frames, info.video.fps, 4.0)
+    video = encode_video_rung(clip, FAST.ladder[0], keys, info, FAST, tmp_path / "v.mp4")
+    assert video.frames == 192 and tuple(read_keyframes(video.path)[1]) == (0, 50, 96)
+    audio = encode_audio(clip, info, FAST, tmp_path / "a.mp4")
+    assert audio.duration_s == pytest.approx(8.0, abs=0.03)

@@ -92,3 +92,29 @@ def test_errors_are_reelflow_errors_and_builtins(tmp_path: Path) -> None:
         probe(tmp_path / "nope.mp4")
     with pytest.raises(FileNotFoundError):
         probe(tmp_path / "nope.mp4")
+
+
+def test_edit_list_preroll_is_not_counted(lavfi_clip: Any) -> None:
+    """A stream-copy trim keeps preroll packets that players decode but do not show."""
+    gop = lavfi_clip("gop48.mp4", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=24:duration=10",
+                     "-c:v", "libx264", "-preset", "ultrafast", "-g", "48")
+    trimmed = lavfi_clip("editlist.mp4", "-ss", "1.5", "-i", str(gop), "-c", "copy", "-t", "6")
+    v = probe(trimmed).video
+    assert v.frames == 144 and v.duration_s == pytest.approx(6.0, abs=0.05)
+
+
+def test_variable_frame_rate_is_detected(lavfi_clip: Any, bbb: Path) -> None:
+    vfr = lavfi_clip("vfr24_12.mp4", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=24:duration=2",
+                     "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=12:duration=2",
+                     "-filter_complex", "[0:v][1:v]concat=n=2:v=1[v]", "-map", "[v]", "-fps_mode", "vfr",
+                     "-c:v", "libx264", "-preset", "ultrafast")
+    assert probe(vfr).video.variable_rate
+    assert not probe(bbb).video.variable_rate  # WebM's millisecond clock alternates 41/42 ms: still 24 fps
+
+
+def test_the_programme_is_the_largest_video_stream(lavfi_clip: Any) -> None:
+    two = lavfi_clip("preview_first.mp4", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25:duration=1",
+                     "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=1",
+                     "-map", "0", "-map", "1", "-c:v", "libx264", "-preset", "ultrafast")
+    v = probe(two).video
+    assert (v.index, v.width) == (1, 640)

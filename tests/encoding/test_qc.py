@@ -85,6 +85,20 @@ def made(lavfi_clip: LavfiMaker) -> Callable[[str], Path]:
             "-x264-params", "colorprim=bt709:transfer=smpte2084:colormatrix=bt709", *_AAC,
         ],
         "no_audio.mp4": ["-f", "lavfi", "-i", _video(4), *_X264],
+        # a consistent HDR10 master: 10-bit HEVC, PQ on BT.2020; true, but not for an SDR ladder
+        "hdr10.mp4": [
+            "-f", "lavfi", "-i", _video(3), "-f", "lavfi", "-i", _TONE.format(d=3),
+            "-c:v", "libx265", "-pix_fmt", "yuv420p10le",
+            "-x265-params", "log-level=error:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc:range=limited",
+            *_AAC,
+        ],
+        # 24 fps for 3 s, then 12 fps for 3 s, kept variable
+        "vfr.mp4": [
+            "-f", "lavfi", "-i", _video(3, rate=24), "-f", "lavfi", "-i", _video(3, rate=12),
+            "-f", "lavfi", "-i", _TONE.format(d=6),
+            "-filter_complex", "[0:v][1:v]concat=n=2:v=1[v]", "-map", "[v]", "-map", "2:a", "-fps_mode", "vfr",
+            *_X264, *_AAC,
+        ],
         # a good main track and an empty second language: each stream is judged on its own
         "second_track_silent.mp4": [
             "-f", "lavfi", "-i", _video(6), "-f", "lavfi", "-i", _TONE.format(d=6),
@@ -123,6 +137,7 @@ def test_clean_clip_passes_every_check(made: Callable[[str], Path]) -> None:
     assert report.verdict == "pass" and report.failed == [], report.failed
     names = {c.name for c in report.checks}
     assert names == {"decode_errors", "black_segments", "frozen_segments", "interlacing", "colour_metadata",
+                     "frame_rate", "hdr",
                      "audio_present", "loudness", "loudness_range", "true_peak", "silence", "av_start_offset",
                      "duration_mismatch"}
     assert report.measurements["audio"][0]["integrated_lufs"] == pytest.approx(-21, abs=1.5)
@@ -209,9 +224,22 @@ def test_progressive_content_flagged_interlaced_only_informs(made: Callable[[str
 
 def test_hdr_tags_on_sdr_primaries_are_an_error(made: Callable[[str], Path]) -> None:
     report = _qc(made("hdr_mistag.mp4"))
-    assert _fired(report) == {"colour_metadata": "error"}
+    assert _fired(report) == {"colour_metadata": "error", "hdr": "error"}
     message = report.check("colour_metadata").message
     assert "smpte2084 with bt709 primaries" in message and "8-bit" in message
+
+
+def test_true_hdr10_is_refused_for_the_sdr_ladder(made: Callable[[str], Path]) -> None:
+    """Tags are consistent, so only the hdr check fires: an SDR ladder would publish banded, mistagged PQ."""
+    report = _qc(made("hdr10.mp4"))
+    assert _fired(report) == {"hdr": "error"}
+    assert "SDR" in report.check("hdr").message
+
+
+def test_variable_frame_rate_is_an_error(made: Callable[[str], Path]) -> None:
+    report = _qc(made("vfr.mp4"))
+    assert _fired(report) == {"frame_rate": "error"}
+    assert "-fps_mode cfr" in report.check("frame_rate").message
 
 
 def test_no_audio_stream(made: Callable[[str], Path]) -> None:

@@ -132,7 +132,9 @@ def video_encode_argv(
         "-i", str(src),
         "-map", f"0:{video.index}", "-an", "-sn", "-dn",
         "-map_metadata", "-1", "-map_chapters", "-1",                # nothing of the source's tags leaks out
-        "-vf", f"scale={rung.width}:{rung.height}:flags=lanczos,setsar=1,format=yuv420p",
+        # The video's own timeline from 0: ffmpeg's default zero is the earliest stream of the file,
+        # and a video starting after its audio would otherwise get padded head frames.
+        "-vf", f"setpts=PTS-STARTPTS,scale={rung.width}:{rung.height}:flags=lanczos,setsar=1,format=yuv420p",
         "-fps_mode", "cfr", "-r", fps,                               # one frame per 1/fps: frame n is at n/fps
         "-c:v", "libx264", "-preset", config.preset, "-profile:v", "high",
         "-b:v", f"{rung.kbps}k",
@@ -157,6 +159,22 @@ def _color_args(video: VideoStream) -> list[str]:
     return args
 
 
+def audio_filter(info: MediaInfo) -> str:
+    """Put the audio on the video's timeline: 0 is the first video frame, the end is the last.
+
+    Audio that starts before the video is trimmed, audio that starts after it is delayed with
+    silence, and the tail is trimmed or padded so the track lasts exactly as long as the video.
+    """
+    offset = info.audio[0].start_s - info.video.start_s
+    chain = ["asetpts=PTS-STARTPTS", "aresample=async=1"]   # own timeline; fill holes inside it
+    if offset < 0:
+        chain += [f"atrim=start={-offset:.6f}", "asetpts=PTS-STARTPTS"]
+    elif offset > 0:
+        chain.append(f"adelay=delays={round(offset * 1000)}:all=1")
+    chain += ["apad", f"atrim=end={info.video.duration_s:.6f}"]
+    return ",".join(chain)
+
+
 def audio_encode_argv(src: Path, info: MediaInfo, config: EncodeConfig, out: Path) -> list[str]:
     """ffmpeg argv for the stereo AAC track, from the source's first audio stream."""
     stream = info.audio[0]
@@ -165,10 +183,10 @@ def audio_encode_argv(src: Path, info: MediaInfo, config: EncodeConfig, out: Pat
         "-i", str(src),
         "-map", f"0:{stream.index}", "-vn", "-sn", "-dn",
         "-map_metadata", "-1", "-map_chapters", "-1",
+        "-af", audio_filter(info),
         "-c:a", "aac", "-b:a", f"{config.audio_kbps}k",
         "-ac", "2",                                   # stereo: a 5.1 source is downmixed, mono doubled
         "-ar", str(config.audio_rate),
-        "-af", "aresample=async=1:first_pts=0",       # fill gaps so audio stays in sync with video time
         "-movflags", "+faststart",
         str(out),
     ]

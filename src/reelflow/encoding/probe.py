@@ -45,6 +45,7 @@ class VideoStream:
     color_range: str | None
     field_order: str | None
     bit_depth: int
+    variable_rate: bool = False   # frame intervals vary (VFR, or dropped/doubled frames)
 
     @property
     def display_width(self) -> int:
@@ -109,20 +110,22 @@ def probe(path: Path | str) -> MediaInfo:
         raise InvalidMedia(path, f"not a media file ffmpeg can read ({exc.strerror or exc})",
                            "check that the upload completed and the file is a video") from exc
     with container:
-        vstreams = [s for s in container.streams.video if s.codec_context.width]
+        # Cover art and thumbnails are video streams too; the programme is the largest moving one.
+        vstreams = [s for s in container.streams.video
+                    if s.codec_context.width and not s.disposition & av.stream.Disposition.attached_pic]
         if not vstreams:
             raise InvalidMedia(path, "has no video stream", "deliver a file with a video track")
-        vs = vstreams[0]
+        vs = max(vstreams, key=lambda s: (s.codec_context.width * s.codec_context.height, -s.index))
         audio_streams = list(container.streams.audio)
-        counts, ends = _demux_all(container, path)
-        frames = counts.get(vs.index, 0)
-        if frames == 0:
+        streams = _demux_all(container, path)
+        seen = streams.get(vs.index, _Demuxed())
+        if seen.shown == 0:
             raise InvalidMedia(path, "the video stream holds no frames (truncated?)", "re-deliver the file")
-        if vs.frames and frames < vs.frames:
+        if vs.frames and seen.packets < vs.frames:
             raise InvalidMedia(path, f"is truncated: its header declares {vs.frames} video frames but only "
-                               f"{frames} are present", "re-deliver the complete file")
-        video = _video_stream(vs, frames, ends.get(vs.index))
-        audio = tuple(_audio_stream(a, ends.get(a.index)) for a in audio_streams)
+                               f"{seen.packets} are present", "re-deliver the complete file")
+        video = _video_stream(vs, seen)
+        audio = tuple(_audio_stream(a, streams.get(a.index, _Demuxed())) for a in audio_streams)
         duration = container.duration / av.time_base if container.duration else video.duration_s
         return MediaInfo(
             path=path,
@@ -135,41 +138,82 @@ def probe(path: Path | str) -> MediaInfo:
         )
 
 
-def _demux_all(container: Any, path: Path) -> tuple[dict[int, int], dict[int, float]]:
-    """Packets and end time per stream by demuxing (cheap: no decode).
+@dataclass
+class _Demuxed:
+    """What demuxing one stream showed."""
+
+    packets: int = 0             # every packet, as a header counts them
+    shown: int = 0               # packets a player presents: edit-list preroll ("discard") excluded
+    first: float | None = None   # earliest presented time, seconds
+    end: float | None = None     # latest presented time + duration, seconds
+    stamps: list[int] = field(default_factory=list)   # presented pts (video only), for VFR detection
+
+
+def _demux_all(container: Any, path: Path) -> dict[int, _Demuxed]:
+    """Per stream: packets, presented frames and times, by demuxing (cheap: no decode).
 
     Reading to the end also proves the file is complete: a cut-off file fails here or comes up
-    short of what its header declares.
+    short of what its header declares. Packets marked discard are the preroll that an MP4 edit
+    list tells players to decode but not show (a stream-copy trim makes them): they are not
+    frames of the programme.
     """
-    counts: dict[int, int] = {}
-    ends: dict[int, float] = {}
+    streams: dict[int, _Demuxed] = {}
     try:
         for packet in container.demux():
             if packet.size == 0 or (packet.pts is None and packet.dts is None):
                 continue  # flush packets at the end of each stream
-            index = packet.stream.index
-            counts[index] = counts.get(index, 0) + 1
+            seen = streams.setdefault(packet.stream.index, _Demuxed())
+            seen.packets += 1
+            if packet.is_discard:
+                continue
+            seen.shown += 1
             stamp = packet.pts if packet.pts is not None else packet.dts
+            if packet.stream.type == "video":
+                seen.stamps.append(stamp)
             if packet.time_base is not None:
+                start = float(stamp * packet.time_base)
                 end = float((stamp + (packet.duration or 0)) * packet.time_base)
-                ends[index] = max(ends.get(index, end), end)
+                seen.first = start if seen.first is None else min(seen.first, start)
+                seen.end = end if seen.end is None else max(seen.end, end)
     except av.error.FFmpegError as exc:
         raise InvalidMedia(path, f"cannot be read to its end ({exc.strerror or exc})",
                            "the file looks truncated or damaged; re-deliver it") from exc
-    return counts, ends
+    return streams
 
 
-def _video_stream(vs: Any, frames: int, last_end: float | None) -> VideoStream:
+def is_variable_rate(stamps: list[int]) -> bool:
+    """Whether frame intervals vary beyond timestamp rounding (a dropped or doubled frame counts).
+
+    Containers with millisecond clocks (WebM) alternate 41/42 ms at 24 fps: that is constant
+    rate. An interval off the median by more than a quarter is not rounding.
+    """
+    if len(stamps) < 3:
+        return False
+    ordered = sorted(stamps)
+    intervals = [b - a for a, b in zip(ordered, ordered[1:], strict=False)]
+    median = sorted(intervals)[len(intervals) // 2]
+    if median <= 0:
+        return True
+    odd = sum(1 for d in intervals if abs(d - median) > 0.25 * median)
+    return odd > 0
+
+
+def _video_stream(vs: Any, seen: _Demuxed) -> VideoStream:
     cc = vs.codec_context
     rate = vs.average_rate or vs.base_rate or vs.guessed_rate
     if not rate:
         raise InvalidMedia(Path(vs.container.name), "video stream has no frame rate", "re-mux the file")
     fps = Fraction(rate).limit_denominator(1001 * 1000)
-    start = float(vs.start_time * vs.time_base) if vs.start_time is not None else 0.0
-    if vs.duration:
+    frames = seen.shown
+    # What a player presents (edit lists applied) wins over the header's figures.
+    if seen.first is not None:
+        start = seen.first
+    else:
+        start = float(vs.start_time * vs.time_base) if vs.start_time is not None else 0.0
+    if seen.end is not None and seen.first is not None:
+        duration = seen.end - seen.first
+    elif vs.duration:
         duration = float(vs.duration * vs.time_base)
-    elif last_end is not None:
-        duration = last_end - start
     else:
         duration = float(frames / fps)
     sar = Fraction(cc.sample_aspect_ratio) if cc.sample_aspect_ratio else Fraction(1)
@@ -196,6 +240,7 @@ def _video_stream(vs: Any, frames: int, last_end: float | None) -> VideoStream:
         color_range=_RANGE.get(int(cc.color_range)),
         field_order=_field_order(cc),
         bit_depth=bit_depth,
+        variable_rate=is_variable_rate(seen.stamps),
     )
 
 
@@ -213,8 +258,9 @@ def _field_order(cc: Any) -> str | None:
     return None if name in ("unknown", "0") else name
 
 
-def _audio_stream(a: Any, last_end: float | None) -> AudioStream:
+def _audio_stream(a: Any, seen: _Demuxed) -> AudioStream:
     cc = a.codec_context
+    last_end = seen.end
     start = float(a.start_time * a.time_base) if a.start_time is not None else 0.0
     duration = 0.0
     if a.duration:

@@ -220,7 +220,12 @@ _R128 = {
 
 
 def parse_qc_log(stderr: str, info: MediaInfo) -> dict[str, Any]:
-    """Raw figures from the QC run's log: idet counts, runs, loudness per stream, decode errors."""
+    """Raw figures from the QC run's log: idet counts, runs, loudness per stream, decode errors.
+
+    Times are on the source's clock, as probe reports stream starts: ffmpeg's filters count from
+    the earliest stream's start, so that start is added back.
+    """
+    origin = min([info.video.start_s, *(a.start_s for a in info.audio)])
     video_end = info.video.start_s + info.video.duration_s
     black: list[Segment] = []
     freeze: list[Segment] = []
@@ -260,12 +265,12 @@ def parse_qc_log(stderr: str, info: MediaInfo) -> dict[str, Any]:
                     errors.append(raw.strip())
             continue
         if context == "blackdetect@v" and (m := _BLACK.search(msg)):
-            black.append((float(m.group(1)), float(m.group(2))))
+            black.append((origin + float(m.group(1)), origin + float(m.group(2))))
         elif context == "freezedetect@v" and (m := _FREEZE.search(msg)):
             if m.group(1) == "start":
-                freeze_open = float(m.group(2))
+                freeze_open = origin + float(m.group(2))
             elif freeze_open is not None:
-                freeze.append((freeze_open, float(m.group(2))))
+                freeze.append((freeze_open, origin + float(m.group(2))))
                 freeze_open = None
         elif context == "idet@v" and (m := _IDET.search(msg)):
             # The last summary wins: ffmpeg prints an empty one for the graph it configures first.
@@ -274,9 +279,9 @@ def parse_qc_log(stderr: str, info: MediaInfo) -> dict[str, Any]:
         elif context.startswith("silencedetect@a") and (m := _SILENCE.search(msg)):
             index = _stream_of(context)
             if m.group(1) == "start":
-                silence_open[index] = max(0.0, float(m.group(2)))
+                silence_open[index] = origin + max(0.0, float(m.group(2)))
             elif index in silence_open and index in audio:
-                audio[index]["silence"].append([silence_open.pop(index), float(m.group(2))])
+                audio[index]["silence"].append([silence_open.pop(index), origin + float(m.group(2))])
         elif context.startswith("ebur128@a"):
             _read_r128(msg, audio.get(_stream_of(context)))
     # A run still open at the end of the stream lasts to the end (freezedetect never closes one).
@@ -353,6 +358,8 @@ def judge(info: MediaInfo, measurements: dict[str, Any], config: QCConfig) -> tu
         ))
         checks.append(_interlacing(info.video, video, config))
     checks.append(_colour(info.video, config))
+    checks.append(_frame_rate(info.video, config))
+    checks.append(_hdr(info.video, config))
     checks.append(_audio_present(info, config))
     if info.audio and "ffmpeg_failed" not in measurements:
         streams = measurements["audio"]
@@ -427,6 +434,10 @@ def _decode_errors(measurements: dict[str, Any], config: QCConfig) -> Check:
         failure = measurements["ffmpeg_failed"]["message"]
         return Check("decode_errors", config.decode_severity, False,
                      f"decoding stopped ({failure}): the file is damaged partway; re-deliver it",
+                     count, config.decode_errors_max)
+    if decoded is not None and decoded < expected:
+        return Check("decode_errors", config.decode_severity, False,
+                     f"only {decoded} of {expected} frames decoded: the file is damaged or cut short; re-deliver it",
                      count, config.decode_errors_max)
     if count > config.decode_errors_max:
         first = re.sub(r" @ 0x[0-9a-f]+|\[error\] ", "", found["lines"][0]) if found["lines"] else "-"
@@ -529,6 +540,24 @@ def _colour(v: VideoStream, config: QCConfig) -> Check:
                      f"colour tags consistent (primaries/transfer/matrix/range {tags})", tags)
     return Check("colour_metadata", _worst(s for s, _ in found), False, "; ".join(msg for _, msg in found),
                  tags)
+
+
+def _frame_rate(v: VideoStream, config: QCConfig) -> Check:
+    """The ladder is constant frame rate: keyframes and segments are planned in whole frames."""
+    if v.variable_rate:
+        return Check("frame_rate", config.vfr_severity, False,
+                     f"variable frame rate (average {float(v.fps):.3f} fps): frame intervals vary; convert to "
+                     f"constant rate first, e.g. ffmpeg -i SRC -fps_mode cfr -r {v.fps} ...", float(v.fps), "cfr")
+    return Check("frame_rate", config.vfr_severity, True, f"constant {v.fps} fps", float(v.fps), "cfr")
+
+
+def _hdr(v: VideoStream, config: QCConfig) -> Check:
+    """The ladder is SDR (8-bit BT.709): an HDR source would be published as banded, mistagged HDR."""
+    if v.hdr:
+        return Check("hdr", config.hdr_severity, False,
+                     f"HDR source ({v.color_transfer}, {v.bit_depth}-bit): reelflow makes SDR ladders only; "
+                     "deliver an SDR grade, or tone-map to BT.709 before ingest", v.color_transfer, "sdr")
+    return Check("hdr", config.hdr_severity, True, "SDR source", v.color_transfer, "sdr")
 
 
 def _audio_present(info: MediaInfo, config: QCConfig) -> Check:

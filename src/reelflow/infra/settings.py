@@ -68,6 +68,8 @@ class QCConfig(_Config):
     colour_hdr_severity: Severity = Field("error", description="HDR/wide-gamut tags that cannot all be true.")
     decode_errors_max: int = Field(0, ge=0, description="Decoder errors tolerated before QC fails.")
     decode_severity: Severity = "error"
+    vfr_severity: Severity = Field("error", description="Variable frame rate: the ladder needs constant rate.")
+    hdr_severity: Severity = Field("error", description="HDR source: the ladder is SDR (8-bit BT.709) only.")
 
 
 class ShotConfig(_Config):
