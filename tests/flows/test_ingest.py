@@ -15,7 +15,7 @@ import pytest
 from prefect.client.schemas.objects import State
 
 from reelflow.encoding.encode import read_keyframes
-from reelflow.errors import QCFailed
+from reelflow.errors import InvalidMedia, QCFailed
 from reelflow.flows.ingest import ingest_flow
 from reelflow.infra.settings import load_settings
 
@@ -68,7 +68,8 @@ def test_dash_and_hls_decode_with_the_source_frames_and_duration(
     sintel_ingest: tuple[Path, dict[str, Any]], decode: Callable[..., dict[str, float]]
 ) -> None:
     store, record = sintel_ingest
-    title = store / "titles" / "sintel"
+    title = Path(record["package"])
+    assert title.parent == store / "titles" / "sintel" and title.name.startswith("v-")
     assert record["manifests"]["dash"] == str(title / "manifest.mpd")
     rungs = [r for r in record["renditions"] if r["kind"] == "video"]
     assert [(r["width"], r["height"]) for r in rungs] == [(416, 234), (640, 360)]
@@ -84,16 +85,17 @@ def test_title_record_is_complete_and_written_last(
 ) -> None:
     store, record = sintel_ingest
     title = store / "titles" / "sintel"
+    package = Path(record["package"])
     on_disk = json.loads((title / "title.json").read_text())
     assert on_disk == record
     assert record["source"]["sha256"] == truth["03_sintel_fight_10s_640x360.mp4"]["sha256"]
     assert record["qc"]["verdict"] in ("pass", "warning")
-    assert json.loads((title / "qc.json").read_text())["verdict"] == record["qc"]["verdict"]
-    assert record["shots"]["count"] == len(json.loads((title / "shots.json").read_text())["shots"])
+    assert json.loads((package / "qc.json").read_text())["verdict"] == record["qc"]["verdict"]
+    assert record["shots"]["count"] == len(json.loads((package / "shots.json").read_text())["shots"])
     assert [r["kind"] for r in record["renditions"]] == ["video", "video"]  # Sintel's clip has no audio
     newest = max((p for p in title.rglob("*") if p.is_file() and p.name != "title.json"),
                  key=lambda p: p.stat().st_mtime_ns)
-    assert (title / "title.json").stat().st_mtime_ns >= newest.stat().st_mtime_ns
+    assert (title / "title.json").stat().st_mtime_ns > newest.stat().st_mtime_ns
 
 
 def test_every_rung_has_a_keyframe_at_every_shot_start_and_grid_point(
@@ -153,7 +155,7 @@ def test_qc_error_quarantines_and_keeps_the_source(lavfi_clip: Any, fast_config:
 def test_bad_source_fails_before_any_work(fast_config: Path, tmp_path: Path) -> None:
     text = tmp_path / "notes.mov"
     text.write_text("not a video")
-    with pytest.raises(Exception, match="not a media file"):
+    with pytest.raises(InvalidMedia, match="not a media file"):
         run_flow(text, str(tmp_path / "store"), fast_config)
     assert not (tmp_path / "store").exists()
 
@@ -169,16 +171,55 @@ def test_ingest_to_s3(lavfi_clip: Any, fast_config: Path, s3_endpoint: str, monk
     s3.create_bucket(Bucket="ingest-out")
     monkeypatch.setenv("REELFLOW_STORAGE__S3_ENDPOINT_URL", s3_endpoint)
     record = run_flow(source, "s3://ingest-out/vod", fast_config, title_id="cut-tone")
-    assert record["manifests"]["dash"] == "s3://ingest-out/vod/titles/cut-tone/manifest.mpd"
+    package = record["package"].removeprefix("s3://ingest-out/")
+    assert package.startswith("vod/titles/cut-tone/v-")
+    assert record["manifests"]["dash"] == f"s3://ingest-out/{package}/manifest.mpd"
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="ingest-out", Prefix="vod/titles/cut-tone/")["Contents"]}
-    assert {"vod/titles/cut-tone/title.json", "vod/titles/cut-tone/manifest.mpd",
-            "vod/titles/cut-tone/master.m3u8", "vod/titles/cut-tone/qc.json"} <= keys
+    assert {"vod/titles/cut-tone/title.json", f"{package}/manifest.mpd", f"{package}/master.m3u8",
+            f"{package}/qc.json"} <= keys
     assert any(k.endswith(".m4s") and "/audio/" in k for k in keys)
-    head = s3.head_object(Bucket="ingest-out", Key="vod/titles/cut-tone/manifest.mpd")
+    head = s3.head_object(Bucket="ingest-out", Key=f"{package}/manifest.mpd")
     assert head["ContentType"] == "application/dash+xml"
     stored = json.loads(s3.get_object(Bucket="ingest-out", Key="vod/titles/cut-tone/title.json")["Body"].read())
     assert stored["title_id"] == "cut-tone"
     assert [r["kind"] for r in stored["renditions"]] == ["video", "video", "audio"]
+
+
+def test_audio_stays_in_sync_and_ends_with_the_video(
+    lavfi_clip: Any, fast_config: Path, tmp_path: Path, decode: Callable[..., dict[str, float]]
+) -> None:
+    """Video 0.5 s after the audio, audio 1.5 s too long: QC warns, and the published audio is cut
+    to the video's 8 s span in DASH and HLS alike."""
+    source = lavfi_clip("late_video.mp4", "-itsoffset", "0.5", "-f", "lavfi",
+                        "-i", "testsrc2=size=640x360:rate=24:duration=8",
+                        "-f", "lavfi", "-i", "sine=frequency=440:duration=9.5:sample_rate=48000",
+                        "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac")
+    record = run_flow(source, str(tmp_path / "store"), fast_config, title_id="late-video")
+    assert {"av_start_offset", "duration_mismatch"} <= set(record["qc"]["warnings"])
+    package = Path(record["package"])
+    for manifest in ("manifest.mpd", "master.m3u8"):
+        video = decode(package / manifest, "-map", "0:v:0")
+        audio = decode(package / manifest, "-map", "0:a:0")
+        assert video["frames"] == 192, manifest  # every frame, none padded at the head
+        assert audio["seconds"] == pytest.approx(8.0, abs=0.1), manifest
+
+
+def test_republishing_a_title_leaves_the_old_package_intact(
+    lavfi_clip: Any, fast_config: Path, tmp_path: Path
+) -> None:
+    """New content under the same title id goes to a new folder; title.json moves to it last."""
+    store = tmp_path / "store"
+    first_clip = lavfi_clip("ten_s.mp4", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=10",
+                            "-c:v", "libx264", "-preset", "ultrafast")
+    second_clip = lavfi_clip("six_s.mp4", "-f", "lavfi", "-i", "smptehdbars=size=640x360:rate=25:duration=6",
+                             "-c:v", "libx264", "-preset", "ultrafast")
+    first = run_flow(first_clip, str(store), fast_config, title_id="reissue")
+    before = {p: p.read_bytes() for p in Path(first["package"]).rglob("*") if p.is_file()}
+    second = run_flow(second_clip, str(store), fast_config, title_id="reissue")
+    assert second["package"] != first["package"]
+    assert {p: p.read_bytes() for p in before} == before  # nothing a reader of the old record uses changed
+    current = json.loads((store / "titles" / "reissue" / "title.json").read_text())
+    assert current["package"] == second["package"] and current["source"]["sha256"] != first["source"]["sha256"]
 
 
 def test_cli_ingest_json(sintel_fight: Path, fast_config: Path, prefect_server: str, tmp_path: Path) -> None:

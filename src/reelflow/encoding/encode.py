@@ -8,7 +8,11 @@ fact: its keyframes are read back and must be exactly the planned ones.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
+import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
@@ -67,8 +71,18 @@ class Rendition:
 
 
 def result_digest_parts(config: EncodeConfig) -> dict[str, Any]:
-    """The encode settings that change what the encoder writes (not how many run at once)."""
-    return config.model_dump(mode="json", exclude={"parallel_encodes"})
+    """What changes the encoder's output: the settings (not how many run at once), this module's
+    code (argv and filters live here) and the ffmpeg binary."""
+    return {
+        "settings": config.model_dump(mode="json", exclude={"parallel_encodes"}),
+        "code": _code_digest(),
+        "ffmpeg": Path(ffmpeg_exe()).name,   # the imageio-ffmpeg file name carries its version
+    }
+
+
+@functools.cache
+def _code_digest() -> str:
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 
 
 def even(value: float | Fraction) -> int:
@@ -216,10 +230,13 @@ def encode_video_rung(
         except StageError as exc:
             log.warning("not reusing %s: %s", out, exc)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.stem + ".partial" + out.suffix)
-    run(video_encode_argv(src, rung, keyframes, info.video, config, partial), progress=progress)
-    rendition = _verified_rung(partial, rung, keyframes, info)
-    partial.replace(out)  # a crash before this line leaves no file under the final name
+    partial = _partial_name(out)
+    try:
+        run(video_encode_argv(src, rung, keyframes, info.video, config, partial), progress=progress)
+        rendition = _verified_rung(partial, rung, keyframes, info)
+        partial.replace(out)  # a crash before this line leaves no file under the final name
+    finally:
+        partial.unlink(missing_ok=True)
     return replace(rendition, path=out)
 
 
@@ -250,9 +267,12 @@ def encode_audio(
         log.info("reusing finished encode %s", out)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_name(out.stem + ".partial" + out.suffix)
-        run(audio_encode_argv(src, info, config, partial), progress=progress)
-        partial.replace(out)  # the final name only for a complete file
+        partial = _partial_name(out)
+        try:
+            run(audio_encode_argv(src, info, config, partial), progress=progress)
+            partial.replace(out)  # the final name only for a complete file
+        finally:
+            partial.unlink(missing_ok=True)
     with av.open(str(out)) as container:
         stream = container.streams.audio[0]
         duration = (float(stream.duration * stream.time_base)
@@ -262,6 +282,11 @@ def encode_audio(
         target_kbps=config.audio_kbps, channels=2, sample_rate=config.audio_rate,
         language=info.audio[0].language or "und",
     )
+
+
+def _partial_name(out: Path) -> Path:
+    """A name of this process and thread: two ingests of one source never write the same file."""
+    return out.with_name(f"{out.stem}.partial-{os.getpid()}-{threading.get_ident()}{out.suffix}")
 
 
 def read_keyframes(path: Path) -> tuple[int, list[int]]:

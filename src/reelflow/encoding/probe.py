@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -190,7 +191,7 @@ def is_variable_rate(stamps: list[int]) -> bool:
     if len(stamps) < 3:
         return False
     ordered = sorted(stamps)
-    intervals = [b - a for a, b in zip(ordered, ordered[1:], strict=False)]
+    intervals = [b - a for a, b in itertools.pairwise(ordered)]
     median = sorted(intervals)[len(intervals) // 2]
     if median <= 0:
         return True

@@ -22,6 +22,8 @@ import inspect
 import json
 import logging
 import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +136,8 @@ def _code_digest(module: ModuleType) -> str:
 def _stage_key(stage: str, module: ModuleType) -> Any:
     def key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
         config = config_digest(parameters.get("config"))
-        return f"reelflow-{stage}-{parameters['source_sha']}-{config}-{_code_digest(module)}"
+        code = _code_digest(module) + _code_digest(probe)  # both judge from probe's fields
+        return f"reelflow-{stage}-{parameters['source_sha']}-{config}-{code}"
 
     return key
 
@@ -303,20 +306,29 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     logger.info("fixed ladder: %s; %d keyframes planned", ", ".join(r.name for r in rungs), len(keyframes))
 
     work = settings.storage.work_dir.resolve() / sha[:16]
-    encode_dir = work / f"encode-{config_digest(encode.result_digest_parts(settings.encode), keyframes)}"
+    encode_digest = config_digest(encode.result_digest_parts(settings.encode), keyframes)
+    encode_dir = work / f"encode-{encode_digest}"
     # audio first: it is short, and would otherwise wait behind every rung in the bounded pool
     audio = encode_audio_task.submit(source, info, settings.encode, encode_dir) if info.audio else None
     video = encode_rung_task.map(source, rungs, unmapped(keyframes), unmapped(info),
                                  unmapped(settings.encode), unmapped(encode_dir))
     renditions = [f.result() for f in video] + ([audio.result()] if audio is not None else [])
 
-    pkg = package_task(renditions, work / "package", settings.encode.segment_s, settings)
-    publish_task(pkg.root, store, prefix)
-    qc_url = put_json_task(store, f"{prefix}/qc.json", report)
-    put_json_task(store, f"{prefix}/shots.json", shot_list.to_dict())
+    # Each package goes to a folder named by what made it, so republishing a title never rewrites
+    # files a reader is using and never leaves stale segments in a listed package; title.json,
+    # written last, says which folder is current.
+    version = "v-" + config_digest(sha, encode_digest, settings.package, settings.encode.segment_s)[:12]
+    package_dir = Path(tempfile.mkdtemp(prefix="package-", dir=work))  # private to this run
+    try:
+        pkg = package_task(renditions, package_dir, settings.encode.segment_s, settings)
+        publish_task(pkg.root, store, f"{prefix}/{version}")
+    finally:
+        shutil.rmtree(package_dir, ignore_errors=True)
+    qc_url = put_json_task(store, f"{prefix}/{version}/qc.json", report)
+    put_json_task(store, f"{prefix}/{version}/shots.json", shot_list.to_dict())
 
-    record = title_record(title, source, sha, info, report, shot_list, renditions, pkg, store, prefix,
-                          qc_url, started)
+    record = title_record(title, source, sha, info, report, shot_list, renditions, pkg, store,
+                          f"{prefix}/{version}", qc_url, started)
     record_url = title_record_task(store, prefix, record)
     return IngestResult(title_id=title, record_url=record_url, record=record)
 
@@ -324,7 +336,7 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
 def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, report: dict[str, Any],
                  shot_list: shots.ShotList, renditions: list[Rendition], pkg: Package, store: Storage,
                  prefix: str, qc_url: str, started: dt.datetime) -> dict[str, Any]:
-    """The title record: what was published, where, and from what."""
+    """The title record: what was published, where (``prefix``: the package's folder), and from what."""
     def entry(r: Rendition) -> dict[str, Any]:
         folder = f"{r.kind}/{r.name}"
         out = {"kind": r.kind, "name": r.name, "codec": r.codec, "kbps": r.kbps, "target_kbps": r.target_kbps,
@@ -339,6 +351,7 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
     return {
         "title_id": title,
         "status": "published",
+        "package": store.url_for(prefix),
         "reelflow_version": reelflow.__version__,
         "started_at": started.isoformat(timespec="seconds"),
         "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
