@@ -224,6 +224,22 @@ def ingest(
     out.print(f"  play: ffplay {record['manifests']['dash']}")
 
 
+@app.command()
+def simulate(
+    traces: Annotated[Path, typer.Option("--traces", help="Folder of two-column throughput traces.")],
+    sizes: Annotated[Path, typer.Option("--sizes", help="Folder of per-rung chunk sizes (video_size_N).")],
+    abr: Annotated[str, typer.Option("--abr", help="ABR rules, comma-separated: throughput, bba, bola, mpc, "
+                                                   "reelflow.")] = "reelflow",
+    json_out: JsonOpt = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write per-trace PNG time series here.")] = None,
+) -> None:
+    """Compare ABR rules on recorded network traces in the standard setup (48 chunks of 4 s)."""
+    from reelflow.player.simulator import simulate_command
+
+    names = [name.strip() for name in abr.split(",") if name.strip()]
+    raise typer.Exit(simulate_command(traces, sizes, names, as_json=json_out, plot_dir=plot))
+
+
 def main() -> None:
     """Console entry point: run the app; turn reelflow errors into one line and an exit code."""
     try:
