@@ -24,15 +24,17 @@ fi
 storage="$(pwd)/reelflow-data/reelflow-output"
 reelflow ingest "$clip" --title-id demo --storage "$storage"
 
-dash="$storage/titles/demo/manifest.mpd"
-hls="$storage/titles/demo/master.m3u8"
+# title.json names the package folder that is current (packages are versioned by content)
+package=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['package'])" "$storage/titles/demo/title.json")
+dash="$package/manifest.mpd"
+hls="$package/master.m3u8"
 cat <<MSG
 
-Demo done. The title is in $storage/titles/demo/:
+Demo done. The title is in $package/:
   DASH manifest:  $dash
   HLS playlist:   $hls
   title record:   $storage/titles/demo/title.json
-Play it (any player that reads DASH or HLS from files, e.g. ffplay or mpv):
+Play it with any player that reads DASH or HLS from files, if you have one (ffplay, mpv):
   ffplay $dash
   mpv $hls
 Or check that it decodes with the bundled ffmpeg:

@@ -52,6 +52,8 @@ def _root(
 ) -> None:
     state.settings_file = config
     state.verbose = verbose
+    if config is not None:
+        load_settings(config)  # a bad config file is reported by every command, not only those that use it
     # Only reelflow's own loggers: Prefect brings its console handler for its loggers. The level
     # is on the handler, so INFO records still reach Prefect's API handler during a flow run.
     handler = logging.StreamHandler()
@@ -200,13 +202,17 @@ def ingest(
     settings = _settings()
     from reelflow.encoding.probe import probe as probe_media
 
-    probe_media(source)  # a missing or unreadable source fails here, before a flow run starts
-    from reelflow.flows.ingest import ingest_flow
+    # What can be checked without the flow is checked before it starts (and its server with it).
+    probe_media(source)
+    from reelflow.flows.ingest import check_title_id, default_title_id, ingest_flow
+    from reelflow.infra.storage import open_storage
 
+    check_title_id(title_id or default_title_id(source))
+    if storage and "://" not in storage:
+        storage = str(Path(storage).resolve())  # a plain path: absolute, so the record's paths are too
+    open_storage(storage or settings.storage.output, settings.storage)  # refuses unknown schemes, bad buckets
     _quiet_console_tracebacks()
     source = source.resolve()
-    if storage and not storage.startswith("s3://"):
-        storage = str(Path(storage).resolve())
     err.print(f"[bold]ingest[/] {source} (Prefect flow run; stage logs follow)")
     record = ingest_flow(settings)(
         str(source), title_id=title_id, storage=storage,
@@ -221,7 +227,7 @@ def ingest(
               f"{kinds.count('audio')} audio track(s), QC {record['qc']['verdict']}")
     out.print(f"  DASH  {record['manifests']['dash']}")
     out.print(f"  HLS   {record['manifests']['hls']}")
-    out.print(f"  play: ffplay {record['manifests']['dash']}")
+    out.print(f"  record {record['package'].rsplit('/', 1)[0]}/title.json")
 
 
 @app.command()

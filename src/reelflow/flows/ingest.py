@@ -169,7 +169,11 @@ def hash_task(source: Path) -> str:
 
 @storage_task("check storage")
 def storage_preflight_task(storage: Storage, prefix: str) -> bool:
-    """True when the title was published before (it is then replaced); raises if the store is unusable."""
+    """True when the title was published before (it is then replaced); raises if the store is unusable.
+
+    Writes a small marker: a read-only or unreachable store fails here, not after every encode.
+    """
+    storage.put_bytes(b"reelflow write check\n", f"{prefix}/.write-check", content_type="text/plain")
     published_before = storage.exists(f"{prefix}/title.json")
     if published_before:
         get_run_logger().info("%s was published before: it will be replaced", storage.url_for(prefix))

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from reelflow.errors import ConfigError
 
 Severity = Literal["error", "warning", "info"]
+X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                     "veryslow", "placebo"]
 
 
 class _Config(BaseModel):
@@ -127,12 +129,12 @@ class EncodeConfig(_Config):
     """Final encodes (encoding/encode.py) and the segment grid shared with the packager."""
 
     ladder: tuple[Rung, ...] = APPLE_HLS_LADDER
-    preset: str = Field("medium", description="x264 preset of the final encodes.")
-    segment_s: float = Field(4.0, description="Segment grid: a keyframe every this many seconds.")
-    maxrate_factor: float = Field(1.5, description="VBV maxrate as a multiple of the rung's bitrate.")
-    bufsize_s: float = Field(2.0, description="VBV buffer, in seconds of the rung's bitrate.")
-    audio_kbps: int = 128
-    audio_rate: int = 48000
+    preset: X264Preset = Field("medium", description="x264 preset of the final encodes.")
+    segment_s: float = Field(4.0, gt=0.5, le=30, description="Segment grid: a keyframe every this many seconds.")
+    maxrate_factor: float = Field(1.5, ge=1, description="VBV maxrate as a multiple of the rung's bitrate.")
+    bufsize_s: float = Field(2.0, gt=0, description="VBV buffer, in seconds of the rung's bitrate.")
+    audio_kbps: int = Field(128, ge=32, le=512)
+    audio_rate: Literal[44100, 48000] = 48000
     parallel_encodes: int = Field(2, ge=1, description="Rungs encoded at once by the flow.")
 
 
@@ -177,8 +179,10 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
             data = tomllib.loads(path.read_text())
         except FileNotFoundError as exc:
             raise ConfigError(f"config file {path} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from exc
     data.update(overrides)
     try:
         # Env vars win over the file, so pass the file's values as the lowest-precedence layer.
