@@ -173,7 +173,8 @@ def storage_preflight_task(storage: Storage, prefix: str) -> bool:
 
     Writes a small marker: a read-only or unreachable store fails here, not after every encode.
     """
-    storage.put_bytes(b"reelflow write check\n", f"{prefix}/.write-check", content_type="text/plain")
+    # At the store's root, not under the title: a refused source must leave no title folder behind.
+    storage.put_bytes(b"reelflow write check\n", ".reelflow/write-check", content_type="text/plain")
     published_before = storage.exists(f"{prefix}/title.json")
     if published_before:
         get_run_logger().info("%s was published before: it will be replaced", storage.url_for(prefix))
@@ -291,10 +292,10 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     prefix = f"{TITLES_PREFIX}/{title}"
     started = dt.datetime.now(dt.UTC)
 
-    # Fail before any work on what would fail after it: an unreachable or missing output store,
-    # then a missing or non-media source (probe is cheap; hashing reads every byte).
-    storage_preflight_task(store, prefix)
+    # Fail before any work on what would fail after it: a missing or non-media source (probe is
+    # cheap and local), then an unreachable or read-only store; only then read every byte to hash.
     info = probe_task(source)
+    storage_preflight_task(store, prefix)
     sha = hash_task(source)
 
     report = qc_task(source, sha, settings.qc, info)
