@@ -77,15 +77,17 @@ def test_cpu_time_is_measured_per_process() -> None:
     import threading
 
     argv = [tools.ffmpeg_exe(), "-f", "lavfi", "-i", "testsrc2=d=4:s=640x360", "-c:v", "libx264", "-preset",
-            "veryfast", "-threads", "1", "-f", "null", "-"]
+            "medium", "-threads", "1", "-f", "null", "-"]
     light = [tools.ffmpeg_exe(), "-f", "lavfi", "-i", "testsrc2=d=0.2:s=64x36", "-f", "null", "-"]
     results: dict[str, tools.ToolResult] = {}
     heavy_thread = threading.Thread(target=lambda: results.__setitem__("heavy", tools.run(argv)))
     heavy_thread.start()
     results["light"] = tools.run(light)
     heavy_thread.join()
-    assert results["heavy"].cpu_s > 0.3
-    assert results["light"].cpu_s < results["heavy"].cpu_s / 3
+    # Relations, not absolute seconds: the machine is shared. Process-wide accounting would give
+    # the light run most of the heavy run's CPU, since they overlap.
+    assert results["heavy"].cpu_s > 0
+    assert results["light"].cpu_s < results["heavy"].cpu_s / 5
 
 
 def test_timeout_kills_and_says_so() -> None:
