@@ -260,6 +260,15 @@ def robust_throughput(history: Sequence[Download], window: int = 5) -> float:
     return harmonic_mean(samples[-window:]) / (1 + max(errors[-window:]))
 
 
+def _planning_horizon(state: AbrState, horizon: int) -> int | None:
+    """Chunks to plan ahead, or None when there is nothing to plan with (no history, no chunks left)."""
+    if not state.history:
+        return None
+    if state.chunks_left is not None:
+        horizon = min(horizon, state.chunks_left)
+    return horizon if horizon > 0 else None
+
+
 @cache
 def _plans(rungs: int, horizon: int, last: int = 0, max_up: int | None = None) -> npt.NDArray[np.intp]:
     """Rung sequences over ``horizon`` segments in itertools.product order.
@@ -329,10 +338,8 @@ class MpcRule(AbrRule):
         self.smooth_penalty = smooth_penalty
 
     def _choose(self, state: AbrState, top: int) -> int:
-        if not state.history:
-            return 0
-        horizon = self.horizon if state.chunks_left is None else min(self.horizon, state.chunks_left)
-        if horizon <= 0:
+        horizon = _planning_horizon(state, self.horizon)
+        if horizon is None:
             return 0
         plans = _plans(top + 1, horizon)
         last = min(state.last_rung if state.last_rung is not None else 0, top)
@@ -386,10 +393,8 @@ class ReelflowRule(AbrRule):
         return allowed_top(state, self.cellular_max_height)
 
     def _choose(self, state: AbrState, top: int) -> int:
-        if not state.history:
-            return 0
-        horizon = self.horizon if state.chunks_left is None else min(self.horizon, state.chunks_left)
-        if horizon <= 0:
+        horizon = _planning_horizon(state, self.horizon)
+        if horizon is None:
             return 0
         last = min(state.last_rung if state.last_rung is not None else 0, top)
         plans = _plans(top + 1, horizon, last, self.max_up)
