@@ -10,7 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reelflow.encoding.encode import (
+    ShotCrf,
     encode_audio,
+    encode_rung_per_shot,
     encode_video_rung,
     force_key_frames_arg,
     keyframe_frames,
@@ -170,3 +172,31 @@ def test_late_video_and_long_audio_land_on_the_video_timeline(lavfi_clip: object
     assert video.frames == 192 and tuple(read_keyframes(video.path)[1]) == (0, 50, 96)
     audio = encode_audio(clip, info, FAST, tmp_path / "a.mp4")
     assert audio.duration_s == pytest.approx(8.0, abs=0.03)
+
+
+def test_per_shot_rung_joins_pieces_at_their_own_crfs(sintel_fight: Path, tmp_path: Path) -> None:
+    """Three shots at CRF 23, 30 and 18 joined without re-encoding: every frame, every planned keyframe,
+    and the CRF really differs per shot (bits per frame follow it)."""
+    info = probe(sintel_fight)
+    keys = keyframe_frames([0, 58, 140], info.video.frames, info.video.fps, 4.0)
+    pieces = [ShotCrf(0, 58, 23), ShotCrf(58, 140, 30), ShotCrf(140, 240, 18)]
+    rendition = encode_rung_per_shot(sintel_fight, info, 416, 234, pieces, keys, "ultrafast", tmp_path / "r.mp4",
+                                     target_kbps=300)
+    frames, found = read_keyframes(rendition.path)
+    assert frames == 240 and tuple(found) == keys == (0, 58, 96, 140, 192)
+    assert (rendition.width, rendition.height, rendition.target_kbps) == (416, 234, 300)
+    import av
+
+    with av.open(str(rendition.path)) as container:
+        sizes = [(p.pts, p.size) for p in container.demux(container.streams.video[0]) if p.size]
+    sizes.sort()
+    per_frame = [sum(s for _, s in sizes[a:b]) / (b - a) for a, b in ((0, 58), (58, 140), (140, 240))]
+    assert per_frame[1] < per_frame[0] < per_frame[2]  # CRF 30 cheapest, CRF 18 dearest
+    assert not list(tmp_path.glob("r-*"))  # the pieces are gone
+
+
+def test_per_shot_pieces_must_tile_the_title(sintel_fight: Path, tmp_path: Path) -> None:
+    info = probe(sintel_fight)
+    with pytest.raises(StageError, match="tile"):
+        encode_rung_per_shot(sintel_fight, info, 416, 234, [ShotCrf(0, 100, 23), ShotCrf(120, 240, 23)], [0],
+                             "ultrafast", tmp_path / "r.mp4")

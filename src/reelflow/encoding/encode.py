@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -282,6 +284,90 @@ def encode_audio(
         target_kbps=config.audio_kbps, channels=2, sample_rate=config.audio_rate,
         language=info.audio[0].language or "und",
     )
+
+
+@dataclass(frozen=True)
+class ShotCrf:
+    """One shot of a per-shot rung: its half-open frame range and the CRF chosen for it."""
+
+    start_frame: int
+    end_frame: int
+    crf: float
+
+
+def shot_encode_argv(
+    src: Path, video: VideoStream, piece: ShotCrf, width: int, height: int, keyframes: Sequence[int],
+    preset: str, out: Path,
+) -> list[str]:
+    """ffmpeg argv for one shot of a per-shot rung, at its own CRF; ``keyframes`` are absolute frames."""
+    fps = f"{video.fps.numerator}/{video.fps.denominator}"
+    inside = [k - piece.start_frame for k in keyframes if piece.start_frame <= k < piece.end_frame]
+    start = float(max(Fraction(0), (piece.start_frame - Fraction(1, 2)) / video.fps))
+    gop = max(1, piece.end_frame - piece.start_frame)
+    return [
+        ffmpeg_exe(), "-hide_banner", "-nostdin", "-y",
+        "-ss", f"{start:.6f}",                       # exact input seek, half a frame early: frame start_frame
+        "-i", str(src),
+        "-map", f"0:{video.index}", "-an", "-sn", "-dn",
+        "-map_metadata", "-1", "-map_chapters", "-1",
+        "-frames:v", str(piece.end_frame - piece.start_frame),
+        "-vf", f"setpts=PTS-STARTPTS,scale={width}:{height}:flags=lanczos,setsar=1,format=yuv420p",
+        "-fps_mode", "cfr", "-r", fps,
+        "-c:v", "libx264", "-preset", preset, "-profile:v", "high",
+        "-crf", f"{piece.crf:.2f}",                  # x264 takes fractional CRFs: the plan interpolates
+        "-g", str(gop), "-keyint_min", "1",
+        # closed GOPs, keyframes only where forced, and headers that do not depend on the CRF,
+        # so the pieces join without re-encoding into one valid stream
+        "-x264-params", "scenecut=0:open-gop=0:stitchable=1",
+        "-force_key_frames", force_key_frames_arg([k for k in inside if k >= 0] or [0], video.fps),
+        *_color_args(video),
+        "-video_track_timescale", str(video.fps.numerator * 512),  # same timescale in every piece
+        str(out),
+    ]
+
+
+def encode_rung_per_shot(
+    src: Path,
+    info: MediaInfo,
+    width: int,
+    height: int,
+    pieces: Sequence[ShotCrf],
+    keyframes: Sequence[int],
+    preset: str,
+    out: Path,
+    *,
+    target_kbps: int = 0,
+    reuse: bool = True,
+) -> Rendition:
+    """A rung encoded shot by shot, each at its own CRF, joined without re-encoding, then verified."""
+    if not pieces or pieces[0].start_frame != 0 or pieces[-1].end_frame != info.video.frames or any(
+            a.end_frame != b.start_frame for a, b in itertools.pairwise(pieces)):
+        raise StageError(f"the shots of {out.name} must tile frames 0..{info.video.frames} exactly")
+    rung = Rung(width=width, height=height, kbps=max(1, target_kbps))
+    if reuse and out.exists():
+        try:
+            return _verified_rung(out, rung, keyframes, info)
+        except StageError as exc:
+            log.warning("not reusing %s: %s", out, exc)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{out.stem}-", dir=out.parent) as tmp:
+        folder = Path(tmp)
+        names = []
+        for number, piece in enumerate(pieces):
+            name = folder / f"shot{number:05d}.mp4"
+            run(shot_encode_argv(src, info.video, piece, width, height, keyframes, preset, name))
+            names.append(name)
+        listing = folder / "pieces.txt"
+        listing.write_text("".join(f"file '{n.name}'\n" for n in names))
+        partial = _partial_name(out)
+        try:
+            run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
+                 "-c", "copy", "-movflags", "+faststart", str(partial)])
+            rendition = _verified_rung(partial, rung, keyframes, info)
+            partial.replace(out)
+        finally:
+            partial.unlink(missing_ok=True)
+    return replace(rendition, path=out, target_kbps=target_kbps)
 
 
 def _partial_name(out: Path) -> Path:
