@@ -35,8 +35,8 @@ def plot_ladder(
     fig, ax = plt.subplots(figsize=(10, 6.5), dpi=100)
     # trial points, duration-weighted over the title per (height, crf), so they share the hulls' scale
     heights = sorted({p.height for s in shots for p in s.points})
-    colours = plt.get_cmap("viridis")(
-        [i / max(1, len(heights) - 1) for i in range(len(heights))]) if heights else []
+    cmap = plt.get_cmap("viridis")
+    colours = [cmap(i / max(1, len(heights) - 1)) for i in range(len(heights))]
     hull_of = title_hull if mode == "per-shot" else per_title_hull
     for height, colour in zip(heights, colours, strict=True):
         at = at_height(shots, height)
