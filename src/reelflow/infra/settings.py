@@ -156,6 +156,51 @@ class StorageConfig(_Config):
     multipart_chunk_mb: int = Field(8, ge=5)
 
 
+class TrialConfig(_Config):
+    """Trial encodes and their VMAF (encoding/trials.py): what is tried, and what keeps it cheap."""
+
+    heights: tuple[int, ...] = Field((1080, 720, 540, 432, 360, 270, 234), description="Candidate "
+                                     "resolutions; those taller than the source are never tried.")
+    crfs: tuple[int, ...] = Field((20, 27, 34), description="CRFs encoded at every resolution; hull points "
+                                  "between them are interpolated.")
+    crf_step: int = Field(1, ge=0, description="Interpolated points every this many CRF between probes (0: none).")
+    preset: str = Field("superfast", description="x264 preset of the trial encodes.")
+    x264_params: str = Field("mbtree=1:rc-lookahead=40", description="x264 options on top of the trial preset: "
+                             "medium's macroblock tree and lookahead, so trial rates follow medium's as shots get "
+                             "longer and a correction measured on short pieces holds for long shots.")
+    final_preset: str = Field("medium", description="x264 preset the trials predict (that of the final encodes).")
+    vmaf_subsample: int = Field(11, ge=1, description="Score every n-th frame of a trial; 1 or coprime with 6, "
+                                "so it never lines up with B-frame or GOP periods.")
+    vmaf_min_frames: int = Field(6, ge=1, description="Frames a subsampled shot has scored at least; a "
+                                 "shorter shot gets a smaller step, down to 1.")
+    calibrate: bool = Field(True, description="Measure the trial-to-final correction on a sample of each title "
+                            "(False: the fixed table in trials.py).")
+    sample_fraction: float = Field(0.15, gt=0, le=1, description="Sample at most this share of the title.")
+    sample_max_s: float = Field(30.0, gt=0, description="Sample at most this many seconds.")
+    sample_segment_s: float = Field(2.0, gt=0, description="Sample pieces this long, spread over the title.")
+    calibration_heights: int = Field(2, ge=1, description="Resolutions the final preset is measured at "
+                                     "(highest and lowest kept; the correction is interpolated between).")
+    prune: bool = Field(True, description="Drop resolutions that do not reach the sample's hull.")
+    min_kbps: float = Field(100.0, gt=0, description="Rates below this are never needed (the bottom rung is higher).")
+    top_vmaf: float = Field(95.0, description="Quality above this is never bought, so it decides no resolution.")
+    prune_margin: float = Field(1.0, ge=0, description="A resolution this close below the hull is still kept.")
+    group_s: float = Field(20.0, gt=0, description="Consecutive shots tried in one run, up to this long (one "
+                           "flow task): fewer, longer runs spread the start-up cost of each encoder and VMAF.")
+    threads: int = Field(1, ge=1, description="Threads per trial process; 1 keeps CPU accounting exact and "
+                         "lets the flow fan shots out over the cores.")
+
+    @model_validator(mode="after")
+    def _usable(self) -> TrialConfig:
+        if self.vmaf_subsample > 1 and (self.vmaf_subsample % 2 == 0 or self.vmaf_subsample % 3 == 0):
+            raise ValueError(f"vmaf_subsample {self.vmaf_subsample} shares a factor with B-frame/GOP periods; "
+                             "use 1 or a step coprime with 6 (5, 7, 11, 13)")
+        if not self.crfs or list(self.crfs) != sorted(set(self.crfs)) or not all(0 <= c <= 51 for c in self.crfs):
+            raise ValueError(f"crfs {self.crfs} must be distinct, ascending and within 0-51")
+        if not self.heights or any(h < 16 for h in self.heights):
+            raise ValueError(f"heights {self.heights} must be at least 16 each")
+        return self
+
+
 class Settings(_Config):
     """Everything reelflow can be told, with the embedded defaults of a single laptop."""
 

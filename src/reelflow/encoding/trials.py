@@ -1,0 +1,604 @@
+"""Trial encodes: every shot at candidate resolutions and a few CRFs, scored with VMAF, as hull points.
+
+What a trial point promises: the final encode of that shot at that resolution and CRF, with the
+final preset (x264 ``medium``), comes out at the point's kbps and VMAF (at the source's display
+size). What keeps the analysis cheap (the budget is 1.5x the CPU of the final ladder encodes,
+where an exhaustive medium grid costs 10-15x):
+
+1. A fast preset with a measured correction. Trials use ``superfast`` plus medium's macroblock
+   tree and 40-frame lookahead (``x264_params``): together about a fifth of medium's CPU. Without
+   the tree, superfast's rate relative to medium's depends on how long a shot is (medium's tree
+   pays off over long shots: medium/superfast rate ratio 0.57 on a whole 10 s clip, 0.70-0.83 on
+   a 1.5 s piece of it), so no correction measured on short pieces would hold; with it, the two
+   follow each other within about 5-10%. The remaining gap depends on content (VMAF offsets from
+   +1 to +12 at CRF 34 over ../shared/media), so per title a sample (``sample_fraction`` of it, at
+   most ``sample_max_s``, in ``sample_segment_s`` pieces spread over the shots) is encoded with
+   both presets, and the rate ratio and VMAF offset per (resolution, CRF) correct every trial,
+   interpolated in log(height) between ``calibration_heights`` measured resolutions.
+   ``calibrate=False`` uses the fixed table below instead.
+2. VMAF on a frame subsample (vmaf.py): every ``vmaf_subsample``-th frame (11, coprime with B-frame
+   and GOP periods) from each shot's first frame, with motion computed from true neighbours so the
+   scores equal a full run's on those frames; short shots get a smaller step (never under 5) so at
+   least ``vmaf_min_frames`` are scored. The reference is decoded once for all trials of a run.
+3. A few CRF probes per resolution (``crfs``, three) and interpolation: log rate and VMAF are smooth
+   in CRF, so a quadratic through the three probes (linear where that would leave the two nearest
+   probes' range) gives points every ``crf_step`` CRF.
+4. Resolutions that cannot reach the hull are not tried. A rung has one resolution for all shots,
+   so this is decided once per title, on the sample's corrected points (``prune_heights``): from
+   the middle candidate down while each lower one puts a point on (or within ``prune_margin`` of)
+   the hull at rates of at least ``min_kbps``, then up while each higher one does so at VMAF up to
+   ``top_vmaf``. The sample itself is tried at every candidate in one run: a run per height, to
+   stop early, would decode the sample and start encoders again each time.
+5. Few processes. Consecutive shots (``group_shots``, up to ``group_s``) are one encode run, one
+   stream per (resolution, CRF) with an IDR frame at each shot start (closed GOPs, so no shot
+   refers to another), and one VMAF run with each shot scored as its own piece: encoder and
+   libvmaf start-up costs are paid per run, not per shot (Sintel's eight 1-2 s shots cost 11 CPU s
+   tried one by one, 7 in one run). Everything is single-threaded (``threads``): the CPU time of
+   each process is its own (tools.run), and the flow gets parallelism by running groups at once.
+
+Trial streams are NUT files; a shot's kbps is the sum of its frames' packet sizes (no container
+overhead) over its duration. Per-trial CPU is the runs' CPU shared by pixels x frames (encodes)
+and equally per trial, by frames per shot (VMAF); the totals are exact.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from itertools import pairwise
+from pathlib import Path
+
+import av
+
+from reelflow.encoding.encode import even, force_key_frames_arg
+from reelflow.encoding.hull import RdPoint, ShotPoints, upper_hull
+from reelflow.encoding.probe import MediaInfo, VideoStream
+from reelflow.encoding.shots import Shot
+from reelflow.encoding.vmaf import (
+    VmafResult,
+    check_subsample,
+    measure_vmaf_many,
+    piece_scores,
+    seek_s,
+    vmaf_pix_fmt,
+)
+from reelflow.errors import ConfigError, StageError, ToolFailed
+from reelflow.infra.settings import TrialConfig
+from reelflow.infra.tools import ffmpeg_exe, run
+
+log = logging.getLogger(__name__)
+
+Size = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial encode as measured: its preset's own rate and (subsampled) VMAF."""
+
+    width: int
+    height: int
+    crf: int
+    preset: str
+    kbps: float
+    vmaf: float
+    frames_scored: int
+    encode_cpu_s: float       # share of its encode run (by pixels)
+    vmaf_cpu_s: float         # share of its VMAF run (equal)
+
+    @property
+    def cpu_s(self) -> float:
+        return self.encode_cpu_s + self.vmaf_cpu_s
+
+
+@dataclass(frozen=True)
+class Correction:
+    """From the trial preset to the final preset at the same resolution and CRF.
+
+    final kbps = trial kbps * rate_ratio; final VMAF = trial VMAF + vmaf_offset. Tables are
+    [height][crf]; between and beyond the rows and columns, values are interpolated linearly (in
+    log(height) and CRF) and held constant outside.
+    """
+
+    preset: str
+    final_preset: str
+    heights: tuple[int, ...]                      # ascending
+    crfs: tuple[int, ...]                         # ascending
+    rate_ratio: tuple[tuple[float, ...], ...]
+    vmaf_offset: tuple[tuple[float, ...], ...]
+    measured: bool                                # on this title's sample, or the fixed table
+    x264_params: str = ""                         # the trial preset's extra x264 options
+
+    def at(self, height: int, crf: float) -> tuple[float, float]:
+        """(rate ratio, VMAF offset) for a trial at this height and CRF."""
+        xs = [float(c) for c in self.crfs]
+        ratios = [math.exp(_interp(xs, [math.log(r) for r in row], crf)) for row in self.rate_ratio]
+        offsets = [_interp(xs, list(row), crf) for row in self.vmaf_offset]
+        hs = [math.log(h) for h in self.heights]
+        return math.exp(_interp(hs, [math.log(r) for r in ratios], math.log(height))), _interp(hs, offsets,
+                                                                                             math.log(height))
+
+    def apply(self, trial: Trial) -> tuple[float, float]:
+        """(kbps, VMAF) the final preset is predicted to give where the trial gave its own."""
+        ratio, offset = self.at(trial.height, trial.crf)
+        return trial.kbps * ratio, trial.vmaf + offset
+
+
+# Trial preset -> medium, same CRF, measured by bench/trials.py --table on ../shared/media (whole
+# clips, every candidate height; median over clips and heights). The spread around it is wide
+# (see the module docstring), which is why titles are calibrated by default; this is the fallback.
+FIXED_CORRECTION = Correction(
+    preset="superfast", final_preset="medium", heights=(360,), crfs=(20, 27, 34),
+    rate_ratio=((0.62, 0.64, 0.70),), vmaf_offset=((0.1, 0.6, 2.2),), measured=False,
+    x264_params="mbtree=1:rc-lookahead=40",
+)
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """What every shot of a title is tried at, and how its trials are corrected; from the sample."""
+
+    heights: tuple[int, ...]                  # descending; every shot is tried at each
+    skipped: tuple[int, ...]                  # candidates the sample showed cannot reach the hull
+    crfs: tuple[int, ...]
+    correction: Correction
+    sample_frames: int
+    sample_trials: tuple[Trial, ...]          # trial preset, every height tried on the sample
+    calibration_trials: tuple[Trial, ...]     # final preset on the sample, calibration heights
+    cpu_s: float                              # everything the plan cost: cut, encodes, VMAF
+
+
+@dataclass(frozen=True)
+class ShotTrials:
+    """One shot's trials: the predicted final-preset points and what was measured to get them."""
+
+    points: ShotPoints
+    trials: tuple[Trial, ...]
+    cpu_s: float
+
+
+def trial_size(video: VideoStream, height: int) -> Size:
+    """(width, height) of a trial: the source's display aspect ratio at that height, square pixels."""
+    return even(height * video.dar), height
+
+
+def candidate_heights(video: VideoStream, config: TrialConfig) -> tuple[int, ...]:
+    """The configured heights no taller than the source, tallest first."""
+    heights = tuple(sorted({h for h in config.heights if h <= video.height}, reverse=True))
+    if not heights:
+        raise StageError(f"the source is {video.width}x{video.height}: no trial height {config.heights} "
+                         "is that small or smaller; add a lower height")
+    return heights
+
+
+def subsample_for(frames: int, config: TrialConfig) -> int:
+    """A shot's VMAF step: the configured one, smaller (down to 5) for a shot too short to score enough frames."""
+    step = check_subsample(config.vmaf_subsample)
+    while step > 5 and frames < config.vmaf_min_frames * step:
+        step = next(s for s in range(step - 1, 4, -1) if math.gcd(s, 6) == 1)
+    return step
+
+
+def group_shots(shots: Sequence[Shot], fps: Fraction, config: TrialConfig) -> list[tuple[Shot, ...]]:
+    """Consecutive shots tried in one run each, up to ``group_s`` long (a longer shot alone).
+
+    A shot under 3 frames runs alone: a subsampled run needs 3 frames between one shot's last
+    scored frame and the next shot.
+    """
+    limit = max(1, round(config.group_s * fps))
+    groups: list[list[Shot]] = []
+    for shot in shots:
+        last = groups[-1] if groups else None
+        if (last is None or sum(s.frames for s in last) + shot.frames > limit or shot.frames < 3
+                or last[-1].frames < 3 or last[-1].end_frame != shot.start_frame):
+            groups.append([shot])
+        else:
+            last.append(shot)
+    return [tuple(g) for g in groups]
+
+
+def trial_encodes_argv(
+    src: Path,
+    shot: Shot,
+    sizes: Sequence[Size],
+    crfs: Sequence[float],
+    fps: Fraction,
+    preset: str,
+    outs: Mapping[tuple[int, float], Path],
+    *,
+    start_s: float = 0.0,
+    keyframes: Sequence[int] = (),
+    threads: int = 1,
+    x264_params: str = "",
+) -> list[str]:
+    """One ffmpeg run encoding a shot (or a run of shots) at every size x CRF, decoding and scaling once.
+
+    ``outs`` maps (height, crf) to an output path (NUT: per-frame packet sizes, no muxing overhead
+    in the sizes); ``keyframes`` are frames relative to the cut's start that get IDR frames as in
+    the final encodes (the starts of the shots in a run, the segment grid); ``start_s`` is the
+    source video stream's first timestamp.
+    """
+    argv = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-y",
+            "-filter_threads", str(threads), "-threads", str(threads)]   # single-threaded: CPU adds up exactly
+    if shot.start_frame > 0:
+        argv += ["-seek_timestamp", "1",                                  # -ss in the stream's own time
+                 "-ss", f"{seek_s(shot.start_frame, fps, start_s):.6f}"]  # half a frame early: exact frame
+    argv += ["-i", str(src)]
+    graph = [f"[0:v:0]trim=end_frame={shot.frames},"                      # frame-exact end of the cut
+             f"setpts=N*{fps.denominator}/{fps.numerator}/TB,"            # frame n at n/fps
+             f"split={len(sizes)}" + "".join(f"[s{i}]" for i in range(len(sizes)))]
+    for i, (width, height) in enumerate(sizes):
+        graph.append(f"[s{i}]scale={width}:{height}:flags=lanczos,setsar=1,format=yuv420p,"
+                     f"split={len(crfs)}" + "".join(f"[e{i}_{j}]" for j in range(len(crfs))))
+    argv += ["-filter_complex", ";".join(graph)]
+    forced = sorted({0, *(k for k in keyframes if 0 < k < shot.frames)})
+    for i, (_, height) in enumerate(sizes):
+        for j, crf in enumerate(crfs):
+            argv += [
+                "-map", f"[e{i}_{j}]", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
+                "-c:v", "libx264", "-preset", preset, "-crf", f"{crf:g}",   # x264 picks High (and CRF 0 stays lossless)
+                "-threads", str(threads),                                 # x264 threads (and lookahead)
+                "-g", str(shot.frames + 1), "-keyint_min", "1",           # no keyframe but the forced ones
+                "-x264-params", ":".join(filter(None, ["scenecut=0:open-gop=0", x264_params])),  # closed GOPs
+                "-force_key_frames", force_key_frames_arg(forced, fps),   # shot starts and the segment grid
+                "-f", "nut", str(outs[(height, crf)]),
+            ]
+    return argv
+
+
+def trial_encode_argv(
+    src: Path, shot: Shot, width: int, height: int, crf: float, fps: Fraction, preset: str, out: Path,
+    *, start_s: float = 0.0, keyframes: Sequence[int] = (), threads: int = 1,
+) -> list[str]:
+    """ffmpeg argv for one trial: the shot cut frame-exactly, lanczos-scaled, x264 CRF, closed GOPs."""
+    return trial_encodes_argv(src, shot, [(width, height)], [crf], fps, preset, {(height, crf): out},
+                              start_s=start_s, keyframes=keyframes, threads=threads)
+
+
+def sample_segments(shots: Sequence[Shot], fps: Fraction, config: TrialConfig) -> list[tuple[int, int]]:
+    """(start, end) frame ranges of the calibration sample: pieces spread over the title, each in one shot."""
+    if not shots:
+        raise StageError("no shots to sample")
+    total = shots[-1].end_frame
+    want = max(1, min(round(config.sample_max_s * fps), round(config.sample_fraction * total)))
+    count = max(1, round(want / max(1.0, config.sample_segment_s * float(fps))))
+    length = max(1, want // count)
+    pieces: list[tuple[int, int]] = []
+    for i in range(count):
+        centre = (2 * i + 1) * total // (2 * count)
+        shot = next(s for s in shots if s.start_frame <= centre < s.end_frame)
+        start = max(shot.start_frame, min(centre - length // 2, shot.end_frame - length))
+        end = min(shot.end_frame, start + length)
+        if pieces and start < pieces[-1][1]:
+            start = pieces[-1][1]
+        if start < end:
+            pieces.append((start, end))
+    return pieces
+
+
+def sample_cut_argv(src: Path, segments: Sequence[tuple[int, int]], fps: Fraction, out: Path,
+                    *, start_s: float = 0.0, threads: int = 1) -> list[str]:
+    """ffmpeg argv joining the sample pieces, losslessly (x264 at QP 0), at the source's size and format."""
+    argv = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-y", "-filter_threads", str(threads)]
+    for start, _ in segments:
+        argv += ["-threads", str(threads)]
+        if start > 0:
+            argv += ["-seek_timestamp", "1", "-ss", f"{seek_s(start, fps, start_s):.6f}"]  # exact first frame
+        argv += ["-i", str(src)]
+    graph = [f"[{i}:v:0]trim=end_frame={end - start},setpts=PTS-STARTPTS[p{i}]"
+             for i, (start, end) in enumerate(segments)]
+    graph.append("".join(f"[p{i}]" for i in range(len(segments)))
+                 + f"concat=n={len(segments)}:v=1:a=0,setpts=N*{fps.denominator}/{fps.numerator}/TB[v]")
+    return [*argv, "-filter_complex", ";".join(graph), "-map", "[v]", "-an", "-sn", "-dn",
+            "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast",        # lossless, and decodes 6x faster than FFV1
+            "-threads", str(threads), "-r", f"{fps.numerator}/{fps.denominator}", str(out)]
+
+
+def frame_sizes(path: Path, frames: int) -> list[int]:
+    """Bytes of each frame of an encode, in presentation order."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            packets = sorted((p.pts, p.size) for p in container.demux(stream) if p.size and p.pts is not None)
+    except av.error.FFmpegError as exc:
+        raise StageError(f"trial encode {path.name} cannot be read back ({exc})") from exc
+    if len(packets) != frames:
+        raise StageError(f"trial encode {path.name} has {len(packets)} frames, the cut has {frames}")
+    return [size for _, size in packets]
+
+
+def trial_grid(
+    src: Path, info: MediaInfo, shots: Sequence[Shot], sizes: Sequence[Size], crfs: Sequence[int], preset: str,
+    config: TrialConfig, out_dir: Path, *, start_s: float, keyframes: Sequence[int] = (), x264_params: str = "",
+) -> dict[int, list[Trial]]:
+    """Trials of consecutive shots at every size x CRF, by shot index: one encode run, one VMAF run.
+
+    The shots are encoded as one stream per size and CRF with an IDR frame at each shot start
+    (closed GOPs: no frame refers across it, so each shot codes as on its own), and scored in one
+    run with each shot as a piece. ``keyframes`` are source frame numbers (the segment grid).
+    """
+    if not shots or any(a.end_frame != b.start_frame for a, b in pairwise(shots)):
+        raise StageError("trial runs take consecutive shots")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    video = info.video
+    first = shots[0].start_frame
+    span = Shot(index=shots[0].index, start_frame=first, end_frame=shots[-1].end_frame,
+                start_s=shots[0].start_s, end_s=shots[-1].end_s, boundary=shots[0].boundary)
+    starts = [s.start_frame - first for s in shots]
+    forced = [*starts, *(k - first for k in keyframes if first < k < span.end_frame)]
+    outs: dict[tuple[int, float], Path] = {(h, c): out_dir / f"{h}p_crf{c}_{preset}.nut"
+                                           for _, h in sizes for c in crfs}
+    try:
+        encoded = run(trial_encodes_argv(src, span, sizes, crfs, video.fps, preset, outs, start_s=start_s,
+                                         keyframes=forced, threads=config.threads, x264_params=x264_params))
+    except ToolFailed as exc:
+        raise StageError(f"trial encodes of frames {first}-{span.end_frame} failed: {exc}") from exc
+    order = [(w, h, c) for w, h in sizes for c in crfs]
+    pieces = [(s.start_frame - first, s.end_frame - first, subsample_for(s.frames, config)) for s in shots]
+    results: list[VmafResult] = measure_vmaf_many(
+        [outs[(h, c)] for _, h, c in order], src, width=video.display_width, height=video.height, fps=video.fps,
+        ref_start_frame=first, ref_start_s=start_s, frames=span.frames, pieces=pieces, threads=config.threads,
+        pix_fmt=vmaf_pix_fmt(info), log_dir=out_dir)
+    pixels = sum(w * h for w, h, _ in order)
+    trials: dict[int, list[Trial]] = {s.index: [] for s in shots}
+    for (w, h, c), result in zip(order, results, strict=True):
+        frame_bytes = frame_sizes(outs[(h, c)], span.frames)
+        for shot, (start, end, _), score in zip(shots, pieces, piece_scores(result, pieces), strict=True):
+            seconds = float(shot.frames / video.fps)
+            trials[shot.index].append(Trial(
+                width=w, height=h, crf=c, preset=preset, kbps=sum(frame_bytes[start:end]) * 8 / 1000 / seconds,
+                vmaf=score.mean, frames_scored=score.frames,
+                encode_cpu_s=encoded.cpu_s * w * h / pixels * shot.frames / span.frames, vmaf_cpu_s=score.cpu_s))
+    return trials
+
+
+def combine(trials: Mapping[int, Sequence[Trial]], shots: Sequence[Shot]) -> list[Trial]:
+    """The trials of several shots as one cut: rate and VMAF weighted by frames, CPU and scored frames summed."""
+    total = sum(s.frames for s in shots)
+    out = []
+    for i, first in enumerate(trials[shots[0].index]):
+        group = [(trials[s.index][i], s.frames) for s in shots]
+        out.append(Trial(width=first.width, height=first.height, crf=first.crf, preset=first.preset,
+                         kbps=sum(t.kbps * n for t, n in group) / total, vmaf=sum(t.vmaf * n for t, n in group) / total,
+                         frames_scored=sum(t.frames_scored for t, _ in group),
+                         encode_cpu_s=sum(t.encode_cpu_s for t, _ in group),
+                         vmaf_cpu_s=sum(t.vmaf_cpu_s for t, _ in group)))
+    return out
+
+
+def _interp(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
+    """Piecewise-linear through (xs, ys), xs ascending; held constant beyond the ends."""
+    if len(xs) == 1 or x <= xs[0]:
+        return ys[0]
+    if x >= xs[-1]:
+        return ys[-1]
+    i = next(i for i in range(1, len(xs)) if x <= xs[i])
+    t = (x - xs[i - 1]) / (xs[i] - xs[i - 1])
+    return ys[i - 1] + t * (ys[i] - ys[i - 1])
+
+
+def _curve_at(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
+    """Between probes: the quadratic through the three nearest, unless it leaves the bracket's range."""
+    i = next(i for i in range(1, len(xs)) if x <= xs[i])       # xs[i - 1] < x <= xs[i]
+    linear = _interp(xs, ys, x)
+    if len(xs) < 3:
+        return linear
+    # The bracket's two probes and the nearer of their outer neighbours.
+    lo = i - 2 if i + 1 >= len(xs) or (i >= 2 and x - xs[i - 2] <= xs[i + 1] - x) else i - 1
+    near = range(lo, lo + 3)
+    value = 0.0
+    for a in near:
+        term = ys[a]
+        for b in near:
+            if b != a:
+                term *= (x - xs[b]) / (xs[a] - xs[b])
+        value += term
+    low, high = sorted((ys[i - 1], ys[i]))
+    return value if low <= value <= high else linear
+
+
+def predict_points(trials: Iterable[Trial], correction: Correction, crf_step: int = 1) -> list[RdPoint]:
+    """Final-preset points: every trial corrected, and interpolated points every ``crf_step`` CRF between."""
+    by_size: dict[Size, list[Trial]] = {}
+    for t in trials:
+        by_size.setdefault((t.width, t.height), []).append(t)
+    points: list[RdPoint] = []
+    for (width, height), group in sorted(by_size.items(), reverse=True):
+        group.sort(key=lambda t: t.crf)
+        crfs = [float(t.crf) for t in group]
+        corrected = [correction.apply(t) for t in group]
+        # Rate and quality fall as CRF rises; a correction varying with CRF must not turn that round.
+        log_kbps = list(itertools.accumulate((math.log(k) for k, _ in corrected), min))
+        vmafs = list(itertools.accumulate((v for _, v in corrected), min))
+        corrected = [(math.exp(k), v) for k, v in zip(log_kbps, vmafs, strict=True)]
+        points += [RdPoint(k, v, width, height, c) for c, (k, v) in zip(crfs, corrected, strict=True)]
+        if crf_step <= 0:
+            continue
+        for a, b in pairwise(group):
+            for crf in range(a.crf + crf_step, b.crf, crf_step):
+                kbps = math.exp(_curve_at(crfs, log_kbps, crf))
+                points.append(RdPoint(kbps, _curve_at(crfs, vmafs, crf), width, height, float(crf)))
+    return sorted(points, key=lambda p: (-p.height, p.crf))
+
+
+def _frontier(points: Sequence[RdPoint], kbps: float) -> float:
+    """VMAF of the upper hull of ``points`` at a rate: -inf below its lowest rate, its best beyond its highest."""
+    hull = upper_hull(points)
+    if kbps < hull[0].kbps:
+        return -math.inf
+    for a, b in pairwise(hull):
+        if kbps <= b.kbps:
+            return a.vmaf + (kbps - a.kbps) * (b.vmaf - a.vmaf) / (b.kbps - a.kbps)
+    return hull[-1].vmaf
+
+
+def reaches_hull(height: int, points: Sequence[RdPoint], config: TrialConfig) -> bool:
+    """Whether a height puts a point on (or within the margin of) the hull of the others where it matters.
+
+    Where it matters: rates of at least ``min_kbps`` and quality up to ``top_vmaf`` (a height's
+    curve counts up to where it crosses ``top_vmaf``). With no other height, it does.
+    """
+    own = sorted((p for p in points if p.height == height), key=lambda p: p.kbps)
+    others = [p for p in points if p.height != height]
+    if not others:
+        return True
+    relevant = [p for p in own if p.vmaf <= config.top_vmaf]
+    for a, b in pairwise(own):
+        if a.vmaf <= config.top_vmaf < b.vmaf:          # where its curve crosses the top
+            t = (config.top_vmaf - a.vmaf) / (b.vmaf - a.vmaf)
+            relevant.append(RdPoint(a.kbps + t * (b.kbps - a.kbps), config.top_vmaf, a.width, a.height, a.crf))
+    return any(p.kbps >= config.min_kbps and p.vmaf >= _frontier(others, p.kbps) - config.prune_margin
+               for p in relevant)
+
+
+def prune_heights(points: Sequence[RdPoint], candidates: Sequence[int], config: TrialConfig) -> tuple[int, ...]:
+    """The candidate heights worth trying on every shot, judged on the sample's (corrected) points.
+
+    From the middle candidate down, while each lower height reaches the hull of the heights kept
+    so far (``reaches_hull``); then up from the middle the same way. The walk stops at the first
+    height that does not: a lower one still would reach only lower rates below the floor, a higher
+    one only qualities above the top. Last, every kept height is judged again against all kept.
+    """
+    order = sorted(candidates, reverse=True)
+    if len(order) <= 2:
+        return tuple(order)
+    middle = len(order) // 2
+    kept = [order[middle]]
+    for direction in (order[middle + 1:], order[middle - 1::-1]):
+        for height in direction:
+            if not reaches_hull(height, [p for p in points if p.height in (*kept, height)], config):
+                break
+            kept.append(height)
+    final = [h for h in kept if reaches_hull(h, [p for p in points if p.height in kept], config)]
+    return tuple(sorted(final or kept, reverse=True))
+
+
+def plan_trials(
+    src: Path, info: MediaInfo, shots: Sequence[Shot], config: TrialConfig, work_dir: Path, *, keep: bool = False,
+) -> TrialPlan:
+    """Cut the title's sample, choose the heights every shot is tried at, and measure the correction."""
+    video = info.video
+    candidates = candidate_heights(video, config)
+    crfs = tuple(config.crfs)
+    segments = sample_segments(shots, video.fps, config)
+    frames = sum(end - start for start, end in segments)
+    folder = work_dir / "sample"
+    folder.mkdir(parents=True, exist_ok=True)
+    sample = folder / "sample.mkv"
+    try:
+        cut = run(sample_cut_argv(src, segments, video.fps, sample, start_s=video.start_s, threads=config.threads))
+    except ToolFailed as exc:
+        raise StageError(f"cutting the trial sample from {src.name} failed: {exc}") from exc
+    cpu = cut.cpu_s
+    # The sample's pieces play shots (a keyframe at each start), so its trials code as the shots' do.
+    pieces, position = [], 0
+    for i, (start, end) in enumerate(segments):
+        pieces.append(Shot(index=i, start_frame=position, end_frame=position + end - start,
+                           start_s=float(position / video.fps), end_s=float((position + end - start) / video.fps),
+                           boundary="start" if i == 0 else "cut"))
+        position += end - start
+
+    def grid(heights: Sequence[int], preset: str) -> list[Trial]:
+        params = config.x264_params if preset == config.preset else ""
+        per_piece = trial_grid(sample, info, pieces, [trial_size(video, h) for h in heights], crfs, preset, config,
+                               folder, start_s=0.0, x264_params=params)
+        return combine(per_piece, pieces)
+
+    if config.preset == config.final_preset:
+        raise ConfigError(f"the trial preset is the final one ({config.preset!r}): nothing to correct or save")
+    # One run per preset over all candidates: a run per height (to stop early) would decode the
+    # sample and start encoders again each time, for trials of 15% of the title at most.
+    sample_trials = tuple(grid(candidates, config.preset))
+    cpu += sum(t.cpu_s for t in sample_trials)
+    calibration: tuple[Trial, ...] = ()
+    correction = FIXED_CORRECTION
+    if config.calibrate:
+        calibration = tuple(grid(_calibration_heights(candidates, config.calibration_heights), config.final_preset))
+        cpu += sum(t.cpu_s for t in calibration)
+        correction = _measured_correction(sample_trials, calibration, config)
+    elif (config.preset, config.final_preset, config.x264_params) != (
+            FIXED_CORRECTION.preset, FIXED_CORRECTION.final_preset, FIXED_CORRECTION.x264_params):
+        raise ConfigError(f"the fixed correction is for {FIXED_CORRECTION.preset} -> {FIXED_CORRECTION.final_preset};"
+                          f" with preset {config.preset!r} -> {config.final_preset!r} set calibrate = true")
+    kept = prune_heights(predict_points(sample_trials, correction, 0), candidates, config) if config.prune \
+        else candidates
+    skipped = tuple(h for h in candidates if h not in kept)
+    if not keep:
+        shutil.rmtree(folder, ignore_errors=True)
+    log.info("%s: trial heights %s (skipped %s) from a %d-frame sample; correction %s; %.1f CPU s",
+             src.name, kept, skipped, frames, "measured" if correction.measured else "fixed", cpu)
+    return TrialPlan(heights=kept, skipped=skipped, crfs=crfs, correction=correction, sample_frames=frames,
+                     sample_trials=sample_trials, calibration_trials=calibration, cpu_s=cpu)
+
+
+def _calibration_heights(candidates: Sequence[int], count: int) -> list[int]:
+    """``count`` heights spread evenly over the candidates (tallest first), from the highest to the lowest."""
+    if count >= len(candidates):
+        return list(candidates)
+    if count == 1:
+        return [candidates[len(candidates) // 2]]
+    picks = {candidates[round(i * (len(candidates) - 1) / (count - 1))] for i in range(count)}
+    return sorted(picks, reverse=True)
+
+
+def _measured_correction(fast: Sequence[Trial], final: Sequence[Trial], config: TrialConfig) -> Correction:
+    by_key = {(t.height, t.crf): t for t in fast}
+    heights = sorted({t.height for t in final})
+    crfs = sorted({t.crf for t in final})
+    ratio: list[tuple[float, ...]] = []
+    offset: list[tuple[float, ...]] = []
+    for h in heights:
+        pairs = [(by_key[(h, c)], next(t for t in final if t.height == h and t.crf == c)) for c in crfs]
+        ratio.append(tuple(f.kbps / t.kbps for t, f in pairs))
+        offset.append(tuple(f.vmaf - t.vmaf for t, f in pairs))
+    return Correction(preset=config.preset, final_preset=config.final_preset, heights=tuple(heights),
+                      crfs=tuple(crfs), rate_ratio=tuple(ratio), vmaf_offset=tuple(offset), measured=True,
+                      x264_params=config.x264_params)
+
+
+def trial_shots(
+    src: Path, info: MediaInfo, shots: Sequence[Shot], config: TrialConfig, work_dir: Path,
+    *, plan: TrialPlan | None = None, keyframes: Sequence[int] = (), keep: bool = False,
+) -> list[ShotTrials]:
+    """Encode and score consecutive shots at the plan's heights and CRFs, in one run (a ``group_shots`` group).
+
+    Without a plan every candidate height is tried and the fixed correction applies.
+    ``keyframes`` are the source frames the final encodes force (the segment grid); those inside
+    a shot are forced in its trials too.
+    """
+    video = info.video
+    heights = plan.heights if plan is not None else candidate_heights(video, config)
+    crfs = plan.crfs if plan is not None else tuple(config.crfs)
+    correction = plan.correction if plan is not None else FIXED_CORRECTION
+    if (correction.preset, correction.x264_params) != (config.preset, config.x264_params):
+        raise ConfigError(f"the correction is for preset {correction.preset!r} ({correction.x264_params!r}), the "
+                          f"trials use {config.preset!r} ({config.x264_params!r}); plan them with this config")
+    for shot in shots:
+        if shot.frames < 1 or shot.end_frame > video.frames:
+            raise StageError(f"shot {shot.index} ({shot.start_frame}-{shot.end_frame}) is not within the "
+                             f"{video.frames} frames of {src.name}")
+    folder = work_dir / f"shots{shots[0].index:05d}-{shots[-1].index:05d}"
+    measured = trial_grid(src, info, shots, [trial_size(video, h) for h in heights], crfs, config.preset, config,
+                          folder, start_s=video.start_s, keyframes=keyframes, x264_params=config.x264_params)
+    if not keep:
+        shutil.rmtree(folder, ignore_errors=True)
+    out = []
+    for shot in shots:
+        trials = measured[shot.index]
+        points = ShotPoints(shot.index, shot.duration_s, tuple(predict_points(trials, correction, config.crf_step)))
+        out.append(ShotTrials(points=points, trials=tuple(trials), cpu_s=sum(t.cpu_s for t in trials)))
+    log.debug("shots %d-%d: %d trials each, %.1f CPU s", shots[0].index, shots[-1].index, len(heights) * len(crfs),
+              sum(r.cpu_s for r in out))
+    return out
+
+
+def measure_shot(
+    src: Path, info: MediaInfo, shot: Shot, config: TrialConfig, work_dir: Path,
+    *, plan: TrialPlan | None = None, keyframes: Sequence[int] = (),
+) -> ShotPoints:
+    """One shot's hull points (kbps, VMAF at display size, resolution, CRF) for the ladder."""
+    return trial_shots(src, info, [shot], config, work_dir, plan=plan, keyframes=keyframes)[0].points

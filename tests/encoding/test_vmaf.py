@@ -1,0 +1,163 @@
+"""vmaf: scores of real encodes at display size, exact frame timelines, subsampling that changes no score."""
+
+from __future__ import annotations
+
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from reelflow.encoding.probe import probe
+from reelflow.encoding.shots import Shot
+from reelflow.encoding.trials import trial_encode_argv
+from reelflow.encoding.vmaf import (
+    VmafError,
+    check_pieces,
+    check_subsample,
+    measure_rung_vmaf,
+    measure_vmaf,
+    measure_vmaf_many,
+    piece_centres,
+    piece_scores,
+    vmaf_argv,
+)
+from reelflow.errors import ConfigError
+from reelflow.infra.settings import TrialConfig
+from reelflow.infra.tools import run
+
+FPS = Fraction(24)
+
+
+def _shot(start: int, end: int, fps: Fraction = FPS) -> Shot:
+    return Shot(index=0, start_frame=start, end_frame=end, start_s=float(start / fps), end_s=float(end / fps),
+                boundary="cut")
+
+
+@pytest.fixture(scope="module")
+def lossless_cut(sintel_fight: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Frames 48-96 of Sintel (fast motion, cuts at 58 and 76), cut by the trial argv at CRF 0 (lossless)."""
+    out = tmp_path_factory.mktemp("vmaf") / "cut48.nut"
+    run(trial_encode_argv(sintel_fight, _shot(48, 96), 640, 360, 0, FPS, "ultrafast", out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def crushed(sintel_fight: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 48 frames at 160x90, CRF 45: what any metric must call bad."""
+    out = tmp_path_factory.mktemp("vmaf") / "crushed.nut"
+    run(trial_encode_argv(sintel_fight, _shot(0, 48), 160, 90, 45, FPS, "ultrafast", out))
+    return out
+
+
+def test_a_clip_against_itself_scores_about_100(sintel_fight: Path) -> None:
+    result = measure_vmaf(sintel_fight, sintel_fight, width=640, height=360, fps=FPS, frames=48)
+    assert result.frames == 48
+    assert result.mean > 97
+    assert result.min <= result.p5 <= result.mean
+    assert result.harmonic_mean <= result.mean
+    assert result.cpu_s > 0
+
+
+def test_a_crushed_copy_scores_far_lower(sintel_fight: Path, crushed: Path) -> None:
+    result = measure_vmaf(crushed, sintel_fight, width=640, height=360, fps=FPS, frames=48)
+    assert result.frames == 48
+    assert result.mean < 60       # upscaled from 160x90 at CRF 45 to the display size
+
+
+def test_the_shot_timeline_is_frame_exact(sintel_fight: Path, lossless_cut: Path) -> None:
+    aligned = measure_vmaf(lossless_cut, sintel_fight, width=640, height=360, fps=FPS, ref_start_frame=48,
+                           frames=48)
+    off_by_one = measure_vmaf(lossless_cut, sintel_fight, width=640, height=360, fps=FPS, ref_start_frame=49,
+                              frames=48)
+    assert aligned.mean > 97 and aligned.min > 90      # every frame met its own original
+    assert off_by_one.mean < aligned.mean - 5
+
+
+def test_a_short_encode_is_not_scored_silently(sintel_fight: Path, lossless_cut: Path) -> None:
+    with pytest.raises(VmafError, match="has 48 frames, 60 are to be compared"):
+        measure_vmaf(lossless_cut, sintel_fight, width=640, height=360, fps=FPS, ref_start_frame=48, frames=60)
+
+
+def test_subsampled_scores_equal_the_full_run_on_those_frames(sintel_fight: Path, crushed: Path) -> None:
+    """The (n-1, n, n+1) selection keeps VMAF's motion feature exact: every-7th-frame scores change nothing."""
+    full = measure_vmaf(crushed, sintel_fight, width=640, height=360, fps=FPS, frames=48)
+    sub = measure_vmaf(crushed, sintel_fight, width=640, height=360, fps=FPS, frames=48, subsample=7)
+    assert sub.scored == (0, 7, 14, 21, 28, 35, 42)
+    assert sub.scores == pytest.approx([full.scores[f] for f in sub.scored], abs=1e-4)
+    assert sub.cpu_s < full.cpu_s
+
+
+def test_pieces_score_every_shot_from_its_own_first_frame(sintel_fight: Path, crushed: Path) -> None:
+    pieces = [(0, 13, 5), (13, 30, 7), (30, 48, 11)]
+    full = measure_vmaf(crushed, sintel_fight, width=640, height=360, fps=FPS, frames=48)
+    [whole] = measure_vmaf_many([crushed], sintel_fight, width=640, height=360, fps=FPS, frames=48, pieces=pieces)
+    assert whole.scored == tuple(piece_centres(pieces)) == (0, 5, 10, 13, 20, 27, 30, 41)
+    assert whole.scores == pytest.approx([full.scores[f] for f in whole.scored], abs=1e-4)
+    first, second, third = piece_scores(whole, pieces)
+    assert (first.frames, second.frames, third.frames) == (3, 3, 2)
+    # A piece's first frame stands for itself, the others for the rest of the piece.
+    assert third.mean == pytest.approx((full.scores[30] + 17 * full.scores[41]) / 18, abs=1e-4)
+
+
+@pytest.mark.parametrize("step", [2, 3, 4, 6, 8, 9, 10, 12, 0])
+def test_a_step_sharing_a_factor_with_gop_periods_is_refused(step: int) -> None:
+    with pytest.raises(ConfigError, match="B-frame/GOP"):
+        check_subsample(step)
+    with pytest.raises(ValueError):
+        TrialConfig(vmaf_subsample=step)
+
+
+@pytest.mark.parametrize("step", [1, 5, 7, 11, 13])
+def test_steps_coprime_with_six_are_fine(step: int) -> None:
+    assert check_subsample(step) == step
+    assert TrialConfig(vmaf_subsample=step).vmaf_subsample == step
+
+
+def test_pieces_are_checked() -> None:
+    with pytest.raises(ConfigError, match="all subsampled"):
+        check_pieces([(0, 10, 1), (10, 20, 5)])
+    with pytest.raises(ConfigError, match="fewer than 3"):
+        check_pieces([(0, 2, 5), (2, 20, 5)])
+    with pytest.raises(ConfigError, match="ascending"):
+        check_pieces([(0, 10, 5), (8, 20, 5)])
+    # Neighbouring triples never share a frame: the last scored frame is 3 before the next piece.
+    centres = piece_centres([(0, 13, 5), (13, 20, 5)])
+    assert centres == [0, 5, 10, 13, 18]
+
+
+def test_argv_normalises_both_inputs_and_selects_before_scaling(tmp_path: Path) -> None:
+    argv = vmaf_argv(Path("d.nut"), Path("ref.mp4"), width=768, height=576, fps=Fraction(25), subsample=7,
+                     ref_start_frame=50, frames=25, log_path=tmp_path / "v.json", threads=1)
+    graph = argv[argv.index("-filter_complex") + 1]
+    ref_chain, dist_chain = graph.split(";")[0], graph.split(";")[1]
+    for chain in (ref_chain, dist_chain):
+        assert "setpts=N*1/25/TB" in chain and "trim=end_frame=25" in chain
+        assert chain.index("select=") < chain.index("scale=768:576:flags=bicubic")   # skipped frames cost no scaling
+    assert "model=version=vmaf_v0.6.1" in graph and "n_subsample=3" in graph and "log_fmt=json" in graph
+    seek = argv.index("-ss")
+    assert argv[seek - 2:seek] == ["-seek_timestamp", "1"]
+    assert float(argv[seek + 1]) == pytest.approx(49.5 / 25)         # half a frame before frame 50
+    assert argv[argv.index("-i", seek) + 1] == "ref.mp4"               # the seek is the reference's
+
+
+def test_a_log_path_with_filtergraph_characters_works(sintel_fight: Path, tmp_path: Path) -> None:
+    odd = tmp_path / "a:b,c'd [e]"
+    odd.mkdir()
+    result = measure_vmaf(sintel_fight, sintel_fight, width=640, height=360, fps=FPS, frames=5, log_dir=odd)
+    assert result.frames == 5
+
+
+def test_non_square_pixels_are_scored_at_display_size(lavfi_clip: object, ffmpeg: str, tmp_path: Path) -> None:
+    clip = lavfi_clip("pal43_vmaf.mp4", "-f", "lavfi", "-i", "testsrc2=size=720x576:rate=25:duration=1",  # type: ignore[operator]
+                      "-vf", "setsar=16/15", "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0")
+    info = probe(clip)
+    assert info.video.display_width == 768
+    rung = tmp_path / "rung.nut"
+    run(trial_encode_argv(clip, _shot(0, 25, Fraction(25)), 384, 288, 18, Fraction(25), "ultrafast", rung))
+    result = measure_rung_vmaf(rung, info)
+    assert result.frames == info.video.frames == 25
+    assert 60 < result.mean < 100
+    described = subprocess.run([ffmpeg, "-hide_banner", "-i", str(rung)], capture_output=True, text=True,
+                               check=False).stderr
+    assert "384x288" in described
