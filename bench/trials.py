@@ -13,9 +13,9 @@ reference ladder (Apple's rungs no taller than the source, x264 medium, as encod
 them) on the same clip: ``ratio`` is analysis / final, the budget is 1.5.
 
 Prediction check: for every shot, at every kept height and at CRFs --check-crfs (the probes and
-points between them, which are interpolated), a real encode with the final preset (same cut,
-keyframes and x264 flags as the trials, ffmpeg's default threads, as a final encode runs) scored
-with VMAF on every frame at display size, against the trial's predicted point. Errors are
+points between them, which are interpolated), the shot encoded as a per-shot rung encodes it
+(encode.shot_encode_argv: final preset, ffmpeg's default threads) and scored with VMAF on every
+frame at display size, against the trial's predicted point; rates are video payload (packet sizes). Errors are
 predicted minus real: VMAF points, and rate in percent of the real rate. "title" rows combine the
 shots at one (height, CRF) weighted by duration, as a rung does.
 """
@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reelflow.encoding.encode import keyframe_frames, ladder_for_source, video_encode_argv
+from reelflow.encoding.encode import ShotCrf, keyframe_frames, ladder_for_source, shot_encode_argv, video_encode_argv
 from reelflow.encoding.hull import RdPoint
 from reelflow.encoding.probe import MediaInfo, probe
 from reelflow.encoding.shots import Shot, detect_shots
@@ -44,7 +44,6 @@ from reelflow.encoding.trials import (
     frame_sizes,
     group_shots,
     plan_trials,
-    trial_encodes_argv,
     trial_grid,
     trial_shots,
     trial_size,
@@ -115,20 +114,19 @@ def final_ladder_cpu(src: Path, info: MediaInfo, keyframes: Sequence[int], work:
 
 def real_encode(src: Path, info: MediaInfo, shot: Shot, height: int, crfs: Sequence[float], keyframes: Sequence[int],
                 preset: str, work: Path) -> list[tuple[float, float]]:
-    """(kbps, VMAF on every frame) of real encodes of a shot at one height, one per CRF."""
+    """(kbps, VMAF on every frame) of the shot encoded by encode.py's per-shot final encode, one per CRF."""
     video = info.video
-    size = trial_size(video, height)
-    outs = {(height, c): work / f"real_{shot.index}_{height}_{c}.nut" for c in crfs}
-    relative = [k - shot.start_frame for k in keyframes if shot.start_frame < k < shot.end_frame]
-    run(trial_encodes_argv(src, shot, [size], crfs, video.fps, preset, outs, start_s=video.start_s,
-                           keyframes=relative, threads=0))
+    width, _ = trial_size(video, height)
     results = []
     for c in crfs:
-        score = measure_vmaf(outs[(height, c)], src, width=video.display_width, height=video.height, fps=video.fps,
+        out = work / f"real_{shot.index}_{height}_{c}.mp4"
+        run(shot_encode_argv(src, video, ShotCrf(shot.start_frame, shot.end_frame, c), width, height, keyframes,
+                             preset, out))
+        score = measure_vmaf(out, src, width=video.display_width, height=video.height, fps=video.fps,
                              subsample=1, ref_start_frame=shot.start_frame, ref_start_s=video.start_s,
                              frames=shot.frames, pix_fmt=vmaf_pix_fmt(info))
-        kbps = sum(frame_sizes(outs[(height, c)], shot.frames)) * 8 / 1000 / float(shot.frames / video.fps)
-        outs[(height, c)].unlink()
+        kbps = sum(frame_sizes(out, shot.frames)) * 8 / 1000 / float(shot.frames / video.fps)
+        out.unlink()
         results.append((kbps, score.mean))
     return results
 

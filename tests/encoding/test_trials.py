@@ -62,7 +62,7 @@ def test_trial_argv_cuts_scales_and_encodes_as_the_final_encodes_do() -> None:
     assert "trim=end_frame=48" in graph and "scale=640:360:flags=lanczos" in graph
     x264 = argv[argv.index("-c:v"):]
     for flag, value in [("-c:v", "libx264"), ("-preset", "superfast"), ("-crf", "27"), ("-threads", "1"),
-                        ("-x264-params", "scenecut=0:open-gop=0"), ("-keyint_min", "1"), ("-f", "nut")]:
+                        ("-x264-params", "scenecut=0:open-gop=0:stitchable=1"), ("-keyint_min", "1"), ("-f", "nut")]:
         assert x264[x264.index(flag) + 1] == value
     # Keyframes at the cut's start and at the grid point inside it; 96 is past its 48 frames.
     assert x264[x264.index("-force_key_frames") + 1] == "0.000000,0.812500"

@@ -243,7 +243,8 @@ def trial_encodes_argv(
                 "-c:v", "libx264", "-preset", preset, "-crf", f"{crf:g}",   # x264 picks High (and CRF 0 stays lossless)
                 "-threads", str(threads),                                 # x264 threads (and lookahead)
                 "-g", str(shot.frames + 1), "-keyint_min", "1",           # no keyframe but the forced ones
-                "-x264-params", ":".join(filter(None, ["scenecut=0:open-gop=0", x264_params])),  # closed GOPs
+                "-x264-params", ":".join(filter(None, ["scenecut=0:open-gop=0:stitchable=1",   # as encode.py's
+                                                       x264_params])),                         # shot encodes
                 "-force_key_frames", force_key_frames_arg(forced, fps),   # shot starts and the segment grid
                 "-f", "nut", str(outs[(height, crf)]),
             ]
