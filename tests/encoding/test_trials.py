@@ -181,10 +181,11 @@ def test_a_dominated_lower_height_is_pruned_and_the_walk_stops() -> None:
 
 
 def test_a_higher_height_that_wins_only_above_the_top_is_pruned() -> None:
-    config = TrialConfig(top_vmaf=95, prune_margin=0.5)
+    config = TrialConfig(top_vmaf=95, prune_margin=0.5, keep_tallest=False)
     pts = (_curve(1080, [(8000, 98.5), (5000, 97.5), (3000, 93)]) + _curve(720, [(4000, 97), (2000, 94.5), (900, 90)])
            + _curve(540, [(1500, 92), (700, 86), (300, 76)]))
     assert prune_heights(pts, [1080, 720, 540], config) == (720, 540)
+    assert prune_heights(pts, [1080, 720, 540], TrialConfig(top_vmaf=95, prune_margin=0.5)) == (1080, 720, 540)
 
 
 def test_lower_heights_are_kept_where_they_alone_reach_low_rates() -> None:

@@ -11,7 +11,7 @@ where an exhaustive medium grid costs 10-15x):
    pays off over long shots: medium/superfast rate ratio 0.57 on a whole 10 s clip, 0.70-0.83 on
    a 1.5 s piece of it), so no correction measured on short pieces would hold; with it, the two
    follow each other within about 5-10%. The remaining gap depends on content (VMAF offsets from
-   +1 to +12 at CRF 34 over ../shared/media), so per title a sample (``sample_fraction`` of it, at
+   +2.7 to +14 at CRF 34 over ../shared/media), so per title a sample (``sample_fraction`` of it, at
    most ``sample_max_s``, in ``sample_segment_s`` pieces spread over the shots) is encoded with
    both presets, and the rate ratio and VMAF offset per (resolution, CRF) correct every trial,
    interpolated in log(height) between ``calibration_heights`` measured resolutions.
@@ -27,8 +27,9 @@ where an exhaustive medium grid costs 10-15x):
    so this is decided once per title, on the sample's corrected points (``prune_heights``): from
    the middle candidate down while each lower one puts a point on (or within ``prune_margin`` of)
    the hull at rates of at least ``min_kbps``, then up while each higher one does so at VMAF up to
-   ``top_vmaf``. The sample itself is tried at every candidate in one run: a run per height, to
-   stop early, would decode the sample and start encoders again each time.
+   ``top_vmaf``; the tallest candidate always stays (``keep_tallest``). The sample itself is tried
+   at every candidate in one run: a run per height, to stop early, would decode the sample and
+   start encoders again each time.
 5. Few processes. Consecutive shots (``group_shots``, up to ``group_s``) are one encode run, one
    stream per (resolution, CRF) with an IDR frame at each shot start (closed GOPs, so no shot
    refers to another), and one VMAF run with each shot scored as its own piece: encoder and
@@ -128,12 +129,14 @@ class Correction:
         return trial.kbps * ratio, trial.vmaf + offset
 
 
-# Trial preset -> medium, same CRF, measured by bench/trials.py --table on ../shared/media (whole
-# clips, every candidate height; median over clips and heights). The spread around it is wide
-# (see the module docstring), which is why titles are calibrated by default; this is the fallback.
+# Trial preset -> medium at the same CRF, measured by bench/trials.py --table on seven clips of
+# ../shared/media (whole clips, every candidate height, VMAF on every 11th frame): the median over
+# clips and heights. Around it the rate ratio spans 0.68-1.51 and the VMAF offset at CRF 34
+# +2.7 to +14.2 (dash-cam, forward motion, gains most from medium), which is why titles are
+# calibrated on their own sample by default; this table is the fallback (``calibrate=False``).
 FIXED_CORRECTION = Correction(
     preset="superfast", final_preset="medium", heights=(360,), crfs=(20, 27, 34),
-    rate_ratio=((0.62, 0.64, 0.70),), vmaf_offset=((0.1, 0.6, 2.2),), measured=False,
+    rate_ratio=((0.88, 0.97, 1.06),), vmaf_offset=((1.5, 3.2, 5.5),), measured=False,
     x264_params="mbtree=1:rc-lookahead=40",
 )
 
@@ -462,7 +465,9 @@ def prune_heights(points: Sequence[RdPoint], candidates: Sequence[int], config: 
     From the middle candidate down, while each lower height reaches the hull of the heights kept
     so far (``reaches_hull``); then up from the middle the same way. The walk stops at the first
     height that does not: a lower one still would reach only lower rates below the floor, a higher
-    one only qualities above the top. Last, every kept height is judged again against all kept.
+    one only qualities above the top. Last, every kept height is judged again against all kept, and
+    with ``keep_tallest`` the tallest candidate stays whatever the sample says (on Sintel's 0.9 s
+    sample 270p looked as good as 360p up to VMAF 95; over the whole title 360p is cheaper there).
     """
     order = sorted(candidates, reverse=True)
     if len(order) <= 2:
@@ -474,8 +479,10 @@ def prune_heights(points: Sequence[RdPoint], candidates: Sequence[int], config: 
             if not reaches_hull(height, [p for p in points if p.height in (*kept, height)], config):
                 break
             kept.append(height)
-    final = [h for h in kept if reaches_hull(h, [p for p in points if p.height in kept], config)]
-    return tuple(sorted(final or kept, reverse=True))
+    final = [h for h in kept if reaches_hull(h, [p for p in points if p.height in kept], config)] or kept
+    if config.keep_tallest and order[0] not in final:
+        final.append(order[0])
+    return tuple(sorted(final, reverse=True))
 
 
 def plan_trials(

@@ -178,10 +178,12 @@ class TrialConfig(_Config):
     sample_fraction: float = Field(0.15, gt=0, le=1, description="Sample at most this share of the title.")
     sample_max_s: float = Field(30.0, gt=0, description="Sample at most this many seconds.")
     sample_segment_s: float = Field(2.0, gt=0, description="Sample pieces this long, spread over the title.")
-    calibration_heights: int = Field(3, ge=1, description="Resolutions the final preset is measured at on the "
+    calibration_heights: int = Field(2, ge=1, description="Resolutions the final preset is measured at on the "
                                      "sample, spread from the highest candidate to the lowest; the correction is "
                                      "interpolated between them.")
     prune: bool = Field(True, description="Drop resolutions that do not reach the sample's hull.")
+    keep_tallest: bool = Field(True, description="Never drop the tallest candidate: the top rung needs it "
+                               "wherever the sample (a few seconds of the title) misjudges it.")
     min_kbps: float = Field(100.0, gt=0, description="Rates below this are never needed (the bottom rung is higher).")
     top_vmaf: float = Field(95.0, description="Quality above this is never bought, so it decides no resolution.")
     prune_margin: float = Field(1.0, ge=0, description="A resolution this close below the hull is still kept.")
