@@ -204,6 +204,13 @@ class TrialConfig(_Config):
         return self
 
 
+class DatabaseConfig(_Config):
+    """The service database (infra/database.py): content keys, sessions, progress, QoE."""
+
+    url: str = Field("sqlite:///reelflow-data/service.db", description="SQLAlchemy URL; SQLite by default, "
+                     "postgresql+psycopg://... for several service replicas.")
+
+
 class Settings(_Config):
     """Everything reelflow can be told, with the embedded defaults of a single laptop."""
 
@@ -212,6 +219,7 @@ class Settings(_Config):
     encode: EncodeConfig = EncodeConfig()
     package: PackageConfig = PackageConfig()
     storage: StorageConfig = StorageConfig()
+    database: DatabaseConfig = DatabaseConfig()
 
 
 # Environment variables with our prefix that are not settings (binary overrides, the config path).
