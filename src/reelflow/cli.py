@@ -99,8 +99,13 @@ def _quiet_console_tracebacks() -> None:
                 handler.setFormatter(_ConsoleFormatter(handler.formatter))
 
 
-def _settings() -> Settings:
-    return load_settings(state.settings_file)
+def _settings(ladder_mode: str | None = None) -> Settings:
+    """The settings, with ``--mode``/``--ladder`` over the file's mode (the cross-section rules checked for it)."""
+    if ladder_mode is None:
+        return load_settings(state.settings_file)
+    if ladder_mode not in ("fixed", "per-title", "per-shot"):
+        raise typer.BadParameter(f"{ladder_mode!r} is not one of fixed, per-title, per-shot")
+    return load_settings(state.settings_file, ladder={"mode": ladder_mode})
 
 
 def _emit_json(data: Any) -> None:
@@ -190,16 +195,90 @@ def shots(source: SourceArg, json_out: JsonOpt = False) -> None:
     Console().print(f"{len(found.shots)} shots, {len(found.cuts)} cuts, {found.frames} frames at {found.fps} fps")
 
 
+ModeOpt = Annotated[str | None, typer.Option(
+    "--mode", help="per-shot (each shot its own CRF per rung), per-title (one CRF per rung) or fixed "
+                   "(Apple's ladder); default from settings (per-shot).", show_default=False)]
+CodecOpt = Annotated[str, typer.Option("--codec", help="Video codec of the ladder: h264.")]
+
+
+def _check_codec(codec: str) -> str:
+    if codec != "h264":
+        raise typer.BadParameter(f"{codec!r}: this build encodes h264 ladders only", param_hint="--codec")
+    return codec
+
+
+@app.command()
+def ladder(
+    source: SourceArg,
+    mode: ModeOpt = None,
+    codec: CodecOpt = "h264",
+    json_out: JsonOpt = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write ladder.png (trials, hulls, rungs, the fixed "
+                                                              "ladder) to this file.")] = None,
+) -> None:
+    """Analyse SOURCE (shots, trial encodes, VMAF, convex hulls) and print the ladder it would get."""
+    import tempfile
+
+    from reelflow.encoding.analysis import analyse_ladder, fixed_estimates, summary
+    from reelflow.encoding.encode import keyframe_frames
+    from reelflow.encoding.ladder_plot import plot_ladder
+    from reelflow.encoding.probe import probe as probe_media
+    from reelflow.encoding.shots import detect_shots
+
+    settings = _settings(mode)
+    chosen = settings.ladder.mode
+    _check_codec(codec)
+    if plot is not None and chosen == "fixed":
+        raise typer.BadParameter("the fixed ladder tries nothing to plot; use --mode per-shot or per-title",
+                                 param_hint="--plot")
+    info = probe_media(source)
+    with _progress("shots", info.video.frames, show=not json_out) as update:
+        found = detect_shots(source, settings.shots, info=info, progress=lambda done, total: update(done))
+    keyframes = keyframe_frames([s.start_frame for s in found.shots], info.video.frames, info.video.fps,
+                                settings.encode.segment_s)
+    work_root = settings.storage.work_dir.resolve()
+    work_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ladder-", dir=work_root) as work:
+        if not json_out:
+            err.print(f"[bold]ladder[/] {source}: {len(found.shots)} shots, {chosen} trials ...")
+        analysis = analyse_ladder(source, info, found.shots, settings, Path(work), keyframes=keyframes,
+                                  mode=chosen, parallel=settings.encode.parallel_encodes)
+    result = summary(analysis, codec)
+    if plot is not None:
+        plot_ladder(plot, analysis.points, analysis.rungs, mode=chosen, fixed=fixed_estimates(analysis),
+                    fixed_label="fixed ladder (predicted from the trials)", title=f"{source.name}: {chosen} ladder")
+        result["plot"] = str(plot)
+    if json_out:
+        _emit_json(result)
+        return
+    table = Table("rung", "size", "kbps", "VMAF", "CRFs")
+    for i, r in enumerate(result["rungs"]):
+        crfs = r.get("crfs") or []
+        span = f"{min(crfs):.1f}-{max(crfs):.1f}" if crfs else "-"
+        table.add_row(str(i), f"{r['width']}x{r['height']}", f"{r['kbps']:.0f}",
+                      "-" if r["vmaf"] is None else f"{r['vmaf']:.1f}", span)
+    out = Console()
+    out.print(table)
+    out.print(f"{chosen}, {codec}: analysis {result['analysis_cpu_s']:.1f} CPU s over {result['shots']} shots; "
+              f"heights tried {result['heights_tried']}, skipped {result['heights_skipped']}")
+    if plot is not None:
+        out.print(f"plot: {plot}")
+
+
 @app.command()
 def ingest(
     source: SourceArg,
     title_id: Annotated[str | None, typer.Option("--title-id", help="Title id (default: from the file name).")] = None,
     storage: Annotated[str | None, typer.Option(
         "--storage", help="Output: a local directory or s3://bucket/prefix (default from settings).")] = None,
+    ladder_mode: Annotated[str | None, typer.Option(
+        "--ladder", help="fixed | per-title | per-shot (default from settings: per-shot).",
+        show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Ingest SOURCE end to end as a Prefect flow run: QC, shots, encodes, DASH + HLS, publish."""
-    settings = _settings()
+    settings = _settings(ladder_mode)
+    chosen = settings.ladder.mode
     from reelflow.encoding.probe import probe as probe_media
 
     # What can be checked without the flow is checked before it starts (and its server with it).
@@ -216,7 +295,7 @@ def ingest(
     err.print(f"[bold]ingest[/] {source} (Prefect flow run; stage logs follow)")
     record = ingest_flow(settings)(
         str(source), title_id=title_id, storage=storage,
-        config_file=str(state.settings_file) if state.settings_file else None,
+        config_file=str(state.settings_file) if state.settings_file else None, ladder=chosen,
     )
     if json_out:
         _emit_json(record)

@@ -26,11 +26,26 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def fast_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A TOML config for quick ingests: ultrafast x264 and a private work folder."""
+    """A TOML config for quick ingests: the fixed ladder, ultrafast x264 and a private work folder."""
     folder = tmp_path_factory.mktemp("config")
     config = folder / "reelflow.toml"
     config.write_text(
+        '[ladder]\nmode = "fixed"\n'
         '[encode]\npreset = "ultrafast"\n'
+        f'[storage]\nwork_dir = "{folder / "work"}"\n'
+    )
+    return config
+
+
+@pytest.fixture(scope="session")
+def ladder_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TOML config for quick measured ladders: ultrafast trials predicting veryfast final encodes."""
+    folder = tmp_path_factory.mktemp("ladder-config")
+    config = folder / "reelflow.toml"
+    config.write_text(
+        '[ladder]\nmode = "per-shot"\n'
+        '[encode]\npreset = "veryfast"\n'
+        '[trials]\npreset = "ultrafast"\nfinal_preset = "veryfast"\nx264_params = ""\n'
         f'[storage]\nwork_dir = "{folder / "work"}"\n'
     )
     return config

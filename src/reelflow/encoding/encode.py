@@ -16,7 +16,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -51,6 +51,9 @@ class Rendition:
     channels: int = 0
     sample_rate: int = 0
     language: str = "und"
+    # CPU seconds the encode took in this run (0 when a finished one was reused): bookkeeping, not
+    # part of what the rendition is, so two descriptions of one file compare equal
+    cpu_s: float = field(default=0.0, compare=False)
 
     @property
     def name(self) -> str:
@@ -234,12 +237,12 @@ def encode_video_rung(
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = _partial_name(out)
     try:
-        run(video_encode_argv(src, rung, keyframes, info.video, config, partial), progress=progress)
+        done = run(video_encode_argv(src, rung, keyframes, info.video, config, partial), progress=progress)
         rendition = _verified_rung(partial, rung, keyframes, info)
         partial.replace(out)  # a crash before this line leaves no file under the final name
     finally:
         partial.unlink(missing_ok=True)
-    return replace(rendition, path=out)
+    return replace(rendition, path=out, cpu_s=done.cpu_s)
 
 
 def _verified_rung(path: Path, rung: Rung, keyframes: Sequence[int], info: MediaInfo) -> Rendition:
@@ -352,22 +355,22 @@ def encode_rung_per_shot(
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{out.stem}-", dir=out.parent) as tmp:
         folder = Path(tmp)
-        names = []
+        names, cpu = [], 0.0
         for number, piece in enumerate(pieces):
             name = folder / f"shot{number:05d}.mp4"
-            run(shot_encode_argv(src, info.video, piece, width, height, keyframes, preset, name))
+            cpu += run(shot_encode_argv(src, info.video, piece, width, height, keyframes, preset, name)).cpu_s
             names.append(name)
         listing = folder / "pieces.txt"
         listing.write_text("".join(f"file '{n.name}'\n" for n in names))
         partial = _partial_name(out)
         try:
-            run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
-                 "-c", "copy", "-movflags", "+faststart", str(partial)])
+            cpu += run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-f", "concat", "-safe", "0", "-i",
+                        str(listing), "-c", "copy", "-movflags", "+faststart", str(partial)]).cpu_s
             rendition = _verified_rung(partial, rung, keyframes, info)
             partial.replace(out)
         finally:
             partial.unlink(missing_ok=True)
-    return replace(rendition, path=out, target_kbps=target_kbps)
+    return replace(rendition, path=out, target_kbps=target_kbps, cpu_s=cpu)
 
 
 def _partial_name(out: Path) -> Path:

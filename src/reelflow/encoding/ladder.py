@@ -44,8 +44,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from reelflow.encoding.hull import (
     Allocation,
     HullError,
@@ -58,10 +56,14 @@ from reelflow.encoding.hull import (
     title_hull,
 )
 from reelflow.errors import ConfigError, StageError
+from reelflow.infra.settings import LadderConfig
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["per-title", "per-shot"]
+
+# The spacing rules live with the other settings; the ladder reads only its rules fields.
+LadderRules = LadderConfig
 
 # Bisection steps on log(rate) over a window of at most a few x: far below a kbps of precision.
 _BISECT_STEPS = 60
@@ -71,39 +73,6 @@ _EPS = 1e-9
 
 class LadderError(StageError):
     """No ladder can be made from these trial points (no resolution covers every shot)."""
-
-
-class LadderRules(BaseModel):
-    """The spacing rules of a ladder; the defaults follow common practice for H.264 ladders."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    bottom_kbps: float = Field(145.0, gt=0, description="Rate of the lowest rung (Apple's 145 kbps).")
-    top_vmaf_min: float = Field(93.0, description="The top rung reaches at least this VMAF where the source allows.")
-    top_vmaf_max: float = Field(95.0, description="No bits are spent for VMAF above this.")
-    top_vmaf_aim: float | None = Field(None, description="Planned VMAF of the top rung; None: the middle "
-                                       "of [top_vmaf_min, top_vmaf_max].")
-    min_step_ratio: float = Field(1.5, gt=1, description="Adjacent rungs at least this many times apart in rate.")
-    max_step_ratio: float = Field(2.0, gt=1, description="Adjacent rungs at most this many times apart in rate.")
-    min_vmaf_step: float = Field(6.0, ge=0, description="Adjacent rungs about this much VMAF apart, or more.")
-    max_rungs: int = Field(10, ge=1)
-    heights: tuple[int, ...] | None = Field(None, description="Resolutions a rung may have; None: every one tried.")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> LadderRules:
-        if self.top_vmaf_min > self.top_vmaf_max:
-            raise ValueError(f"top_vmaf_min {self.top_vmaf_min} is above top_vmaf_max {self.top_vmaf_max}")
-        if self.top_vmaf_aim is not None and not self.top_vmaf_min <= self.top_vmaf_aim <= self.top_vmaf_max:
-            raise ValueError(f"top_vmaf_aim {self.top_vmaf_aim} is outside [{self.top_vmaf_min}, {self.top_vmaf_max}]")
-        if self.min_step_ratio > self.max_step_ratio:
-            raise ValueError(f"min_step_ratio {self.min_step_ratio} is above max_step_ratio {self.max_step_ratio}")
-        return self
-
-    @property
-    def aim(self) -> float:
-        if self.top_vmaf_aim is not None:
-            return self.top_vmaf_aim
-        return (self.top_vmaf_min + self.top_vmaf_max) / 2
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 from reelflow.encoding.hull import ShotPoints, at_height, per_title_hull, title_hull
 from reelflow.encoding.ladder import PlannedRung
 
-# Points of the fixed ladder as delivered: (kbps, vmaf, label).
+# Points of the fixed ladder, delivered or predicted from the trials: (kbps, vmaf, label).
 FixedPoint = tuple[float, float, str]
 
 
@@ -24,6 +24,7 @@ def plot_ladder(
     mode: str = "per-shot",
     fixed: Sequence[FixedPoint] = (),
     delivered: Sequence[tuple[float, float]] = (),
+    fixed_label: str = "fixed ladder (delivered)",
     title: str = "",
 ) -> Path:
     """Draw the ladder report's picture into ``out`` (PNG) and return it."""
@@ -46,7 +47,7 @@ def plot_ladder(
         ax.scatter([k for k, _ in grid], [v for _, v in grid], s=10, color=colour, alpha=0.45)
     if fixed:
         ax.plot([k for k, _, _ in fixed], [v for _, v, _ in fixed], "s--", color="0.45", ms=5,
-                label="fixed ladder (delivered)")
+                label=fixed_label)
     ax.scatter([r.kbps for r in rungs], [r.vmaf for r in rungs], s=90, marker="o", facecolors="none",
                edgecolors="crimson", linewidths=2, zorder=5, label="chosen rungs (planned)")
     for rung in rungs:

@@ -3,12 +3,15 @@
 Tasks are thin shells around the stage functions in ``encoding/`` and ``packaging/``; this
 module only wires them and adds what an orchestrator is for:
 
-- fan-out: the ladder's rungs are encoded with ``.map`` under a bounded thread pool;
-- caching: probe, QC and shots are cached by Prefect on the source's SHA-256 and the stage's
-  config. Encodes go to content-addressed folders (``<work>/<sha>/<stage>-<config digest>/``)
-  and a finished encode is recognised by its file, which only gets its final name once verified.
-  A re-run after a crash therefore skips every finished encode. The encodes are not cached by
-  Prefect itself: a cache record can outlive the file it describes, the file cannot;
+- fan-out: per-shot trial encodes (in groups of consecutive shots) and the ladder's rungs are
+  encoded with ``.map`` under a bounded thread pool, as is the delivered rungs' VMAF;
+- caching: QC, shots and trials are cached by Prefect on the source's SHA-256, the stage's
+  config and code (trials also on the shots and keyframes they were planned for). Encodes go to
+  content-addressed folders (``<work>/<sha>/<stage>-<config digest>/``, the digest covering the
+  planned per-shot CRFs of a measured ladder) and a finished encode is recognised by its file,
+  which only gets its final name once verified. A re-run after a crash therefore skips every
+  finished encode. The encodes are not cached by Prefect itself: a cache record can outlive the
+  file it describes, the file cannot;
 - retries: only storage calls are retried, and only on TransientStorageError;
 - the title record is written last; it is the only thing readers trust.
 """
@@ -38,11 +41,22 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
 
 import reelflow
-from reelflow.encoding import encode, probe, qc, shots
+from reelflow.encoding import analysis, encode, probe, qc, shots, trials, vmaf
+from reelflow.encoding.analysis import Delivered, LadderAnalysis
 from reelflow.encoding.encode import Rendition
+from reelflow.encoding.ladder import PlannedRung, select_ladder
+from reelflow.encoding.ladder_plot import plot_ladder
 from reelflow.errors import ConfigError, QCFailed, TransientStorageError
 from reelflow.infra.hashing import config_digest, sha256_file
-from reelflow.infra.settings import EncodeConfig, QCConfig, Rung, Settings, ShotConfig, load_settings
+from reelflow.infra.settings import (
+    EncodeConfig,
+    QCConfig,
+    Rung,
+    Settings,
+    ShotConfig,
+    TrialConfig,
+    load_settings,
+)
 from reelflow.infra.storage import Storage, open_storage
 from reelflow.packaging import publish
 from reelflow.packaging.packager import Package, package
@@ -142,6 +156,20 @@ def _stage_key(stage: str, module: ModuleType) -> Any:
     return key
 
 
+def _trials_key(stage: str) -> Any:
+    """Trials depend on the source, the trial config, the shots and keyframes, and (per group) the plan."""
+    def key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+        parts: list[Any] = [parameters["config"], [(s.start_frame, s.end_frame) for s in parameters["shots"]],
+                            list(parameters.get("keyframes", ()))]
+        plan = parameters.get("plan")
+        if plan is not None:
+            parts.append([plan.heights, plan.crfs, plan.correction])
+        code = "".join(_code_digest(m) for m in (trials, vmaf, encode, probe))
+        return f"reelflow-{stage}-{parameters['source_sha']}-{config_digest(*parts)}-{code}"
+
+    return key
+
+
 # --- progress: a log line per tenth of the work, so the console and the UI both show it -------
 
 def progress_logger(label: str, total: float, unit: str = "s") -> Callable[[float], None]:
@@ -224,6 +252,54 @@ def encode_rung_task(source: Path, rung: Rung, keyframes: tuple[int, ...], info:
     return rendition
 
 
+@task(name="plan trials", cache_key_fn=_trials_key("trial-plan"), persist_result=True)
+def plan_trials_task(source: Path, source_sha: str, info: probe.MediaInfo, shots: tuple[shots.Shot, ...],
+                     config: TrialConfig, work: Path) -> trials.TrialPlan:
+    plan = trials.plan_trials(source, info, shots, config, work)
+    get_run_logger().info("trials at %s (skipped %s), CRFs %s; correction %s; sample %.1f CPU s",
+                          [f"{h}p" for h in plan.heights], [f"{h}p" for h in plan.skipped], list(plan.crfs),
+                          "measured on the sample" if plan.correction.measured else "fixed", plan.cpu_s)
+    return plan
+
+
+def _trial_group_name() -> str:
+    from prefect.runtime import task_run
+
+    group = task_run.parameters["shots"]
+    return f"trials shots {group[0].index}-{group[-1].index}"
+
+
+@task(name="trial encodes", cache_key_fn=_trials_key("trials"), persist_result=True,
+      task_run_name=_trial_group_name)
+def trial_group_task(source: Path, source_sha: str, info: probe.MediaInfo, shots: tuple[shots.Shot, ...],
+                     config: TrialConfig, plan: trials.TrialPlan, keyframes: tuple[int, ...],
+                     work: Path) -> list[trials.ShotTrials]:
+    return trials.trial_shots(source, info, shots, config, work, plan=plan, keyframes=keyframes)
+
+
+@task(name="encode planned rung", cache_policy=NO_CACHE, task_run_name="encode {rung.name}")
+def encode_planned_rung_task(source: Path, rung: PlannedRung, shot_list: tuple[shots.Shot, ...],
+                             keyframes: tuple[int, ...], info: probe.MediaInfo, config: EncodeConfig,
+                             work: Path) -> Rendition:
+    rendition = analysis.encode_planned_rung(source, info, rung, shot_list, keyframes, config, work)
+    get_run_logger().info("%s: %.0f kbps file, planned %.0f kbps at VMAF %.2f; %.1f CPU s", rung.name,
+                          rendition.kbps, rung.kbps, rung.vmaf, rendition.cpu_s)
+    return rendition
+
+
+@task(name="delivered VMAF", cache_policy=NO_CACHE, task_run_name="VMAF {rendition.name}")
+def delivered_vmaf_task(rendition: Rendition, shot_list: tuple[shots.Shot, ...], info: probe.MediaInfo,
+                        work: Path) -> Delivered:
+    """The delivered rung scored on every frame at the source's display size."""
+    logs = work / "vmaf"
+    logs.mkdir(parents=True, exist_ok=True)
+    score = vmaf.measure_rung_vmaf(rendition.path, info, log_dir=logs)
+    delivered = analysis.measure_delivered(rendition, score, shot_list, info)
+    get_run_logger().info("%s delivered: %.0f kbps, VMAF %.2f (min %.1f); %.1f CPU s", rendition.name,
+                          delivered.kbps, score.mean, score.min, score.cpu_s)
+    return delivered
+
+
 @task(name="encode audio", cache_policy=NO_CACHE)
 def encode_audio_task(source: Path, info: probe.MediaInfo, config: EncodeConfig, work: Path) -> Rendition:
     out = work / "audio.mp4"
@@ -254,6 +330,12 @@ def put_json_task(storage: Storage, key: str, data: dict[str, Any]) -> str:
     return storage.url_for(key)
 
 
+@storage_task("write file")
+def put_bytes_task(storage: Storage, key: str, data: bytes, content_type: str) -> str:
+    storage.put_bytes(data, key, content_type=content_type)
+    return storage.url_for(key)
+
+
 @storage_task("title record")
 def title_record_task(storage: Storage, prefix: str, record: dict[str, Any]) -> str:
     url = publish.write_title_record(storage, prefix, record)
@@ -277,9 +359,10 @@ def _encode_runner(parallel: int) -> Any:
 
 @flow(name="ingest", task_runner=_encode_runner(EncodeConfig().parallel_encodes))
 def ingest(source: str, title_id: str | None = None, storage: str | None = None,
-           config_file: str | None = None) -> dict[str, Any]:
-    """Ingest one mezzanine file: QC, shots, ladder encodes, DASH + HLS package, publish."""
-    settings = load_settings(Path(config_file) if config_file else None)
+           config_file: str | None = None, ladder: str | None = None) -> dict[str, Any]:
+    """Ingest one mezzanine file: QC, shots, ladder (fixed, per-title or per-shot), DASH + HLS, publish."""
+    overrides: dict[str, Any] = {"ladder": {"mode": ladder}} if ladder else {}
+    settings = load_settings(Path(config_file) if config_file else None, **overrides)
     return run_ingest(Path(source), settings, title_id=title_id, storage_url=storage).record
 
 
@@ -305,19 +388,25 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
         raise QCFailed(source, [f"{c['name']}: {c['message']}" for c in errors], report, where)
 
     shot_list = shots.ShotList.from_dict(shots_task(source, sha, settings.shots, info))
-    rungs = encode.ladder_for_source(info.video, settings.encode.ladder)
     keyframes = encode.keyframe_frames([s.start_frame for s in shot_list.shots], info.video.frames,
                                        info.video.fps, settings.encode.segment_s)
-    logger.info("fixed ladder: %s; %d keyframes planned", ", ".join(r.name for r in rungs), len(keyframes))
-
     work = settings.storage.work_dir.resolve() / sha[:16]
-    encode_digest = config_digest(encode.result_digest_parts(settings.encode), keyframes)
+    if settings.ladder.mode == "fixed":
+        ladder = LadderOutcome(None, {}, {}, None)
+    else:
+        ladder = analyse_ladder(source, sha, info, shot_list, keyframes, settings, work)
+    encode_digest = config_digest(encode.result_digest_parts(settings.encode), keyframes, ladder.plan_digest)
     encode_dir = work / f"encode-{encode_digest}"
     # audio first: it is short, and would otherwise wait behind every rung in the bounded pool
     audio = encode_audio_task.submit(source, info, settings.encode, encode_dir) if info.audio else None
-    video = encode_rung_task.map(source, rungs, unmapped(keyframes), unmapped(info),
-                                 unmapped(settings.encode), unmapped(encode_dir))
-    renditions = [f.result() for f in video] + ([audio.result()] if audio is not None else [])
+    if ladder.analysis is None:
+        rungs = encode.ladder_for_source(info.video, settings.encode.ladder)
+        logger.info("fixed ladder: %s; %d keyframes planned", ", ".join(r.name for r in rungs), len(keyframes))
+        video = [f.result() for f in encode_rung_task.map(source, rungs, unmapped(keyframes), unmapped(info),
+                                                           unmapped(settings.encode), unmapped(encode_dir))]
+    else:
+        video = encode_and_measure(source, info, shot_list, keyframes, settings, ladder, encode_dir)
+    renditions = video + ([audio.result()] if audio is not None else [])
 
     # Each package goes to a folder named by what made it, so republishing a title never rewrites
     # files a reader is using and never leaves stale segments in a listed package; title.json,
@@ -331,16 +420,17 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
         shutil.rmtree(package_dir, ignore_errors=True)
     qc_url = put_json_task(store, f"{prefix}/{version}/qc.json", report)
     put_json_task(store, f"{prefix}/{version}/shots.json", shot_list.to_dict())
+    ladder_entry = publish_ladder_report(ladder, title, settings, video, store, f"{prefix}/{version}", work)
 
     record = title_record(title, source, sha, info, report, shot_list, renditions, pkg, store,
-                          f"{prefix}/{version}", qc_url, started)
+                          f"{prefix}/{version}", qc_url, started, ladder_entry)
     record_url = title_record_task(store, prefix, record)
     return IngestResult(title_id=title, record_url=record_url, record=record)
 
 
 def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, report: dict[str, Any],
                  shot_list: shots.ShotList, renditions: list[Rendition], pkg: Package, store: Storage,
-                 prefix: str, qc_url: str, started: dt.datetime) -> dict[str, Any]:
+                 prefix: str, qc_url: str, started: dt.datetime, ladder: dict[str, Any]) -> dict[str, Any]:
     """The title record: what was published, where (``prefix``: the package's folder), and from what."""
     def entry(r: Rendition) -> dict[str, Any]:
         folder = f"{r.kind}/{r.name}"
@@ -365,11 +455,88 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
                "warnings": [c["name"] for c in report["checks"] if not c["passed"]]},
         "shots": {"count": len(shot_list.shots), "cuts": shot_list.cuts,
                   "report": store.url_for(f"{prefix}/shots.json")},
-        "ladder": {"mode": "fixed", "reference": "Apple HLS authoring spec, H.264 16:9"},
+        "ladder": ladder,
         "renditions": [entry(r) for r in sorted(renditions, key=lambda r: (r.kind != "video", r.target_kbps))],
         "manifests": {"dash": store.url_for(f"{prefix}/{pkg.dash_manifest}"),
                       "hls": store.url_for(f"{prefix}/{pkg.hls_master}")},
         "encryption": None,
+    }
+
+
+# --- the measured ladder: trials, rungs, final encodes, delivered quality, report -------------
+
+@dataclass(frozen=True)
+class LadderOutcome:
+    """The analysis (None for the fixed ladder) and, once encoded, what each rung delivered."""
+
+    analysis: LadderAnalysis | None
+    renditions: dict[str, Rendition]        # by planned rung name
+    delivered: dict[str, Delivered]
+    plan_digest: str | None                 # the rungs' per-shot CRFs: part of the encode folder's name
+    delivered_cpu_s: float = 0.0
+
+
+def analyse_ladder(source: Path, sha: str, info: probe.MediaInfo, shot_list: shots.ShotList,
+                   keyframes: tuple[int, ...], settings: Settings, work: Path) -> LadderOutcome:
+    """Trials fanned out by group of shots, then the rungs on the title's hulls (a pure step)."""
+    config = settings.trials
+    found = tuple(shot_list.shots)
+    trial_dir = work / f"trials-{config_digest(config)}"
+    plan = plan_trials_task(source, sha, info, found, config, trial_dir)
+    groups = trials.group_shots(found, info.video.fps, config)
+    futures = trial_group_task.map(source, sha, unmapped(info), groups, unmapped(config), unmapped(plan),
+                                   unmapped(keyframes), unmapped(trial_dir))
+    measured = tuple(s for f in futures for s in f.result())
+    rungs = select_ladder([s.points for s in measured], settings.ladder, settings.ladder.mode)  # type: ignore[arg-type]
+    result = LadderAnalysis(mode=settings.ladder.mode, plan=plan, shots=measured, rungs=tuple(rungs),
+                            fixed=tuple((r.width, r.height, r.kbps)
+                                        for r in encode.ladder_for_source(info.video, settings.encode.ladder)))
+    get_run_logger().info("%s ladder: %s; analysis %.1f CPU s", settings.ladder.mode,
+                          ", ".join(f"{r.name} (VMAF {r.vmaf:.1f})" for r in rungs), result.cpu_s)
+    return LadderOutcome(result, {}, {}, config_digest([(r.width, r.height, r.crfs) for r in rungs]))
+
+
+def encode_and_measure(source: Path, info: probe.MediaInfo, shot_list: shots.ShotList, keyframes: tuple[int, ...],
+                       settings: Settings, ladder: LadderOutcome, encode_dir: Path) -> list[Rendition]:
+    """Each planned rung encoded shot by shot, then scored on every frame; fills ``ladder``'s maps."""
+    assert ladder.analysis is not None
+    rungs = list(ladder.analysis.rungs)
+    found = tuple(shot_list.shots)
+    futures = encode_planned_rung_task.map(source, rungs, unmapped(found), unmapped(keyframes), unmapped(info),
+                                           unmapped(settings.encode), unmapped(encode_dir))
+    video = [f.result() for f in futures]
+    ladder.renditions.update({r.name: v for r, v in zip(rungs, video, strict=True)})
+    if settings.ladder.measure_delivered:
+        scores = delivered_vmaf_task.map(video, unmapped(found), unmapped(info), unmapped(encode_dir))
+        ladder.delivered.update({r.name: f.result() for r, f in zip(rungs, scores, strict=True)})
+    return video
+
+
+def publish_ladder_report(ladder: LadderOutcome, title: str, settings: Settings, video: list[Rendition],
+                          store: Storage, prefix: str, work: Path) -> dict[str, Any]:
+    """ladder.json and ladder.png beside the package; the title record's ladder entry."""
+    if ladder.analysis is None:
+        return {"mode": "fixed", "codec": "h264", "reference": "Apple HLS authoring spec, H.264 16:9"}
+    result = ladder.analysis
+    delivered_cpu = sum(d.vmaf.cpu_s for d in ladder.delivered.values())
+    report = analysis.ladder_report(result, title_id=title, codec="h264", settings=settings,
+                                    renditions=ladder.renditions, delivered=ladder.delivered,
+                                    delivered_cpu_s=delivered_cpu)
+    report_url = put_json_task(store, f"{prefix}/ladder.json", report)
+    picture = Path(tempfile.mkdtemp(prefix="ladder-plot-", dir=work)) / "ladder.png"
+    try:
+        plot_ladder(picture, result.points, result.rungs, mode=result.mode, fixed=analysis.fixed_estimates(result),
+                    fixed_label="fixed ladder (predicted from the trials)",
+                    delivered=[(d.kbps, d.vmaf.mean) for d in ladder.delivered.values()],
+                    title=f"{title}: {result.mode} ladder")
+        plot_url = put_bytes_task(store, f"{prefix}/ladder.png", picture.read_bytes(), "image/png")
+    finally:
+        shutil.rmtree(picture.parent, ignore_errors=True)
+    return {
+        "mode": result.mode, "codec": "h264", "report": report_url, "plot": plot_url,
+        "cpu_s": report["cpu_s"], "planned_vs_delivered": report["planned_vs_delivered"],
+        "rungs": [{"name": r["name"], "width": r["width"], "height": r["height"], "planned": r["planned"],
+                   "delivered": r.get("delivered")} for r in report["rungs"]],
     }
 
 

@@ -204,6 +204,48 @@ class TrialConfig(_Config):
         return self
 
 
+LadderMode = Literal["fixed", "per-title", "per-shot"]
+
+
+class LadderConfig(_Config):
+    """How the ladder is chosen (encoding/ladder.py): the mode and the spacing rules of the rungs.
+
+    ``fixed`` is ``encode.ladder`` (Apple's rungs no taller than the source); ``per-title`` puts one
+    CRF per rung on the whole title; ``per-shot`` (the default) gives each shot its own CRF in each
+    rung at one slope. The rules' defaults follow common practice for H.264 ladders.
+    """
+
+    mode: LadderMode = Field("per-shot", description="fixed | per-title | per-shot.")
+    bottom_kbps: float = Field(145.0, gt=0, description="Rate of the lowest rung (Apple's 145 kbps).")
+    top_vmaf_min: float = Field(93.0, description="The top rung reaches at least this VMAF where the source allows.")
+    top_vmaf_max: float = Field(95.0, description="No bits are spent for VMAF above this.")
+    top_vmaf_aim: float | None = Field(None, description="Planned VMAF of the top rung; None: the middle "
+                                       "of [top_vmaf_min, top_vmaf_max].")
+    min_step_ratio: float = Field(1.5, gt=1, description="Adjacent rungs at least this many times apart in rate.")
+    max_step_ratio: float = Field(2.0, gt=1, description="Adjacent rungs at most this many times apart in rate.")
+    min_vmaf_step: float = Field(6.0, ge=0, description="Adjacent rungs about this much VMAF apart, or more.")
+    max_rungs: int = Field(10, ge=1)
+    heights: tuple[int, ...] | None = Field(None, description="Resolutions a rung may have; None: every one tried.")
+    measure_delivered: bool = Field(True, description="Score every delivered rung with VMAF on every frame "
+                                    "(the report's delivered column; costs about one VMAF run per rung).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LadderConfig:
+        if self.top_vmaf_min > self.top_vmaf_max:
+            raise ValueError(f"top_vmaf_min {self.top_vmaf_min} is above top_vmaf_max {self.top_vmaf_max}")
+        if self.top_vmaf_aim is not None and not self.top_vmaf_min <= self.top_vmaf_aim <= self.top_vmaf_max:
+            raise ValueError(f"top_vmaf_aim {self.top_vmaf_aim} is outside [{self.top_vmaf_min}, {self.top_vmaf_max}]")
+        if self.min_step_ratio > self.max_step_ratio:
+            raise ValueError(f"min_step_ratio {self.min_step_ratio} is above max_step_ratio {self.max_step_ratio}")
+        return self
+
+    @property
+    def aim(self) -> float:
+        if self.top_vmaf_aim is not None:
+            return self.top_vmaf_aim
+        return (self.top_vmaf_min + self.top_vmaf_max) / 2
+
+
 class DatabaseConfig(_Config):
     """The service database (infra/database.py): content keys, sessions, progress, QoE."""
 
@@ -219,7 +261,16 @@ class Settings(_Config):
     encode: EncodeConfig = EncodeConfig()
     package: PackageConfig = PackageConfig()
     storage: StorageConfig = StorageConfig()
+    trials: TrialConfig = TrialConfig()
+    ladder: LadderConfig = LadderConfig()
     database: DatabaseConfig = DatabaseConfig()
+
+    @model_validator(mode="after")
+    def _trials_predict_the_final_encodes(self) -> Settings:
+        if self.ladder.mode != "fixed" and self.trials.final_preset != self.encode.preset:
+            raise ValueError(f"trials.final_preset ({self.trials.final_preset}) must be encode.preset "
+                             f"({self.encode.preset}): the trials predict the final encodes; set both")
+        return self
 
 
 # Environment variables with our prefix that are not settings (binary overrides, the config path).
@@ -239,15 +290,17 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
         except OSError as exc:
             raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from exc
-    data.update(overrides)
     try:
-        # Env vars win over the file, so pass the file's values as the lowest-precedence layer.
-        merged = _merge(data, _env_layer())
+        # The file is the lowest layer, then the environment, then the caller's overrides (a CLI
+        # option); sections merge key by key, so an override of one key keeps the file's others.
+        merged = _merge(_merge(data, _env_layer()), overrides)
         return Settings.model_validate(merged)
     except ValidationError as exc:
         where = f" in {path}" if path else ""
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
+        if not key:  # a rule across sections: its message names the keys
+            raise ConfigError(f"invalid settings{where}: {first['msg'].removeprefix('Value error, ')}") from exc
         raise ConfigError(f"invalid setting {key!r}{where}: {first['msg']}") from exc
 
 

@@ -1,0 +1,255 @@
+"""The ladder analysis without Prefect (trials -> hulls -> rungs), the final per-shot encodes, and ladder.json.
+
+``analyse_ladder`` is what ``reelflow ladder`` and bench/ladder.py call; the ingest flow runs the
+same steps (``plan_trials``, ``trial_shots`` per group, ``select_ladder``) as tasks so that the
+shot groups fan out and each step is cached. ``ladder_report`` builds the report stored with the
+title: every trial point, the hulls, the rungs with their per-shot CRFs, planned against delivered
+quality, and the CPU seconds of each stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reelflow.encoding.encode import Rendition, ShotCrf, encode_rung_per_shot, ladder_for_source
+from reelflow.encoding.hull import RdPoint, ShotPoints, at_height, at_kbps, per_title_hull, title_hull
+from reelflow.encoding.ladder import PlannedRung, select_ladder
+from reelflow.encoding.probe import MediaInfo
+from reelflow.encoding.shots import Shot
+from reelflow.encoding.trials import ShotTrials, TrialPlan, frame_sizes, group_shots, plan_trials, trial_shots
+from reelflow.encoding.vmaf import VmafResult
+from reelflow.errors import StageError
+from reelflow.infra.hashing import config_digest
+from reelflow.infra.settings import EncodeConfig, LadderMode, Settings
+
+log = logging.getLogger(__name__)
+
+# Planned and delivered VMAF of a rung should agree within this (the issue's acceptance bound).
+PLAN_TOLERANCE_VMAF = 1.0
+
+
+@dataclass(frozen=True)
+class LadderAnalysis:
+    """What the trials measured and the rungs chosen from them, for one title."""
+
+    mode: LadderMode
+    plan: TrialPlan | None                 # None in fixed mode: nothing was tried
+    shots: tuple[ShotTrials, ...]
+    rungs: tuple[PlannedRung, ...]         # ascending rate; empty in fixed mode
+    fixed: tuple[tuple[int, int, int], ...] = field(default=())   # (width, height, kbps) of the reference ladder
+
+    @property
+    def points(self) -> list[ShotPoints]:
+        return [s.points for s in self.shots]
+
+    @property
+    def sample_cpu_s(self) -> float:
+        return self.plan.cpu_s if self.plan is not None else 0.0
+
+    @property
+    def trials_cpu_s(self) -> float:
+        return sum(s.cpu_s for s in self.shots)
+
+    @property
+    def cpu_s(self) -> float:
+        """Everything the analysis cost: the sample (cut, pruning, calibration) and every shot's trials."""
+        return self.sample_cpu_s + self.trials_cpu_s
+
+
+def analyse_ladder(
+    src: Path, info: MediaInfo, shots: Sequence[Shot], settings: Settings, work_dir: Path,
+    *, keyframes: Sequence[int] = (), mode: LadderMode | None = None, parallel: int = 1,
+) -> LadderAnalysis:
+    """Trials for every shot, then the ladder in ``mode`` (default: the settings'); groups run ``parallel`` at once."""
+    mode = mode or settings.ladder.mode
+    fixed = tuple((r.width, r.height, r.kbps) for r in ladder_for_source(info.video, settings.encode.ladder))
+    if mode == "fixed":
+        return LadderAnalysis(mode=mode, plan=None, shots=(), rungs=(), fixed=fixed)
+    config = settings.trials
+    plan = plan_trials(src, info, shots, config, work_dir)
+    groups = group_shots(shots, info.video.fps, config)
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        results = list(pool.map(lambda g: trial_shots(src, info, g, config, work_dir, plan=plan,
+                                                      keyframes=keyframes), groups))
+    measured = tuple(s for group in results for s in group)
+    rungs = select_ladder([s.points for s in measured], settings.ladder, mode)
+    return LadderAnalysis(mode=mode, plan=plan, shots=measured, rungs=tuple(rungs), fixed=fixed)
+
+
+def shot_crfs(rung: PlannedRung, shots: Sequence[Shot]) -> list[ShotCrf]:
+    """The rung's per-shot CRFs as the frame ranges the encoder takes."""
+    by_index = {s.index: s for s in shots}
+    if {p.index for p in rung.shots} != set(by_index):
+        raise StageError(f"rung {rung.name} plans other shots than the title has")
+    return [ShotCrf(by_index[p.index].start_frame, by_index[p.index].end_frame, p.crf)
+            for p in sorted(rung.shots, key=lambda p: by_index[p.index].start_frame)]
+
+
+def rung_file_name(rung: PlannedRung) -> str:
+    """A name that changes with the plan: a reused file must be the encode of this very plan."""
+    return f"{rung.height}p_{round(rung.kbps)}k-{config_digest(rung.width, rung.height, rung.crfs)[:8]}.mp4"
+
+
+def encode_planned_rung(
+    src: Path, info: MediaInfo, rung: PlannedRung, shots: Sequence[Shot], keyframes: Sequence[int],
+    config: EncodeConfig, out_dir: Path,
+) -> Rendition:
+    """The rung's final encode: shot by shot at its planned CRFs, joined, keyframes verified."""
+    return encode_rung_per_shot(src, info, rung.width, rung.height, shot_crfs(rung, shots), keyframes, config.preset,
+                                out_dir / rung_file_name(rung), target_kbps=round(rung.kbps))
+
+
+# --- the report ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Delivered:
+    """A delivered rung as measured: payload rate and VMAF on every frame, per shot too."""
+
+    kbps: float                        # video payload (packet sizes) over the duration
+    vmaf: VmafResult
+    shot_kbps: tuple[float, ...]
+    shot_vmaf: tuple[float, ...]
+
+
+def measure_delivered(rendition: Rendition, vmaf: VmafResult, shots: Sequence[Shot], info: MediaInfo) -> Delivered:
+    """Split a rung's every-frame VMAF and its frame sizes by shot."""
+    fps = info.video.fps
+    sizes = frame_sizes(rendition.path, info.video.frames)
+    if len(vmaf.scores) != info.video.frames:
+        raise StageError(f"{rendition.name}: VMAF scored {len(vmaf.scores)} frames, the title has "
+                         f"{info.video.frames}; delivered rungs are scored on every frame")
+    shot_kbps, shot_vmaf = [], []
+    for s in shots:
+        seconds = float(s.frames / fps)
+        shot_kbps.append(sum(sizes[s.start_frame:s.end_frame]) * 8 / 1000 / seconds)
+        shot_vmaf.append(statistics.fmean(vmaf.scores[s.start_frame:s.end_frame]))
+    total_s = float(info.video.frames / fps)
+    return Delivered(kbps=sum(sizes) * 8 / 1000 / total_s, vmaf=vmaf, shot_kbps=tuple(shot_kbps),
+                     shot_vmaf=tuple(shot_vmaf))
+
+
+def _point(p: RdPoint) -> dict[str, Any]:
+    return {"width": p.width, "height": p.height, "crf": round(p.crf, 2), "kbps": round(p.kbps, 1),
+            "vmaf": round(p.vmaf, 3)}
+
+
+def fixed_estimates(analysis: LadderAnalysis) -> list[tuple[float, float, str]]:
+    """The fixed ladder's rungs placed on the per-title hull of their height (kbps, VMAF, label).
+
+    A prediction from the trials, not a measurement: it shows the saving without encoding the fixed
+    ladder too. Rungs at heights that were not tried (pruned, or not candidates) are left out.
+    """
+    points = analysis.points
+    out = []
+    for _width, height, kbps in analysis.fixed:
+        if not points or not all(any(p.height == height for p in s.points) for s in points):
+            continue
+        hull = per_title_hull(at_height(points, height))
+        if not hull or kbps < hull[0].kbps:
+            continue
+        out.append((float(kbps), at_kbps(hull, min(kbps, hull[-1].kbps)).vmaf, f"{height}p {kbps}k"))
+    return out
+
+
+def ladder_report(
+    analysis: LadderAnalysis, *, title_id: str, codec: str, settings: Settings,
+    renditions: Mapping[str, Rendition] | None = None, delivered: Mapping[str, Delivered] | None = None,
+    delivered_cpu_s: float = 0.0,
+) -> dict[str, Any]:
+    """ladder.json: trials, hulls, rungs with per-shot choices, planned against delivered, CPU per stage.
+
+    ``renditions`` and ``delivered`` are keyed by the planned rung's name.
+    """
+    renditions = renditions or {}
+    delivered = delivered or {}
+    points = analysis.points
+    final_cpu = sum(r.cpu_s for r in renditions.values())
+    rungs = []
+    for rung in analysis.rungs:
+        entry: dict[str, Any] = {
+            "name": rung.name, "width": rung.width, "height": rung.height,
+            "planned": {"kbps": round(rung.kbps, 1), "vmaf": round(rung.vmaf, 3)},
+            "shots": [{"shot": p.index, "crf": round(p.crf, 2), "planned_kbps": round(p.kbps, 1),
+                       "planned_vmaf": round(p.vmaf, 3)} for p in rung.shots],
+        }
+        rendition = renditions.get(rung.name)
+        if rendition is not None:
+            entry["file"] = {"kbps": rendition.kbps, "frames": rendition.frames,
+                             "encode_cpu_s": round(rendition.cpu_s, 2)}
+        measured = delivered.get(rung.name)
+        if measured is not None:
+            entry["delivered"] = {"kbps": round(measured.kbps, 1), "vmaf": round(measured.vmaf.mean, 3),
+                                  "vmaf_harmonic": round(measured.vmaf.harmonic_mean, 3),
+                                  "vmaf_min": round(measured.vmaf.min, 3), "vmaf_p5": round(measured.vmaf.p5, 3),
+                                  "frames_scored": measured.vmaf.frames}
+            entry["vmaf_error"] = round(rung.vmaf - measured.vmaf.mean, 3)
+            for shot, kbps, vmaf in zip(entry["shots"], measured.shot_kbps, measured.shot_vmaf, strict=True):
+                shot.update(delivered_kbps=round(kbps, 1), delivered_vmaf=round(vmaf, 3))
+        rungs.append(entry)
+    errors = [abs(r["vmaf_error"]) for r in rungs if "vmaf_error" in r]
+    plan = analysis.plan
+    hull_of = title_hull if analysis.mode == "per-shot" else per_title_hull
+    heights = sorted({p.height for s in points for p in s.points}, reverse=True)
+    return {
+        "title_id": title_id,
+        "mode": analysis.mode,
+        "codec": codec,
+        "final_preset": settings.encode.preset,
+        "trial_preset": settings.trials.preset if plan is not None else None,
+        "rules": settings.ladder.model_dump(mode="json"),
+        "analysis": None if plan is None else {
+            "heights_tried": list(plan.heights), "heights_skipped": list(plan.skipped), "crfs": list(plan.crfs),
+            "sample_frames": plan.sample_frames,
+            "correction": {"measured": plan.correction.measured, "heights": list(plan.correction.heights),
+                           "crfs": list(plan.correction.crfs),
+                           "rate_ratio": [list(r) for r in plan.correction.rate_ratio],
+                           "vmaf_offset": [list(r) for r in plan.correction.vmaf_offset]},
+        },
+        "cpu_s": {
+            "analysis": round(analysis.cpu_s, 2),
+            "analysis_sample": round(analysis.sample_cpu_s, 2),
+            "analysis_trials": round(analysis.trials_cpu_s, 2),
+            "final_encodes": round(final_cpu, 2),
+            "delivered_vmaf": round(delivered_cpu_s, 2),
+            "analysis_over_final": round(analysis.cpu_s / final_cpu, 3) if final_cpu > 0 else None,
+        },
+        "rungs": rungs,
+        "planned_vs_delivered": None if not errors else {
+            "rungs_measured": len(errors), "within_1_vmaf": sum(e <= PLAN_TOLERANCE_VMAF for e in errors),
+            "max_abs_error": round(max(errors), 3), "mean_abs_error": round(statistics.fmean(errors), 3)},
+        "fixed_ladder": [{"width": w, "height": h, "kbps": k} for w, h, k in analysis.fixed],
+        "fixed_ladder_predicted": [{"kbps": k, "vmaf": round(v, 3), "rung": label}
+                                   for k, v, label in fixed_estimates(analysis)],
+        "hulls": {str(h): [{"kbps": round(a.kbps, 1), "vmaf": round(a.vmaf, 3)} for a in hull_of(at_height(points, h))]
+                  for h in heights if all(any(p.height == h for p in s.points) for s in points)},
+        "shots": [{"shot": s.points.index, "duration_s": round(s.points.duration_s, 3), "cpu_s": round(s.cpu_s, 2),
+                   "trials": [{"width": t.width, "height": t.height, "crf": t.crf, "preset": t.preset,
+                               "kbps": round(t.kbps, 1), "vmaf": round(t.vmaf, 3), "frames_scored": t.frames_scored}
+                              for t in s.trials],
+                   "points": [_point(p) for p in s.points.points]} for s in analysis.shots],
+    }
+
+
+def summary(analysis: LadderAnalysis, codec: str) -> dict[str, Any]:
+    """What ``reelflow ladder --json`` prints: the rungs, and what the analysis cost."""
+    rungs: list[dict[str, Any]]
+    if analysis.mode == "fixed":
+        rungs = [{"width": w, "height": h, "kbps": k, "vmaf": None} for w, h, k in analysis.fixed]
+    else:
+        rungs = [{"width": r.width, "height": r.height, "kbps": round(r.kbps, 1), "vmaf": round(r.vmaf, 2),
+                  "crfs": [round(c, 2) for c in r.crfs]} for r in analysis.rungs]
+    plan = analysis.plan
+    return {
+        "mode": analysis.mode, "codec": codec, "rungs": rungs,
+        "analysis_cpu_s": round(analysis.cpu_s, 2),
+        "shots": len(analysis.shots),
+        "heights_tried": list(plan.heights) if plan else [],
+        "heights_skipped": list(plan.skipped) if plan else [],
+        "fixed_ladder": [{"width": w, "height": h, "kbps": k} for w, h, k in analysis.fixed],
+    }
