@@ -16,6 +16,7 @@ from reelflow.encoding.bdrate import (
     _pchip_integral,
     bd_quality,
     bd_rate,
+    bd_rate_at_points,
 )
 from reelflow.errors import StageError
 
@@ -148,3 +149,25 @@ def test_errors() -> None:
         bd_rate([(math.nan, 30), (100, 50)], ANCHOR)
     with pytest.raises(BdRateError, match="unknown"):
         bd_rate(ANCHOR, ANCHOR, method="akima")  # type: ignore[arg-type]
+
+
+def test_bd_rate_at_points_compares_each_rung_at_its_own_quality() -> None:
+    hull = [(100.0, 60.0), (200.0, 80.0), (400.0, 90.0), (800.0, 95.0)]
+    assert bd_rate_at_points(hull, hull) == pytest.approx(0.0, abs=1e-9)
+    half = [(k / 2, v) for k, v in hull]
+    assert bd_rate_at_points(hull, half) == pytest.approx(-50.0)
+    # between the anchor's points, log rate is linear in VMAF: 85 lies half-way from 200 to 400 kbps
+    assert bd_rate_at_points(hull, [(200 * 2 ** 0.5, 85.0)]) == pytest.approx(0.0, abs=1e-9)
+    # a sparse ladder on the curve is not charged for its chords, unlike the integrated BD-rate
+    sparse = [hull[0], hull[-1]]
+    assert bd_rate_at_points(hull, sparse) == pytest.approx(0.0, abs=1e-9)
+    assert bd_rate(hull, sparse) > 5
+
+
+def test_bd_rate_at_points_leaves_out_points_beyond_the_anchor() -> None:
+    hull = [(100.0, 60.0), (400.0, 90.0)]
+    assert bd_rate_at_points(hull, [(50.0, 60.0), (10_000.0, 99.0)]) == pytest.approx(-50.0)
+    with pytest.raises(NoOverlap):
+        bd_rate_at_points(hull, [(10_000.0, 99.0)])
+    with pytest.raises(BdRateError):
+        bd_rate_at_points(hull, [(-1.0, 70.0)])

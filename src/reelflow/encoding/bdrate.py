@@ -137,3 +137,27 @@ def bd_quality(anchor: Sequence[tuple[float, float]], test: Sequence[tuple[float
                method: Method = "pchip") -> float:
     """Mean VMAF the test gains over the anchor at equal rate, over their common log-rate range."""
     return _mean_gap(_curve(anchor, "anchor", method), _curve(test, "test", method), method, "rate")
+
+
+def bd_rate_at_points(anchor: Sequence[tuple[float, float]], test: Sequence[tuple[float, float]]) -> float:
+    """Percent more rate the test's own points need than the anchor curve at their qualities (mean in log rate).
+
+    The Bjøntegaard measure evaluated at the test's points instead of integrated between them: for
+    a sparse ladder against a dense hull, ``bd_rate`` would charge the ladder for the chords
+    between its few rungs, which lie below any concave curve; here each rung is compared at its
+    own quality with the rate the anchor needs for it (log rate linear in VMAF between the
+    anchor's points). Test points outside the anchor's quality range are left out.
+    """
+    curve = sorted((v, lr) for lr, v in _curve(anchor, "anchor", "pchip"))
+    qualities, log_rates = [v for v, _ in curve], [lr for _, lr in curve]
+    gaps = []
+    for kbps, vmaf in test:
+        if kbps <= 0 or not math.isfinite(kbps) or not math.isfinite(vmaf):
+            raise BdRateError(f"test point ({kbps}, {vmaf}) is not a positive rate and a finite quality")
+        if not qualities[0] <= vmaf <= qualities[-1]:
+            continue
+        needed = float(np.interp(vmaf, qualities, log_rates))
+        gaps.append(math.log10(kbps) - needed)
+    if not gaps:
+        raise NoOverlap(f"no test point lies within the anchor's VMAF range {qualities[0]:.4g}-{qualities[-1]:.4g}")
+    return (10 ** (sum(gaps) / len(gaps)) - 1) * 100

@@ -1,0 +1,311 @@
+"""Per-title and per-shot ladders against the fixed ladder and the exhaustive per-title hull, on real clips.
+
+    .venv/bin/python bench/ladder.py                         # the default clips and the 60 s episode
+    .venv/bin/python bench/ladder.py --clips 03_sintel_fight_10s_640x360.mp4 --no-episode
+    .venv/bin/python bench/ladder.py --jobs 2 --json out.json
+
+Per clip, with one encoder and preset for every ladder (x264 ``medium``, closed GOPs, keyframes at
+shot starts and on the 4 s grid, exactly as the flow encodes):
+
+- fixed: Apple's HLS rungs no taller than the source, encoded as encode.py encodes them (VBV);
+- exhaustive: the 2015 per-title method, every candidate resolution x CRF 18..38 step 4 over the
+  whole title, each encode scored on every frame; the reference curve is the upper convex hull of
+  all those points (the best any per-title ladder on this grid can do, with no spacing rules);
+- per-title and per-shot: reelflow's analysis (trials.py: fast calibrated trials, VMAF on a
+  frame subsample, pruning), the ladder chosen by ladder.py, each rung encoded shot by shot at its
+  planned CRFs (encode.encode_rung_per_shot).
+
+Every delivered rung of fixed, per-title and per-shot is scored with VMAF (vmaf_v0.6.1) on every
+frame at the source's display size; rates are the video payload (packet sizes over the duration).
+BD-rate, negative for fewer bits at the same quality, is measured against the exhaustive hull at
+each delivered rung's own quality (``bdrate.bd_rate_at_points``: the rate the hull needs for that
+VMAF, log rate linear between hull points, mean of the log ratios over the rungs inside the hull's
+range). Integrating between a ladder's few rungs (classic ``bd_rate``) would charge a 2-5 rung
+ladder for its chords under a concave curve against a hull of dozens of points, whatever the
+ladder; both figures are in the JSON (``bd_integrated``). Ladders compare with each other through
+the same yardstick: X against Y is (1 + X vs hull) / (1 + Y vs hull) - 1.
+
+CPU is each process's own CPU time (tools.run, wait4), so other load does not enter it:
+``analysis/final`` is reelflow's analysis over its per-shot ladder's final encodes (the budget is
+1.5), ``grid/final`` the exhaustive grid's encodes and VMAF over the same final encodes.
+
+The episode joins the 640x360 clips and Big Buck Bunny's 30 s (scaled to 640x360, 24 fps) into one
+60 s title, encoded near-losslessly as its mezzanine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reelflow.encoding.analysis import encode_planned_rung, measure_delivered
+from reelflow.encoding.bdrate import BdRateError, bd_rate, bd_rate_at_points
+from reelflow.encoding.encode import encode_video_rung, keyframe_frames, ladder_for_source
+from reelflow.encoding.hull import RdPoint, ShotPoints, upper_hull
+from reelflow.encoding.ladder import PlannedRung, select_ladder
+from reelflow.encoding.probe import MediaInfo, probe
+from reelflow.encoding.shots import Shot, detect_shots
+from reelflow.encoding.trials import (
+    candidate_heights,
+    combine,
+    frame_sizes,
+    group_shots,
+    plan_trials,
+    trial_grid,
+    trial_shots,
+    trial_size,
+)
+from reelflow.encoding.vmaf import measure_rung_vmaf
+from reelflow.infra.settings import Settings, load_settings
+from reelflow.infra.tools import ffmpeg_exe, run
+
+REPO = Path(__file__).resolve().parents[1]
+MEDIA_DIR = Path(os.environ.get("SHARED_MEDIA_DIR", REPO.parent / "shared" / "media"))
+DEFAULT_CLIPS = (
+    "02_tears_of_steel_10s_640x360.mp4", "03_sintel_fight_10s_640x360.mp4", "04_caminandes_10s_640x360.mp4",
+    "12_dashcam_9s_960x540.mp4", "e05_dog_10s_1280x720.mp4", "10_talking_head_9s_1280x720.mp4",
+    "e04_juggle_10s_1280x720.mp4",
+)
+EPISODE_PARTS = ("02_tears_of_steel_10s_640x360.mp4", "03_sintel_fight_10s_640x360.mp4",
+                 "04_caminandes_10s_640x360.mp4", "01_bbb_0-30s_1280x720_vp8.webm")
+GRID_CRFS = (18, 22, 26, 30, 34, 38)
+
+log = logging.getLogger("bench.ladder")
+
+
+@dataclass
+class Ladder:
+    """A ladder as delivered: (kbps, VMAF) per rung, and what its encodes cost."""
+
+    name: str
+    points: list[tuple[float, float]]
+    rungs: list[str]
+    encode_cpu_s: float
+    planned: list[tuple[float, float]] = field(default_factory=list)   # (kbps, VMAF) the plan promised
+
+
+@dataclass
+class ClipResult:
+    clip: str
+    size: str
+    seconds: float
+    shots: int
+    fixed: Ladder
+    per_title: Ladder
+    per_shot: Ladder
+    exhaustive_hull: list[tuple[float, float]]
+    grid_cpu_s: float
+    analysis_cpu_s: float
+    heights_tried: list[int]
+    bd: dict[str, float | None]
+    bd_integrated: dict[str, float | None]
+
+
+def _payload_kbps(path: Path, info: MediaInfo) -> float:
+    return sum(frame_sizes(path, info.video.frames)) * 8 / 1000 / float(info.video.frames / info.video.fps)
+
+
+def deliver_fixed(src: Path, info: MediaInfo, keyframes: Sequence[int], settings: Settings, work: Path,
+                  pool: ThreadPoolExecutor) -> Ladder:
+    rungs = ladder_for_source(info.video, settings.encode.ladder)
+
+    def one(rung: Any) -> tuple[float, float, float]:
+        rendition = encode_video_rung(src, rung, keyframes, info, settings.encode, work / f"fixed-{rung.name}.mp4",
+                                      reuse=False)
+        score = measure_rung_vmaf(rendition.path, info)
+        return _payload_kbps(rendition.path, info), score.mean, rendition.cpu_s
+
+    done = list(pool.map(one, rungs))
+    return Ladder("fixed", [(k, v) for k, v, _ in done], [r.name for r in rungs], sum(c for _, _, c in done))
+
+
+def deliver_planned(name: str, src: Path, info: MediaInfo, shots: Sequence[Shot], rungs: Sequence[PlannedRung],
+                    keyframes: Sequence[int], settings: Settings, work: Path, pool: ThreadPoolExecutor) -> Ladder:
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def one(rung: PlannedRung) -> tuple[float, float, float]:
+        rendition = encode_planned_rung(src, info, rung, shots, keyframes, settings.encode, folder)
+        delivered = measure_delivered(rendition, measure_rung_vmaf(rendition.path, info), shots, info)
+        return delivered.kbps, delivered.vmaf.mean, rendition.cpu_s
+
+    done = list(pool.map(one, rungs))
+    return Ladder(name, [(k, v) for k, v, _ in done], [r.name for r in rungs], sum(c for _, _, c in done),
+                  planned=[(r.kbps, r.vmaf) for r in rungs])
+
+
+def exhaustive(src: Path, info: MediaInfo, shots: Sequence[Shot], keyframes: Sequence[int], settings: Settings,
+               work: Path) -> tuple[list[RdPoint], float]:
+    """Every candidate height x GRID_CRFS over the whole title with the final preset, scored on every frame."""
+    config = settings.trials.model_copy(update={"vmaf_subsample": 1, "crfs": GRID_CRFS})
+    heights = candidate_heights(info.video, config)
+    video = info.video
+    points, cpu = [], 0.0
+    for height in heights:  # one run per height: one run for all would hold dozens of encoders in memory
+        trials = trial_grid(src, info, shots, [trial_size(video, height)], GRID_CRFS, settings.encode.preset,
+                            config, work / f"grid-{height}", start_s=video.start_s, keyframes=keyframes)
+        for t in combine(trials, shots):
+            points.append(RdPoint(kbps=t.kbps, vmaf=t.vmaf, width=t.width, height=t.height, crf=t.crf))
+            cpu += t.cpu_s
+    return points, cpu
+
+
+def _bd(anchor: Sequence[tuple[float, float]], test: Sequence[tuple[float, float]]) -> float | None:
+    try:
+        return round(bd_rate(anchor, test), 2)
+    except BdRateError as exc:
+        log.warning("BD-rate not defined: %s", exc)
+        return None
+
+
+def _at_points(hull: Sequence[tuple[float, float]], ladder: Sequence[tuple[float, float]]) -> float | None:
+    try:
+        return bd_rate_at_points(hull, ladder)
+    except BdRateError as exc:
+        log.warning("BD-rate at the rungs not defined: %s", exc)
+        return None
+
+
+def _versus(x: float | None, y: float | None) -> float | None:
+    """X against Y through their figures against the same hull."""
+    return None if x is None or y is None else round(((1 + x / 100) / (1 + y / 100) - 1) * 100, 2)
+
+
+def _monotone(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """A delivered ladder as a curve: by rate, keeping only rungs that add quality (BD-rate needs monotone)."""
+    out: list[tuple[float, float]] = []
+    for kbps, vmaf in sorted(points):
+        if not out or vmaf > out[-1][1]:
+            out.append((kbps, vmaf))
+    return out
+
+
+def bench_clip(src: Path, settings: Settings, jobs: int) -> ClipResult:
+    info = probe(src)
+    found = detect_shots(src, settings.shots, info=info).shots
+    keyframes = keyframe_frames([s.start_frame for s in found], info.video.frames, info.video.fps,
+                                settings.encode.segment_s)
+    with tempfile.TemporaryDirectory(prefix="bench-ladder-") as tmp, ThreadPoolExecutor(jobs) as pool:
+        work = Path(tmp)
+        # reelflow's analysis: the trials once; both modes choose their rungs from the same points
+        plan = plan_trials(src, info, found, settings.trials, work / "trials")
+        groups = group_shots(found, info.video.fps, settings.trials)
+        measured = [s for g in pool.map(lambda g: trial_shots(src, info, g, settings.trials, work / "trials",
+                                                              plan=plan, keyframes=keyframes), groups) for s in g]
+        analysis_cpu = plan.cpu_s + sum(s.cpu_s for s in measured)
+        points: list[ShotPoints] = [s.points for s in measured]
+        per_shot = deliver_planned("per-shot", src, info, found, select_ladder(points, settings.ladder, "per-shot"),
+                                   keyframes, settings, work, pool)
+        per_title = deliver_planned("per-title", src, info, found,
+                                    select_ladder(points, settings.ladder, "per-title"), keyframes, settings, work,
+                                    pool)
+        fixed = deliver_fixed(src, info, keyframes, settings, work, pool)
+        grid, grid_cpu = exhaustive(src, info, found, keyframes, settings, work)
+    hull = [(p.kbps, p.vmaf) for p in upper_hull(grid)]
+    ps, pt, fx = _monotone(per_shot.points), _monotone(per_title.points), _monotone(fixed.points)
+    on_hull = {"per_shot": _at_points(hull, per_shot.points), "per_title": _at_points(hull, per_title.points),
+               "fixed": _at_points(hull, fixed.points)}
+    bd = {
+        "per_shot_vs_exhaustive": _versus(on_hull["per_shot"], 0.0),
+        "per_title_vs_exhaustive": _versus(on_hull["per_title"], 0.0),
+        "exhaustive_vs_fixed": _versus(0.0, on_hull["fixed"]),
+        "per_shot_vs_fixed": _versus(on_hull["per_shot"], on_hull["fixed"]),
+        "per_title_vs_fixed": _versus(on_hull["per_title"], on_hull["fixed"]),
+        "per_shot_vs_per_title": _versus(on_hull["per_shot"], on_hull["per_title"]),
+    }
+    integrated = {
+        "per_shot_vs_exhaustive": _bd(hull, ps), "per_title_vs_exhaustive": _bd(hull, pt),
+        "exhaustive_vs_fixed": _bd(fx, hull), "per_shot_vs_fixed": _bd(fx, ps), "per_title_vs_fixed": _bd(fx, pt),
+        "per_shot_vs_per_title": _bd(pt, ps),
+    }
+    v = info.video
+    return ClipResult(clip=src.name, size=f"{v.width}x{v.height}", seconds=round(float(v.frames / v.fps), 2),
+                      shots=len(found), fixed=fixed, per_title=per_title, per_shot=per_shot,
+                      exhaustive_hull=[(round(k, 1), round(q, 3)) for k, q in hull], grid_cpu_s=round(grid_cpu, 1),
+                      analysis_cpu_s=round(analysis_cpu, 1), heights_tried=list(plan.heights), bd=bd,
+                      bd_integrated=integrated)
+
+
+def make_episode(out: Path) -> Path:
+    """The 60 s episode: the 640x360 clips and BBB's 30 s, at 640x360 and 24 fps, near-lossless x264."""
+    parts = [MEDIA_DIR / name for name in EPISODE_PARTS]
+    argv = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y"]
+    for p in parts:
+        argv += ["-i", str(p)]
+    chains = [f"[{i}:v:0]scale=640:360:flags=lanczos,setsar=1,fps=24,format=yuv420p[v{i}]" for i in range(len(parts))]
+    graph = ";".join(chains) + ";" + "".join(f"[v{i}]" for i in range(len(parts))) + \
+        f"concat=n={len(parts)}:v=1:a=0[v]"
+    run([*argv, "-filter_complex", graph, "-map", "[v]", "-an", "-c:v", "libx264", "-preset", "veryfast",
+         "-crf", "8", "-g", "48", str(out)])
+    return out
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    real = [v for v in values if v is not None]
+    return round(statistics.median(real), 2) if real else None
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    real = [v for v in values if v is not None]
+    return round(statistics.fmean(real), 2) if real else None
+
+
+def table(results: Sequence[ClipResult]) -> str:
+    head = ("| clip | shots | BD per-shot vs exhaustive | BD per-title vs exhaustive | BD exhaustive vs fixed | "
+            "BD per-shot vs fixed | BD per-title vs fixed | analysis/final CPU | grid/final CPU | "
+            "planned-delivered VMAF (per-shot rungs) | top rung VMAF (per-shot) |")
+    lines = [head, "|" + "---|" * 11]
+    for r in results:
+        final = r.per_shot.encode_cpu_s
+        errors = [p[1] - d[1] for p, d in zip(r.per_shot.planned, r.per_shot.points, strict=True)]
+        lines.append(
+            f"| {r.clip} ({r.size}) | {r.shots} | {r.bd['per_shot_vs_exhaustive']} | "
+            f"{r.bd['per_title_vs_exhaustive']} | {r.bd['exhaustive_vs_fixed']} | {r.bd['per_shot_vs_fixed']} | "
+            f"{r.bd['per_title_vs_fixed']} | {r.analysis_cpu_s / final:.2f} | {r.grid_cpu_s / final:.1f} | "
+            f"{', '.join(f'{e:+.2f}' for e in errors)} | {max(r.per_shot.points, key=lambda p: p[0])[1]:.2f} |")
+    keys = ["per_shot_vs_exhaustive", "per_title_vs_exhaustive", "exhaustive_vs_fixed", "per_shot_vs_fixed",
+            "per_title_vs_fixed"]
+    lines.append("| **mean** | | " + " | ".join(str(_mean([r.bd[k] for r in results])) for k in keys) + " | "
+                 f"{_mean([r.analysis_cpu_s / r.per_shot.encode_cpu_s for r in results])} | "
+                 f"{_mean([r.grid_cpu_s / r.per_shot.encode_cpu_s for r in results])} | | |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", nargs="*", default=list(DEFAULT_CLIPS), help="clip names in ../shared/media")
+    parser.add_argument("--no-episode", action="store_true", help="skip the 60 s episode")
+    parser.add_argument("--jobs", type=int, default=2, help="encodes and VMAF runs at once (CPU is per process)")
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    settings = load_settings(None)
+    results: list[ClipResult] = []
+    sources = [MEDIA_DIR / c for c in args.clips]
+    with tempfile.TemporaryDirectory(prefix="bench-episode-") as tmp:
+        if not args.no_episode:
+            sources.append(make_episode(Path(tmp) / "episode_60s_640x360.mp4"))
+        for src in sources:
+            log.info("clip %s", src.name)
+            result = bench_clip(src, settings, args.jobs)
+            results.append(result)
+            print(table([result]).splitlines()[-2], flush=True)
+            if args.json:
+                args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
+    print()
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
