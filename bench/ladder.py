@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reelflow.encoding.analysis import encode_planned_rung, measure_delivered
+from reelflow.encoding.analysis import allocation_units, encode_planned_rung, measure_delivered
 from reelflow.encoding.bdrate import BdRateError, bd_rate, bd_rate_at_points
 from reelflow.encoding.encode import encode_video_rung, keyframe_frames, ladder_for_source
 from reelflow.encoding.hull import RdPoint, ShotPoints, upper_hull
@@ -100,6 +100,7 @@ class ClipResult:
     size: str
     seconds: float
     shots: int
+    units: int
     fixed: Ladder
     per_title: Ladder
     per_shot: Ladder
@@ -198,15 +199,16 @@ def bench_clip(src: Path, settings: Settings, jobs: int) -> ClipResult:
     with tempfile.TemporaryDirectory(prefix="bench-ladder-") as tmp, ThreadPoolExecutor(jobs) as pool:
         work = Path(tmp)
         # reelflow's analysis: the trials once; both modes choose their rungs from the same points
+        units = allocation_units(found, keyframes, info, settings)
         plan = plan_trials(src, info, found, settings.trials, work / "trials")
-        groups = group_shots(found, info.video.fps, settings.trials)
+        groups = group_shots(units, info.video.fps, settings.trials)
         measured = [s for g in pool.map(lambda g: trial_shots(src, info, g, settings.trials, work / "trials",
                                                               plan=plan, keyframes=keyframes), groups) for s in g]
         analysis_cpu = plan.cpu_s + sum(s.cpu_s for s in measured)
         points: list[ShotPoints] = [s.points for s in measured]
-        per_shot = deliver_planned("per-shot", src, info, found, select_ladder(points, settings.ladder, "per-shot"),
+        per_shot = deliver_planned("per-shot", src, info, units, select_ladder(points, settings.ladder, "per-shot"),
                                    keyframes, settings, work, pool)
-        per_title = deliver_planned("per-title", src, info, found,
+        per_title = deliver_planned("per-title", src, info, units,
                                     select_ladder(points, settings.ladder, "per-title"), keyframes, settings, work,
                                     pool)
         fixed = deliver_fixed(src, info, keyframes, settings, work, pool)
@@ -230,7 +232,7 @@ def bench_clip(src: Path, settings: Settings, jobs: int) -> ClipResult:
     }
     v = info.video
     return ClipResult(clip=src.name, size=f"{v.width}x{v.height}", seconds=round(float(v.frames / v.fps), 2),
-                      shots=len(found), fixed=fixed, per_title=per_title, per_shot=per_shot,
+                      shots=len(found), units=len(units), fixed=fixed, per_title=per_title, per_shot=per_shot,
                       exhaustive_hull=[(round(k, 1), round(q, 3)) for k, q in hull], grid_cpu_s=round(grid_cpu, 1),
                       analysis_cpu_s=round(analysis_cpu, 1), heights_tried=list(plan.heights), bd=bd,
                       bd_integrated=integrated)

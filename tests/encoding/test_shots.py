@@ -295,3 +295,17 @@ def test_merging_a_strobe_stays_fast(frames: int) -> None:
     """A cut on every frame (a strobe) must not make merging quadratic."""
     shots = bound_shots(range(1, frames), frames, Fraction(25), min_shot_s=0.5, max_shot_s=20.0)
     assert all(s.frames >= 13 for s in shots)
+
+
+def test_split_at_cuts_shots_at_the_grid_and_renumbers() -> None:
+    from fractions import Fraction
+
+    from reelflow.encoding.shots import Shot, split_at
+
+    fps = Fraction(24)
+    shots = [Shot(0, 0, 100, 0.0, 100 / 24, "start"), Shot(1, 100, 250, 100 / 24, 250 / 24, "cut")]
+    pieces = split_at(shots, [0, 96, 100, 192], fps)
+    assert [(p.index, p.start_frame, p.end_frame, p.boundary) for p in pieces] == [
+        (0, 0, 96, "start"), (1, 96, 100, "split"), (2, 100, 192, "cut"), (3, 192, 250, "split")]
+    assert pieces[3].start_s == 8.0 and pieces[3].end_s == 250 / 24
+    assert split_at(shots, [], fps) == tuple(shots)

@@ -21,7 +21,7 @@ from reelflow.encoding.encode import Rendition, ShotCrf, encode_rung_per_shot, l
 from reelflow.encoding.hull import RdPoint, ShotPoints, at_height, at_kbps, per_title_hull, title_hull
 from reelflow.encoding.ladder import PlannedRung, select_ladder
 from reelflow.encoding.probe import MediaInfo
-from reelflow.encoding.shots import Shot
+from reelflow.encoding.shots import Shot, split_at
 from reelflow.encoding.trials import ShotTrials, TrialPlan, frame_sizes, group_shots, plan_trials, trial_shots
 from reelflow.encoding.vmaf import VmafResult
 from reelflow.errors import StageError
@@ -40,8 +40,9 @@ class LadderAnalysis:
 
     mode: LadderMode
     plan: TrialPlan | None                 # None in fixed mode: nothing was tried
-    shots: tuple[ShotTrials, ...]
+    shots: tuple[ShotTrials, ...]          # per allocation unit (see ``units``)
     rungs: tuple[PlannedRung, ...]         # ascending rate; empty in fixed mode
+    units: tuple[Shot, ...] = ()           # what each gets its own CRF: shots, or shots cut at the segment grid
     fixed: tuple[tuple[int, int, int], ...] = field(default=())   # (width, height, kbps) of the reference ladder
 
     @property
@@ -72,14 +73,24 @@ def analyse_ladder(
     if mode == "fixed":
         return LadderAnalysis(mode=mode, plan=None, shots=(), rungs=(), fixed=fixed)
     config = settings.trials
+    units = allocation_units(shots, keyframes, info, settings)
     plan = plan_trials(src, info, shots, config, work_dir)
-    groups = group_shots(shots, info.video.fps, config)
+    groups = group_shots(units, info.video.fps, config)
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         results = list(pool.map(lambda g: trial_shots(src, info, g, config, work_dir, plan=plan,
                                                       keyframes=keyframes), groups))
     measured = tuple(s for group in results for s in group)
     rungs = select_ladder([s.points for s in measured], settings.ladder, mode)
-    return LadderAnalysis(mode=mode, plan=plan, shots=measured, rungs=tuple(rungs), fixed=fixed)
+    return LadderAnalysis(mode=mode, plan=plan, shots=measured, rungs=tuple(rungs), fixed=fixed, units=units)
+
+
+def allocation_units(shots: Sequence[Shot], keyframes: Sequence[int], info: MediaInfo,
+                     settings: Settings) -> tuple[Shot, ...]:
+    """What gets its own CRF in a rung: the shots, or (``allocate_per = "segment"``) their pieces
+    between the keyframes every rung has anyway (shot starts and the segment grid)."""
+    if settings.ladder.allocate_per == "shot":
+        return tuple(shots)
+    return split_at(shots, keyframes, info.video.fps)
 
 
 def shot_crfs(rung: PlannedRung, shots: Sequence[Shot]) -> list[ShotCrf]:
@@ -228,6 +239,8 @@ def ladder_report(
                                    for k, v, label in fixed_estimates(analysis)],
         "hulls": {str(h): [{"kbps": round(a.kbps, 1), "vmaf": round(a.vmaf, 3)} for a in hull_of(at_height(points, h))]
                   for h in heights if all(any(p.height == h for p in s.points) for s in points)},
+        "units": {"allocate_per": settings.ladder.allocate_per if analysis.mode == "per-shot" else "title",
+                  "frames": [[u.start_frame, u.end_frame] for u in analysis.units]},
         "shots": [{"shot": s.points.index, "duration_s": round(s.points.duration_s, 3), "cpu_s": round(s.cpu_s, 2),
                    "trials": [{"width": t.width, "height": t.height, "crf": t.crf, "preset": t.preset,
                                "kbps": round(t.kbps, 1), "vmaf": round(t.vmaf, 3), "frames_scored": t.frames_scored}

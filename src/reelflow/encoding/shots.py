@@ -8,7 +8,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -45,6 +45,24 @@ class Shot:
     @property
     def duration_s(self) -> float:
         return self.end_s - self.start_s
+
+
+def split_at(shots: Sequence[Shot], frames: Iterable[int], fps: Fraction) -> tuple[Shot, ...]:
+    """The shots cut again at ``frames`` (e.g. the segment grid's keyframes), renumbered from 0.
+
+    A piece that starts at one of ``frames`` inside a shot has boundary ``split``. Encoders put a
+    keyframe at every such frame anyway, so the pieces cost no extra keyframe and a ladder can give
+    each its own CRF: a finer unit of allocation than the shot.
+    """
+    cuts = sorted(set(frames))
+    out: list[Shot] = []
+    for shot in shots:
+        starts = [shot.start_frame, *(f for f in cuts if shot.start_frame < f < shot.end_frame)]
+        for i, start in enumerate(starts):
+            end = starts[i + 1] if i + 1 < len(starts) else shot.end_frame
+            out.append(Shot(index=len(out), start_frame=start, end_frame=end, start_s=float(start / fps),
+                            end_s=float(end / fps), boundary=shot.boundary if i == 0 else "split"))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

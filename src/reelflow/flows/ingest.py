@@ -405,7 +405,7 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
         video = [f.result() for f in encode_rung_task.map(source, rungs, unmapped(keyframes), unmapped(info),
                                                            unmapped(settings.encode), unmapped(encode_dir))]
     else:
-        video = encode_and_measure(source, info, shot_list, keyframes, settings, ladder, encode_dir)
+        video = encode_and_measure(source, info, keyframes, settings, ladder, encode_dir)
     renditions = video + ([audio.result()] if audio is not None else [])
 
     # Each package goes to a folder named by what made it, so republishing a title never rewrites
@@ -481,27 +481,29 @@ def analyse_ladder(source: Path, sha: str, info: probe.MediaInfo, shot_list: sho
     """Trials fanned out by group of shots, then the rungs on the title's hulls (a pure step)."""
     config = settings.trials
     found = tuple(shot_list.shots)
+    units = analysis.allocation_units(found, keyframes, info, settings)
     trial_dir = work / f"trials-{config_digest(config)}"
     plan = plan_trials_task(source, sha, info, found, config, trial_dir)
-    groups = trials.group_shots(found, info.video.fps, config)
+    groups = trials.group_shots(units, info.video.fps, config)
     futures = trial_group_task.map(source, sha, unmapped(info), groups, unmapped(config), unmapped(plan),
                                    unmapped(keyframes), unmapped(trial_dir))
     measured = tuple(s for f in futures for s in f.result())
     rungs = select_ladder([s.points for s in measured], settings.ladder, settings.ladder.mode)  # type: ignore[arg-type]
     result = LadderAnalysis(mode=settings.ladder.mode, plan=plan, shots=measured, rungs=tuple(rungs),
                             fixed=tuple((r.width, r.height, r.kbps)
-                                        for r in encode.ladder_for_source(info.video, settings.encode.ladder)))
+                                        for r in encode.ladder_for_source(info.video, settings.encode.ladder)),
+                            units=units)
     get_run_logger().info("%s ladder: %s; analysis %.1f CPU s", settings.ladder.mode,
                           ", ".join(f"{r.name} (VMAF {r.vmaf:.1f})" for r in rungs), result.cpu_s)
     return LadderOutcome(result, {}, {}, config_digest([(r.width, r.height, r.crfs) for r in rungs]))
 
 
-def encode_and_measure(source: Path, info: probe.MediaInfo, shot_list: shots.ShotList, keyframes: tuple[int, ...],
+def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int, ...],
                        settings: Settings, ladder: LadderOutcome, encode_dir: Path) -> list[Rendition]:
     """Each planned rung encoded shot by shot, then scored on every frame; fills ``ladder``'s maps."""
     assert ladder.analysis is not None
     rungs = list(ladder.analysis.rungs)
-    found = tuple(shot_list.shots)
+    found = ladder.analysis.units
     futures = encode_planned_rung_task.map(source, rungs, unmapped(found), unmapped(keyframes), unmapped(info),
                                            unmapped(settings.encode), unmapped(encode_dir))
     video = [f.result() for f in futures]

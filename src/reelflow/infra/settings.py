@@ -216,6 +216,10 @@ class LadderConfig(_Config):
     """
 
     mode: LadderMode = Field("per-shot", description="fixed | per-title | per-shot.")
+    allocate_per: Literal["shot", "segment"] = Field("segment", description="Unit that gets its own CRF in "
+                                                     "per-shot mode: a shot, or a shot's pieces between the "
+                                                     "segment grid's keyframes (keyframes that every rung has "
+                                                     "anyway, so the finer unit costs no keyframe).")
     bottom_kbps: float = Field(145.0, gt=0, description="Rate of the lowest rung (Apple's 145 kbps).")
     top_vmaf_min: float = Field(93.0, description="The top rung reaches at least this VMAF where the source allows.")
     top_vmaf_max: float = Field(95.0, description="No bits are spent for VMAF above this.")
