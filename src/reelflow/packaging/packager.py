@@ -201,7 +201,7 @@ def package(renditions: Sequence[Rendition], out_dir: Path, *, segment_s: float,
     if encryption is not None:
         tiers = sorted({tier_of(r) for r in renditions}, key=list(encryption.keys).index)
         for r in ordered:
-            write_hls_key_lines(out_dir / f"{r.kind}/{r.name}.m3u8", encryption.keys[tier_of(r)], encryption)
+            write_hls_key_lines(out_dir, f"{r.kind}/{r.name}.m3u8", encryption.keys[tier_of(r)], encryption)
         summary = encryption.summary(tiers)
     log.info("packaged %d renditions and %d subtitle tracks into %d files in %s%s", len(renditions),
              len(subtitles), len(files), out_dir, f" ({encryption.scheme})" if encryption else " (clear)")
@@ -221,13 +221,13 @@ def key_uri(template: str, key: ContentKey, playlist: str) -> str:
     return "../" * playlist.count("/") + uri
 
 
-def write_hls_key_lines(playlist: Path, key: ContentKey, encryption: Encryption) -> None:
-    """Point the identity and FairPlay key lines of a media playlist at this key's URIs.
+def write_hls_key_lines(root: Path, relative: str, key: ContentKey, encryption: Encryption) -> None:
+    """Point the identity and FairPlay key lines of the media playlist ``root/relative`` at this key's URIs.
 
     The packager writes no identity line for cenc ("handled by a specific DRM system"), but
     Shaka Player plays HLS with ClearKey only from an identity line, so one is added there.
     """
-    relative = playlist.name if playlist.parent.name == "" else f"{playlist.parent.name}/{playlist.name}"
+    playlist = root / relative
     identity = key_uri(encryption.hls_key_uri, key, relative)
     fairplay = key_uri(encryption.fairplay_key_uri, key, relative)
     lines = playlist.read_text().splitlines()
