@@ -22,7 +22,8 @@ fi
 # Absolute paths throughout: ffmpeg's DASH demuxer doubles a relative manifest's folder when it
 # resolves segment URLs, so a relative path printed here would not play.
 storage="$(pwd)/reelflow-data/reelflow-output"
-reelflow ingest "$clip" --title-id demo --storage "$storage"
+# In the clear: the players below read files, not the playback service's licenses.
+reelflow ingest "$clip" --title-id demo --storage "$storage" --no-drm
 
 # title.json names the package folder that is current (packages are versioned by content)
 package=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['package'])" "$storage/titles/demo/title.json")

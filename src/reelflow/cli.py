@@ -274,9 +274,13 @@ def ingest(
     ladder_mode: Annotated[str | None, typer.Option(
         "--ladder", help="fixed | per-title | per-shot (default from settings: per-shot).",
         show_default=False)] = None,
+    sidecar: Annotated[Path | None, typer.Option(
+        "--sidecar", help="Studio sidecar JSON: title id, countries, audio tracks, WebVTT subtitles.")] = None,
+    no_drm: Annotated[bool, typer.Option(
+        "--no-drm", help="Package in the clear (QA, benchmarks); encrypted (settings.drm) by default.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Ingest SOURCE end to end as a Prefect flow run: QC, shots, encodes, DASH + HLS, publish."""
+    """Ingest SOURCE end to end as a Prefect flow run: QC, shots, ladder, encodes, encrypted DASH + HLS, publish."""
     settings = _settings(ladder_mode)
     chosen = settings.ladder.mode
     from reelflow.encoding.probe import probe as probe_media
@@ -285,8 +289,14 @@ def ingest(
     probe_media(source)
     from reelflow.flows.ingest import check_title_id, default_title_id, ingest_flow
     from reelflow.infra.storage import open_storage
+    from reelflow.packaging.sidecar import load_sidecar
 
-    check_title_id(title_id or default_title_id(source))
+    side = load_sidecar(sidecar) if sidecar is not None else None
+    check_title_id(title_id or (side.title_id if side else None) or default_title_id(source))
+    if not no_drm and settings.drm.enabled:
+        from reelflow.packaging.keys import KeyStore
+
+        KeyStore.from_settings(settings)  # database and master key usable before the flow starts
     if storage and "://" not in storage:
         storage = str(Path(storage).resolve())  # a plain path: absolute, so the record's paths are too
     open_storage(storage or settings.storage.output, settings.storage)  # refuses unknown schemes, bad buckets
@@ -296,6 +306,7 @@ def ingest(
     record = ingest_flow(settings)(
         str(source), title_id=title_id, storage=storage,
         config_file=str(state.settings_file) if state.settings_file else None, ladder=chosen,
+        sidecar=str(sidecar.resolve()) if sidecar is not None else None, drm=not no_drm,
     )
     if json_out:
         _emit_json(record)
@@ -304,6 +315,12 @@ def ingest(
     kinds = [r["kind"] for r in record["renditions"]]
     out.print(f"[bold green]published[/] {record['title_id']}: {kinds.count('video')} video rungs, "
               f"{kinds.count('audio')} audio track(s), QC {record['qc']['verdict']}")
+    encryption = record.get("encryption")
+    if encryption:
+        kids = ", ".join(f"{tier} {kid}" for tier, kid in encryption["key_ids"].items())
+        out.print(f"  encrypted {encryption['scheme']} ({', '.join(encryption['systems'])}); key ids: {kids}")
+    else:
+        out.print("  [yellow]in the clear[/] (no DRM)")
     out.print(f"  DASH  {record['manifests']['dash']}")
     out.print(f"  HLS   {record['manifests']['hls']}")
     out.print(f"  record {record['package'].rsplit('/', 1)[0]}/title.json")

@@ -10,6 +10,8 @@
     │   └── InvalidMedia(ValueError)   not a video, truncated, zero length, undecodable
     ├── QCFailed                       QC found errors; carries the report; the source is quarantined
     ├── StageError                     a pipeline stage got inputs it cannot work with
+    ├── KeyStoreError                  content keys: cannot be stored or decrypted (wrong master key)
+    │   └── KeyNotFound(KeyError)      no key for this title or key id
     └── StorageError                   the output store refused an operation
         └── TransientStorageError      worth retrying (throttling, 5xx, connection reset)
 
@@ -99,6 +101,17 @@ class QCFailed(ReelflowError):
 
 class StageError(ReelflowError):
     """A pipeline stage was given inputs it cannot work with."""
+
+
+class KeyStoreError(ReelflowError):
+    """Content keys cannot be stored or read back (wrong master key, tampered row, database down)."""
+
+
+class KeyNotFound(KeyStoreError, KeyError):
+    """No content key for a title or a key id."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else "no such content key"
 
 
 class StorageError(ReelflowError):

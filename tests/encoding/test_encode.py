@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -200,3 +201,39 @@ def test_per_shot_pieces_must_tile_the_title(sintel_fight: Path, tmp_path: Path)
     with pytest.raises(StageError, match="tile"):
         encode_rung_per_shot(sintel_fight, info, 416, 234, [ShotCrf(0, 100, 23), ShotCrf(120, 240, 23)], [0],
                              "ultrafast", tmp_path / "r.mp4")
+
+
+def _loudness(ffmpeg: str, path: Path) -> float:
+    import re
+    import subprocess
+
+    done = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path), "-af", "ebur128", "-f", "null", "-"],
+                          capture_output=True, text=True, check=True)
+    return float(re.findall(r"I:\s+(-?[\d.]+) LUFS", done.stderr)[-1])
+
+
+def test_audio_stream_file_language_role_and_loudness(lavfi_clip: Callable[..., Path], ffmpeg: str,
+                                                      tmp_path: Path) -> None:
+    """A source's second audio stream, or a separate file, each fitted to the video and normalised."""
+    make = lavfi_clip
+    source = make("two_audio.mp4", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=3",
+                  "-f", "lavfi", "-i", "sine=frequency=440:duration=3",
+                  "-f", "lavfi", "-i", "sine=frequency=880:duration=3,volume=-18dB",
+                  "-map", "0:v", "-map", "1:a", "-map", "2:a", "-c:v", "libx264", "-preset", "ultrafast",
+                  "-c:a", "aac", "-metadata:s:a:1", "language=fra", "-shortest")
+    dub = make("dub_long.wav", "-f", "lavfi", "-i", "sine=frequency=330:duration=5,volume=-30dB")
+    info = probe(source)
+    second = encode_audio(source, info, FAST, tmp_path / "fr.mp4", stream=1, role="description",
+                          loudness_lufs=-23.0)
+    assert (second.language, second.role, second.name) == ("fra", "description", "aac_fra_description")
+    assert _loudness(ffmpeg, second.path) == pytest.approx(-23.0, abs=1.0)
+    external = encode_audio(source, info, FAST, tmp_path / "de.mp4", audio_file=dub, language="de", role="dub",
+                            loudness_lufs=-23.0)
+    assert external.name == "aac_de_dub" and external.duration_s == pytest.approx(3.0, abs=0.05)  # cut to the video
+    assert _loudness(ffmpeg, external.path) == pytest.approx(-23.0, abs=1.0)
+    default = encode_audio(source, info, FAST, tmp_path / "main.mp4")
+    assert (default.language, default.role, default.name) == ("und", "main", "aac_und")  # as before
+    with pytest.raises(StageError, match="has 2 audio stream"):
+        encode_audio(source, info, FAST, tmp_path / "x.mp4", stream=2)
+    with pytest.raises(StageError, match="has 1 audio stream"):
+        encode_audio(source, info, FAST, tmp_path / "y.mp4", audio_file=dub, stream=1)

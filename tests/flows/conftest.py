@@ -26,20 +26,26 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def fast_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A TOML config for quick ingests: the fixed ladder, ultrafast x264 and a private work folder."""
+    """A TOML config for quick ingests: the fixed ladder, ultrafast x264, a private work folder and
+    database, in the clear.
+
+    DRM is off here so the flow tests can decode what they publish; ``drm_config`` turns it on.
+    """
     folder = tmp_path_factory.mktemp("config")
     config = folder / "reelflow.toml"
     config.write_text(
         '[ladder]\nmode = "fixed"\n'
         '[encode]\npreset = "ultrafast"\n'
         f'[storage]\nwork_dir = "{folder / "work"}"\n'
+        f'[database]\nurl = "sqlite:///{folder / "service.db"}"\n'
+        '[drm]\nenabled = false\n'
     )
     return config
 
 
 @pytest.fixture(scope="session")
 def ladder_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A TOML config for quick measured ladders: ultrafast trials predicting veryfast final encodes."""
+    """A TOML config for quick measured ladders: ultrafast trials predicting veryfast final encodes, in the clear."""
     folder = tmp_path_factory.mktemp("ladder-config")
     config = folder / "reelflow.toml"
     config.write_text(
@@ -47,5 +53,15 @@ def ladder_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
         '[encode]\npreset = "veryfast"\n'
         '[trials]\npreset = "ultrafast"\nfinal_preset = "veryfast"\nx264_params = ""\n'
         f'[storage]\nwork_dir = "{folder / "work"}"\n'
+        f'[database]\nurl = "sqlite:///{folder / "service.db"}"\n'
+        '[drm]\nenabled = false\n'
     )
+    return config
+
+
+@pytest.fixture(scope="session")
+def drm_config(fast_config: Path) -> Path:
+    """``fast_config`` with DRM on (the default of settings): cenc, keys in its private database."""
+    config = fast_config.with_name("reelflow-drm.toml")
+    config.write_text(fast_config.read_text().replace("[drm]\nenabled = false", "[drm]\nenabled = true"))
     return config

@@ -65,3 +65,36 @@ def test_bad_value_and_bad_file(tmp_path: Path) -> None:
 def test_binary_overrides_are_not_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REELFLOW_FFMPEG", "/usr/bin/ffmpeg")
     load_settings()  # not refused as an unknown key
+
+
+def test_drm_defaults_drop_fairplay_for_cenc_only() -> None:
+    drm = load_settings().drm
+    assert drm.enabled and drm.scheme == "cenc" and drm.master_key is None
+    assert drm.systems == ("Widevine", "PlayReady", "CommonSystem")
+    assert load_settings(drm={"scheme": "cbcs"}).drm.systems == ("Widevine", "PlayReady", "FairPlay", "CommonSystem")
+
+
+def test_drm_refuses_fairplay_named_with_cenc_and_key_uris_without_key_id() -> None:
+    with pytest.raises(ConfigError, match="FairPlay needs scheme 'cbcs'"):
+        load_settings(drm={"protection_systems": ["FairPlay", "CommonSystem"]})
+    with pytest.raises(ConfigError, match=r"drm\.hls_key_uri.*must contain \{key_id\}"):
+        load_settings(drm={"hls_key_uri": "keys/fixed"})
+    with pytest.raises(ConfigError, match=r"drm\.protection_systems"):
+        load_settings(drm={"protection_systems": ["ClearKey"]})
+
+
+def test_master_key_from_env_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+    import os
+
+    raw = os.urandom(32)
+    monkeypatch.setenv("REELFLOW_DRM__MASTER_KEY", base64.b64encode(raw).decode())
+    settings = load_settings()
+    assert settings.drm.master_key_bytes() == raw
+    assert base64.b64encode(raw).decode() not in repr(settings) + str(settings.model_dump(mode="json"))
+    monkeypatch.delenv("REELFLOW_DRM__MASTER_KEY")
+    assert load_settings(drm={"master_key": raw.hex()}).drm.master_key_bytes() == raw
+    wrong = "ab" * 31  # 31 bytes: refused, and the message does not repeat the value
+    with pytest.raises(ConfigError, match="must be 32 bytes") as caught:
+        load_settings(drm={"master_key": wrong})
+    assert wrong not in str(caught.value)

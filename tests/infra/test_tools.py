@@ -93,3 +93,22 @@ def test_cpu_time_is_measured_per_process() -> None:
 def test_timeout_kills_and_says_so() -> None:
     with pytest.raises(ToolFailed, match=r"timed out after 0\.5 s"):
         tools.run([tools.ffmpeg_exe(), "-re", "-f", "lavfi", "-i", "testsrc2=d=30", "-f", "null", "-"], timeout=0.5)
+
+
+def test_redacted_secrets_stay_out_of_the_log_and_the_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A secret in the argv (a content key) is replaced in the + cmd line, ToolFailed and the result."""
+    import logging
+
+    secret = "00112233445566778899aabbccddeeff"
+    caplog.set_level(logging.DEBUG, logger="reelflow.infra.tools")
+    with pytest.raises(ToolFailed) as caught:
+        tools.run([tools.ffmpeg_exe(), "-hide_banner", "-i", f"/no/such/{secret}.mp4", "-f", "null", "-"],
+                   redact=[secret.upper()])
+    text = f"{caught.value} {caught.value.argv} {caught.value.stderr}"
+    assert secret not in text.lower() and "<redacted>" in text
+    assert "No such file or directory" in caught.value.stderr
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "+ " in logged and secret not in logged.lower() and "<redacted>" in logged
+    done = tools.run([tools.ffmpeg_exe(), "-hide_banner", "-f", "lavfi", "-i", "anullsrc=d=0.1",
+                      "-metadata", f"title={secret}", "-f", "null", "-"], redact=[secret])
+    assert secret not in " ".join(done.args) + done.stdout + done.stderr

@@ -14,6 +14,14 @@ module only wires them and adds what an orchestrator is for:
   file it describes, the file cannot;
 - retries: only storage calls are retried, and only on TransientStorageError;
 - the title record is written last; it is the only thing readers trust.
+
+Encryption (the default; ``drm=False`` or ``drm.enabled = false`` packages in the clear): the
+title's content keys, one per tier present, are in the KeyStore before the package that needs
+them is made. A re-ingest reuses the title's stored keys (new tiers get new keys), so a player of
+the previous version keeps working while the new one is published; to rotate, delete the title's
+keys (``KeyStore.delete_title_keys``) and ingest again. Keys never cross a task boundary: tasks
+pass key ids, and the package task reads the keys from the store itself. Each encrypted ingest
+publishes to a folder of its own, since the packager draws fresh IVs on every run.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import inspect
 import json
 import logging
 import re
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -46,7 +55,7 @@ from reelflow.encoding.analysis import Delivered, LadderAnalysis
 from reelflow.encoding.encode import Rendition
 from reelflow.encoding.ladder import PlannedRung, select_ladder
 from reelflow.encoding.ladder_plot import plot_ladder
-from reelflow.errors import ConfigError, QCFailed, TransientStorageError
+from reelflow.errors import ConfigError, KeyNotFound, QCFailed, StageError, TransientStorageError
 from reelflow.infra.hashing import config_digest, sha256_file
 from reelflow.infra.settings import (
     EncodeConfig,
@@ -59,7 +68,10 @@ from reelflow.infra.settings import (
 )
 from reelflow.infra.storage import Storage, open_storage
 from reelflow.packaging import publish
-from reelflow.packaging.packager import Package, package
+from reelflow.packaging.keys import TIERS, KeyStore, Tier, generate_keys
+from reelflow.packaging.packager import Encryption, Package, package, tier_of
+from reelflow.packaging.sidecar import Sidecar, SidecarAudio, load_sidecar
+from reelflow.packaging.subtitles import SubtitleTrack, copy_webvtt
 
 log = logging.getLogger(__name__)
 
@@ -309,11 +321,67 @@ def encode_audio_task(source: Path, info: probe.MediaInfo, config: EncodeConfig,
     return rendition
 
 
+@task(name="encode audio track", cache_policy=NO_CACHE, task_run_name="encode audio {track.language} {track.role}")
+def encode_track_task(source: Path, info: probe.MediaInfo, track: SidecarAudio, settings: Settings,
+                      work: Path) -> Rendition:
+    """One audio track a sidecar lists, loudness-normalised to the QC target."""
+    origin = f"file-{sha256_file(track.path)[:12]}" if track.path else "source"
+    lufs = settings.qc.loudness_target_lufs
+    out = work / f"audio-{track.name}-{origin}-a{track.stream or 0}-{lufs:g}lufs.mp4"
+    rendition = encode.encode_audio(
+        source, info, settings.encode, out, stream=track.stream or 0, audio_file=track.path,
+        language=track.language, role=track.role, loudness_lufs=lufs, true_peak_dbtp=settings.qc.true_peak_max_dbtp,
+        progress=progress_logger(f"encode audio {track.name}", info.duration_s))
+    get_run_logger().info("audio %s (%s): %.0f kbps AAC stereo", track.language, track.role, rendition.kbps)
+    return rendition
+
+
+@task(name="subtitles", cache_policy=NO_CACHE)
+def subtitles_task(side: Sidecar, work: Path) -> list[SubtitleTrack]:
+    """Check each WebVTT file again (it may have changed since the sidecar was read) and copy it."""
+    tracks = []
+    for sub in side.subtitles:
+        out = work / f"text-{sub.name}-{sha256_file(sub.path)[:12]}.vtt"
+        tracks.append(SubtitleTrack(copy_webvtt(sub.path, out), sub.language, sub.role))
+    return tracks
+
+
+@task(name="content keys", cache_policy=NO_CACHE)
+def content_keys_task(title: str, tiers: list[Tier], settings: Settings) -> dict[str, str]:
+    """The title's keys for ``tiers`` in the KeyStore (stored ones reused, missing ones made); returns key ids."""
+    store = KeyStore.from_settings(settings)
+    try:
+        keys = store.get_title_keys(title)
+    except KeyNotFound:
+        keys = {}
+    missing = [t for t in tiers if t not in keys]
+    if missing:
+        keys = {**keys, **generate_keys(missing)}
+        keys = {t: keys[t] for t in TIERS if t in keys}
+        store.put_title_keys(title, keys)  # before anything is packaged or published with them
+    logger = get_run_logger()
+    logger.info("content keys: %s", ", ".join(f"{t} {keys[t].key_id_hex}{' (new)' if t in missing else ''}"
+                                               for t in tiers))
+    return {t: keys[t].key_id_hex for t in tiers}
+
+
 @task(name="package", cache_policy=NO_CACHE)
-def package_task(renditions: list[Rendition], out_dir: Path, segment_s: float, settings: Settings) -> Package:
-    result = package(renditions, out_dir, segment_s=segment_s, config=settings.package)
-    get_run_logger().info("packaged %d files (DASH %s, HLS %s)", len(result.files), result.dash_manifest,
-                          result.hls_master)
+def package_task(renditions: list[Rendition], out_dir: Path, segment_s: float, settings: Settings,
+                 subtitles: list[SubtitleTrack] | None = None, title: str | None = None,
+                 key_ids: dict[str, str] | None = None) -> Package:
+    """Package; with ``key_ids`` encrypted with the title's keys, read here from the KeyStore."""
+    encryption = None
+    if key_ids is not None and title is not None:
+        stored = KeyStore.from_settings(settings).get_title_keys(title)
+        keys = {t: k for t, k in stored.items() if t in key_ids}
+        if {t: k.key_id_hex for t, k in keys.items()} != key_ids:
+            raise StageError(f"the content keys of {title!r} changed during this ingest (another ingest of the "
+                             "same title?); ingest it again")
+        encryption = Encryption.from_config(keys, settings.drm)
+    result = package(renditions, out_dir, segment_s=segment_s, config=settings.package, subtitles=subtitles or (),
+                     encryption=encryption)
+    get_run_logger().info("packaged %d files (DASH %s, HLS %s), %s", len(result.files), result.dash_manifest,
+                          result.hls_master, f"encrypted ({encryption.scheme})" if encryption else "in the clear")
     return result
 
 
@@ -359,25 +427,47 @@ def _encode_runner(parallel: int) -> Any:
 
 @flow(name="ingest", task_runner=_encode_runner(EncodeConfig().parallel_encodes))
 def ingest(source: str, title_id: str | None = None, storage: str | None = None,
-           config_file: str | None = None, ladder: str | None = None) -> dict[str, Any]:
-    """Ingest one mezzanine file: QC, shots, ladder (fixed, per-title or per-shot), DASH + HLS, publish."""
+           config_file: str | None = None, ladder: str | None = None, sidecar: str | None = None,
+           drm: bool = True) -> dict[str, Any]:
+    """Ingest one mezzanine file: QC, shots, ladder, audio and subtitles, encrypted DASH + HLS, publish.
+
+    ``ladder``: fixed, per-title or per-shot (default from settings); ``sidecar``: the studio's JSON
+    (packaging/sidecar.py); ``drm=False`` packages in the clear.
+    """
     overrides: dict[str, Any] = {"ladder": {"mode": ladder}} if ladder else {}
     settings = load_settings(Path(config_file) if config_file else None, **overrides)
-    return run_ingest(Path(source), settings, title_id=title_id, storage_url=storage).record
+    return run_ingest(Path(source), settings, title_id=title_id, storage_url=storage,
+                      sidecar=Path(sidecar) if sidecar else None, drm=drm).record
+
+
+def check_sidecar_streams(side: Sidecar, info: probe.MediaInfo, where: Path) -> None:
+    """The sidecar's tracks taken from the media itself must exist in it."""
+    for number, track in enumerate(side.audio):
+        if track.path is None and (track.stream or 0) >= len(info.audio):
+            raise ConfigError(f"sidecar {where}: audio.{number}.stream: the media has {len(info.audio)} audio "
+                              f"stream(s), so there is no audio stream {track.stream or 0}")
 
 
 def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
-               storage_url: str | None = None) -> IngestResult:
+               storage_url: str | None = None, sidecar: Path | None = None, drm: bool = True) -> IngestResult:
     """The flow's body (call inside a flow run): each stage as a task."""
     logger = get_run_logger()
-    title = check_title_id(title_id or default_title_id(source))
+    side = load_sidecar(sidecar) if sidecar is not None else None
+    if title_id and side and side.title_id and side.title_id != title_id:
+        logger.warning("title id %r given: it overrides the sidecar's %r", title_id, side.title_id)
+    title = check_title_id(title_id or (side.title_id if side else None) or default_title_id(source))
     store = open_storage(storage_url or settings.storage.output, settings.storage)
     prefix = f"{TITLES_PREFIX}/{title}"
     started = dt.datetime.now(dt.UTC)
+    encrypt = drm and settings.drm.enabled
+    if encrypt:
+        KeyStore.from_settings(settings)  # a bad database URL or master key fails now, not after the encodes
 
     # Fail before any work on what would fail after it: a missing or non-media source (probe is
     # cheap and local), then an unreachable or read-only store; only then read every byte to hash.
     info = probe_task(source)
+    if side is not None and sidecar is not None:
+        check_sidecar_streams(side, info, sidecar)
     storage_preflight_task(store, prefix)
     sha = hash_task(source)
 
@@ -398,7 +488,10 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     encode_digest = config_digest(encode.result_digest_parts(settings.encode), keyframes, ladder.plan_digest)
     encode_dir = work / f"encode-{encode_digest}"
     # audio first: it is short, and would otherwise wait behind every rung in the bounded pool
-    audio = encode_audio_task.submit(source, info, settings.encode, encode_dir) if info.audio else None
+    if side is not None and side.audio:
+        audio = [encode_track_task.submit(source, info, track, settings, encode_dir) for track in side.audio]
+    else:
+        audio = [encode_audio_task.submit(source, info, settings.encode, encode_dir)] if info.audio else []
     if ladder.analysis is None:
         rungs = encode.ladder_for_source(info.video, settings.encode.ladder)
         logger.info("fixed ladder: %s; %d keyframes planned", ", ".join(r.name for r in rungs), len(keyframes))
@@ -406,15 +499,29 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
                                                            unmapped(settings.encode), unmapped(encode_dir))]
     else:
         video = encode_and_measure(source, info, keyframes, settings, ladder, encode_dir)
-    renditions = video + ([audio.result()] if audio is not None else [])
+    texts = subtitles_task(side, encode_dir) if side is not None and side.subtitles else []
+    renditions = video + [f.result() for f in audio]
+
+    key_ids = None
+    if encrypt:
+        tiers = sorted({tier_of(r) for r in renditions}, key=TIERS.index)
+        key_ids = content_keys_task(title, tiers, settings)
 
     # Each package goes to a folder named by what made it, so republishing a title never rewrites
     # files a reader is using and never leaves stale segments in a listed package; title.json,
     # written last, says which folder is current.
-    version = "v-" + config_digest(sha, encode_digest, settings.package, settings.encode.segment_s)[:12]
+    made_by: list[Any] = [sha, encode_digest, settings.package, settings.encode.segment_s]
+    if side is not None:
+        made_by.append([[r.name, r.path.name] for r in renditions if r.kind == "audio"] +
+                       [[t.name, t.path.name] for t in texts])
+    if key_ids is not None:
+        # Fresh IVs on every packager run: an encrypted package is never rewritten in place.
+        made_by += [settings.drm.model_dump(mode="json", exclude={"master_key", "master_key_file"}), key_ids,
+                    secrets.token_hex(8)]
+    version = "v-" + config_digest(*made_by)[:12]
     package_dir = Path(tempfile.mkdtemp(prefix="package-", dir=work))  # private to this run
     try:
-        pkg = package_task(renditions, package_dir, settings.encode.segment_s, settings)
+        pkg = package_task(renditions, package_dir, settings.encode.segment_s, settings, texts, title, key_ids)
         publish_task(pkg.root, store, f"{prefix}/{version}")
     finally:
         shutil.rmtree(package_dir, ignore_errors=True)
@@ -423,15 +530,23 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     ladder_entry = publish_ladder_report(ladder, title, settings, video, store, f"{prefix}/{version}", work)
 
     record = title_record(title, source, sha, info, report, shot_list, renditions, pkg, store,
-                          f"{prefix}/{version}", qc_url, started, ladder_entry)
+                          f"{prefix}/{version}", qc_url, started, ladder_entry, subtitles=texts, sidecar=side,
+                          hls_key_uri=settings.drm.hls_key_uri if pkg.encryption else None)
     record_url = title_record_task(store, prefix, record)
     return IngestResult(title_id=title, record_url=record_url, record=record)
 
 
 def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, report: dict[str, Any],
                  shot_list: shots.ShotList, renditions: list[Rendition], pkg: Package, store: Storage,
-                 prefix: str, qc_url: str, started: dt.datetime, ladder: dict[str, Any]) -> dict[str, Any]:
-    """The title record: what was published, where (``prefix``: the package's folder), and from what."""
+                 prefix: str, qc_url: str, started: dt.datetime, ladder: dict[str, Any], *,
+                 subtitles: list[SubtitleTrack] | None = None, sidecar: Sidecar | None = None,
+                 hls_key_uri: str | None = None) -> dict[str, Any]:
+    """The title record: what was published, where (``prefix``: the package's folder), and from what.
+
+    ``ladder`` says how the rungs were chosen (and where ladder.json is); ``encryption`` holds the
+    scheme, the systems and the key id of each tier (never a key); ``countries`` the sidecar's
+    territories (null: everywhere); ``audio`` and ``subtitles`` the tracks.
+    """
     def entry(r: Rendition) -> dict[str, Any]:
         folder = f"{r.kind}/{r.name}"
         out = {"kind": r.kind, "name": r.name, "codec": r.codec, "kbps": r.kbps, "target_kbps": r.target_kbps,
@@ -440,8 +555,12 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
         if r.kind == "video":
             out.update(width=r.width, height=r.height, frames=r.frames)
         else:
-            out.update(channels=r.channels, sample_rate=r.sample_rate, language=r.language)
+            out.update(channels=r.channels, sample_rate=r.sample_rate, language=r.language, role=r.role)
         return out
+
+    encryption = None
+    if pkg.encryption is not None:
+        encryption = {**pkg.encryption, "hls_key_uri": hls_key_uri}
 
     return {
         "title_id": title,
@@ -459,7 +578,12 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
         "renditions": [entry(r) for r in sorted(renditions, key=lambda r: (r.kind != "video", r.target_kbps))],
         "manifests": {"dash": store.url_for(f"{prefix}/{pkg.dash_manifest}"),
                       "hls": store.url_for(f"{prefix}/{pkg.hls_master}")},
-        "encryption": None,
+        "encryption": encryption,
+        "countries": list(sidecar.countries) if sidecar is not None and sidecar.countries is not None else None,
+        "audio": [{"language": r.language, "role": r.role, "name": r.name, "playlist": f"audio/{r.name}.m3u8"}
+                  for r in renditions if r.kind == "audio"],
+        "subtitles": [{"language": t.language, "role": t.role, "name": t.name, "playlist": f"text/{t.name}.m3u8"}
+                      for t in subtitles or ()],
     }
 
 

@@ -8,16 +8,21 @@ never silently falls back to a default.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from reelflow.errors import ConfigError
 
 Severity = Literal["error", "warning", "info"]
+ProtectionScheme = Literal["cenc", "cbcs"]
+ProtectionSystem = Literal["Widevine", "PlayReady", "FairPlay", "CommonSystem"]
 X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                      "veryslow", "placebo"]
 
@@ -257,6 +262,87 @@ class DatabaseConfig(_Config):
                      "postgresql+psycopg://... for several service replicas.")
 
 
+def decode_master_key(text: str) -> bytes:
+    """A 32-byte master key from 64 hex digits or base64 (standard or URL-safe); ValueError otherwise.
+
+    The message never contains the value: it is a secret.
+    """
+    text = text.strip()
+    if re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        return bytes.fromhex(text)
+    try:
+        raw = base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError("the master key must be 32 bytes, written as 64 hex digits or as base64 "
+                         "(make one with: python -c 'import secrets; print(secrets.token_hex(32))')")
+    return raw
+
+
+class DrmConfig(_Config):
+    """Content encryption (packaging/keys.py, packaging/packager.py).
+
+    The master key encrypts the content keys at rest in the service database. Give it as
+    ``master_key`` (``REELFLOW_DRM__MASTER_KEY``: 64 hex digits or base64 of 32 bytes). Without
+    one, reelflow creates a random key once in ``master_key_file`` (default ``drm-master.key``
+    beside the work folder, i.e. ``reelflow-data/drm-master.key``), with mode 0600, and reuses it:
+    fine on one laptop; losing that file loses every stored content key, so production sets it.
+
+    FairPlay needs ``cbcs``: with ``cenc`` it is left out of the default systems (with a log
+    line), and naming it explicitly together with ``cenc`` is refused.
+    """
+
+    enabled: bool = Field(True, description="Encrypt packages (the CLI's --no-drm turns it off per ingest).")
+    master_key: SecretStr | None = Field(None, description="32 bytes, hex or base64; see the class docstring.")
+    master_key_file: Path | None = Field(None, description="Where the embedded default master key lives "
+                                         "(default: drm-master.key beside the work folder).")
+    scheme: ProtectionScheme = Field("cenc", description="Common Encryption scheme: cenc (AES-CTR) or cbcs.")
+    protection_systems: tuple[ProtectionSystem, ...] = Field(
+        ("Widevine", "PlayReady", "FairPlay", "CommonSystem"),
+        description="Systems that get protection data; CommonSystem is what W3C ClearKey players use.")
+    hls_key_uri: str = Field("keys/{key_id}", description="HLS identity key URI per key; {key_id} is the key "
+                             "id in 32 lower-case hex digits. Relative: to the package root.")
+    fairplay_key_uri: str = Field("skd://{key_id}", description="HLS FairPlay (cbcs) key URI per key.")
+
+    @field_validator("master_key")
+    @classmethod
+    def _master_key_decodes(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            decode_master_key(value.get_secret_value())
+        return value
+
+    @field_validator("hls_key_uri", "fairplay_key_uri")
+    @classmethod
+    def _has_key_id(cls, value: str) -> str:
+        if "{key_id}" not in value:
+            raise ValueError(f"{value!r} must contain {{key_id}}: each key has its own URI")
+        try:
+            value.format(key_id="0" * 32)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"{value!r}: only {{key_id}} may be used as a placeholder") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _fairplay_needs_cbcs(self) -> DrmConfig:
+        if not self.protection_systems:
+            raise ValueError("protection_systems is empty: name at least one (CommonSystem for ClearKey)")
+        if (self.scheme == "cenc" and "FairPlay" in self.protection_systems
+                and "protection_systems" in self.model_fields_set):
+            raise ValueError("FairPlay needs scheme 'cbcs'; with 'cenc' leave FairPlay out of protection_systems")
+        return self
+
+    @property
+    def systems(self) -> tuple[ProtectionSystem, ...]:
+        """The systems actually packaged: FairPlay only with cbcs."""
+        if self.scheme == "cbcs":
+            return self.protection_systems
+        return tuple(s for s in self.protection_systems if s != "FairPlay")
+
+    def master_key_bytes(self) -> bytes | None:
+        return decode_master_key(self.master_key.get_secret_value()) if self.master_key is not None else None
+
+
 class Settings(_Config):
     """Everything reelflow can be told, with the embedded defaults of a single laptop."""
 
@@ -268,6 +354,7 @@ class Settings(_Config):
     trials: TrialConfig = TrialConfig()
     ladder: LadderConfig = LadderConfig()
     database: DatabaseConfig = DatabaseConfig()
+    drm: DrmConfig = DrmConfig()
 
     @model_validator(mode="after")
     def _trials_predict_the_final_encodes(self) -> Settings:

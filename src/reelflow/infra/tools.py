@@ -107,6 +107,18 @@ def packager_exe() -> str:
     return str(path)
 
 
+REDACTED = "<redacted>"
+
+
+def redactor(secrets: Sequence[str]) -> Callable[[str], str]:
+    """A function that replaces every secret in a text by ``<redacted>`` (case-insensitive)."""
+    words = sorted({s for s in secrets if s}, key=len, reverse=True)  # longest first: no partial leftovers
+    if not words:
+        return lambda text: text
+    pattern = re.compile("|".join(re.escape(w) for w in words), re.IGNORECASE)
+    return lambda text: pattern.sub(REDACTED, text)
+
+
 class ToolResult(subprocess.CompletedProcess[str]):
     """A finished run, with the CPU time the process itself used (user + system seconds).
 
@@ -128,16 +140,22 @@ def run(
     timeout: float | None = None,
     cwd: Path | None = None,
     progress: Callable[[float], None] | None = None,
+    redact: Sequence[str] = (),
 ) -> ToolResult:
     """Run a binary to completion; raise ToolMissing/ToolFailed with its stderr on failure.
 
     With ``progress`` (ffmpeg only), ``-progress pipe:1`` is added and the callback receives,
     from a reader thread, the seconds of media processed so far.
+
+    ``redact`` lists secrets in the argv (content keys): they are replaced by ``<redacted>`` in
+    the logged ``+ cmd`` line, in the ToolFailed (argv and stderr) and in the returned result,
+    matched without regard to case, since binaries echo hex in either case.
     """
     argv = [str(a) for a in argv]
     if progress is not None:
         argv = [argv[0], "-progress", "pipe:1", "-nostats", *argv[1:]]
-    log.debug("+ %s", shlex.join(argv))
+    hide = redactor(redact)
+    log.debug("+ %s", hide(shlex.join(argv)))
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, errors="replace", cwd=cwd)
@@ -180,9 +198,11 @@ def run(
     proc.stderr.close()
     stderr = "".join(stderr_text)
     if timed_out.is_set():
-        raise ToolFailed(argv, -1, f"{stderr[-2000:]}\ntimed out after {timeout} s")
+        raise ToolFailed([hide(a) for a in argv], -1, f"{hide(stderr)[-2000:]}\ntimed out after {timeout} s")
     if proc.returncode:
-        raise ToolFailed(argv, proc.returncode, stderr[-4000:])
+        raise ToolFailed([hide(a) for a in argv], proc.returncode, hide(stderr)[-4000:])
+    if redact:
+        argv, stderr, stdout_lines = [hide(a) for a in argv], hide(stderr), [hide(ln) for ln in stdout_lines]
     done = ToolResult(argv, proc.returncode, "".join(stdout_lines), stderr)
     done.cpu_s = usage.ru_utime + usage.ru_stime
     return done

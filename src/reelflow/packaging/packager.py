@@ -1,25 +1,38 @@
-"""Shaka Packager: CMAF segments, a DASH MPD and an HLS master playlist in one run.
+"""Shaka Packager: CMAF segments, a DASH MPD and an HLS master playlist in one run, clear or encrypted.
 
 The package layout (relative to the output folder), shared by DASH and HLS since both point at
 the same CMAF segments:
 
     manifest.mpd, master.m3u8
     video/<rung>/init.mp4, video/<rung>/<n>.m4s, video/<rung>.m3u8
-    audio/<codec>_<lang>/init.mp4, audio/<codec>_<lang>/<n>.m4s, audio/<codec>_<lang>.m3u8
+    audio/<codec>_<lang>[_<role>]/init.mp4, .../<n>.m4s, audio/<codec>_<lang>[_<role>].m3u8
+    text/<lang>[_<role>]/init.mp4, .../<n>.m4s, text/<lang>[_<role>].m3u8   (WebVTT in CMAF, wvtt)
+
+Encrypted packages use raw keys, one per tier (``keys.py``): each stream's ``drm_label`` is its
+tier, so each video tier gets its own DASH AdaptationSet with its own ``cenc:default_KID``, and
+ContentProtection (PSSH) for every configured system. In HLS, each media playlist gets
+``#EXT-X-KEY`` lines per system; the ``identity`` line (what Shaka Player's ClearKey path uses)
+and the FairPlay line point at per-key URIs from ``settings.drm`` (``hls_key_uri``,
+``fairplay_key_uri``). The packager's own ``--hls_key_uri`` is one URI for every playlist and it
+writes no identity line for cenc at all, so those lines are written here after the run.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from reelflow.encoding.encode import Rendition
 from reelflow.errors import StageError
-from reelflow.infra.settings import PackageConfig
+from reelflow.infra.settings import DrmConfig, PackageConfig, ProtectionScheme, ProtectionSystem
 from reelflow.infra.tools import packager_exe, run
+from reelflow.packaging.keys import ContentKey, Tier, tier_for_height
+from reelflow.packaging.subtitles import SubtitleTrack
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +45,43 @@ class Package:
     dash_manifest: str
     hls_master: str
     files: tuple[str, ...]
+    encryption: dict[str, Any] | None = None    # {scheme, systems, key_ids: {tier: kid hex}}; never keys
 
 
-def stream_descriptor(rendition: Rendition) -> str:
-    """One packager stream descriptor: input, stream selector, CMAF output names, HLS names."""
+@dataclass(frozen=True)
+class Encryption:
+    """What an encrypted package needs: the title's keys by tier, the scheme, the systems, HLS key URIs."""
+
+    keys: Mapping[Tier, ContentKey] = field(repr=False)
+    scheme: ProtectionScheme = "cenc"
+    systems: tuple[ProtectionSystem, ...] = ("Widevine", "PlayReady", "CommonSystem")
+    hls_key_uri: str = "keys/{key_id}"
+    fairplay_key_uri: str = "skd://{key_id}"
+
+    @classmethod
+    def from_config(cls, keys: Mapping[Tier, ContentKey], config: DrmConfig) -> Encryption:
+        if config.systems != config.protection_systems:
+            log.info("FairPlay left out: it needs the cbcs scheme and this package is %s", config.scheme)
+        return cls(keys=keys, scheme=config.scheme, systems=config.systems, hls_key_uri=config.hls_key_uri,
+                   fairplay_key_uri=config.fairplay_key_uri)
+
+    def summary(self, tiers: Sequence[Tier]) -> dict[str, Any]:
+        """What a title record says about the encryption: no key, only key ids."""
+        return {"scheme": self.scheme, "systems": list(self.systems),
+                "key_ids": {t: self.keys[t].key_id_hex for t in tiers}}
+
+
+def tier_of(rendition: Rendition) -> Tier:
+    """The key tier of a rendition: AUDIO for audio, by height for video."""
+    return "AUDIO" if rendition.kind == "audio" else tier_for_height(rendition.height)
+
+
+def _hls_label(language: str, role: str, plain: str) -> str:
+    return language if role == plain else f"{language} ({role})"
+
+
+def stream_descriptor(rendition: Rendition, *, drm_label: str | None = None) -> str:
+    """One packager stream descriptor: input, stream selector, CMAF output names, HLS names, roles."""
     folder = f"{rendition.kind}/{rendition.name}"
     fields = [
         f"in={rendition.path}",
@@ -45,48 +91,163 @@ def stream_descriptor(rendition: Rendition) -> str:
         f"playlist_name={folder}.m3u8",
     ]
     if rendition.kind == "audio":
-        fields += ["hls_group_id=audio", f"hls_name={rendition.language}"]
+        fields += ["hls_group_id=audio", f"hls_name={_hls_label(rendition.language, rendition.role, 'main')}"]
         if rendition.language != "und":  # the packager refuses "und"; no tag means undetermined
             fields.append(f"language={rendition.language}")
+        fields.append(f"roles={rendition.role}")  # explicit: --default_language would add "main" to every track
+        if rendition.role == "description":
+            # DASH-IF: audio description is Role "description" plus this Accessibility; HLS: CHARACTERISTICS.
+            fields += ["accessibilities=urn:tva:metadata:cs:AudioPurposeCS:2007=1",
+                       "hls_characteristics=public.accessibility.describes-video"]
+    if drm_label is not None:
+        fields.append(f"drm_label={drm_label}")    # the key of this stream's tier (a label of --keys)
+    return ",".join(fields)
+
+
+def text_descriptor(track: SubtitleTrack) -> str:
+    """A WebVTT input as CMAF text (wvtt) for DASH and an HLS SUBTITLES rendition."""
+    folder = f"text/{track.name}"
+    fields = [
+        f"in={track.path}", "stream=text", "input_format=webvtt",
+        f"init_segment={folder}/init.mp4",
+        f"segment_template={folder}/$Number$.m4s",
+        f"playlist_name={folder}.m3u8",
+        "hls_group_id=subtitles", f"hls_name={_hls_label(track.language, track.role, 'subtitle')}",
+        f"language={track.language}",
+        "skip_encryption=1",                           # text is never encrypted (and needs no key)
+    ]
+    if track.role == "forced":
+        fields.append("forced_subtitle=1")             # DASH Role forced-subtitle, HLS FORCED=YES
+    else:
+        fields.append(f"roles={track.role}")
+    if track.role == "caption":
+        fields.append("hls_characteristics=public.accessibility.transcribes-spoken-dialog;"
+                      "public.accessibility.describes-music-and-sound")
     return ",".join(fields)
 
 
 def package_argv(
-    renditions: Sequence[Rendition], segment_s: float, config: PackageConfig
+    renditions: Sequence[Rendition], segment_s: float, config: PackageConfig, *,
+    subtitles: Sequence[SubtitleTrack] = (), encryption: Encryption | None = None,
 ) -> list[str]:
-    """Packager argv; run with the output folder as working directory so paths stay relative."""
-    return [
+    """Packager argv; run with the output folder as working directory so paths stay relative.
+
+    With ``encryption`` the argv holds the keys: run it with ``redact=key_secrets(encryption)``.
+    """
+    labels = {tier_of(r) for r in renditions} if encryption else set()
+    argv = [
         packager_exe(),
-        *(stream_descriptor(r) for r in renditions),
+        *(stream_descriptor(r, drm_label=tier_of(r) if encryption else None) for r in renditions),
+        *(text_descriptor(t) for t in subtitles),
         "--segment_duration", f"{segment_s:g}",      # cut at the first keyframe at or after each grid point
         "--mpd_output", config.dash_manifest,
         "--hls_master_playlist_output", config.hls_master,
         "--hls_playlist_type", "VOD",
         "--generate_static_live_mpd",                # static (VOD) MPD with SegmentTemplate, not type="dynamic"
     ]
+    main_audio = next((r.language for r in renditions if r.kind == "audio" and r.role == "main"
+                       and r.language != "und"), None)
+    if main_audio:
+        argv += ["--default_language", main_audio]   # HLS DEFAULT=YES on the main audio track
+        if subtitles:
+            # Otherwise the subtitles in that language become DEFAULT=YES too and players show them
+            # unasked. "zxx" (no linguistic content) is a tag the sidecar refuses, so it matches no track.
+            argv += ["--default_text_language", "zxx"]
+    if encryption is not None:
+        missing = sorted(labels - set(encryption.keys))
+        if missing:
+            raise StageError(f"no content key for tier(s) {', '.join(missing)}")
+        argv += [
+            "--enable_raw_key_encryption",
+            "--keys", ",".join(f"label={t}:key_id={k.key_id.hex()}:key={k.key.hex()}"
+                               for t, k in encryption.keys.items() if t in labels),
+            "--protection_scheme", encryption.scheme,
+            "--protection_systems", ",".join(encryption.systems),
+            "--clear_lead", "0",                     # else the first seconds stay in the clear
+        ]
+    return argv
+
+
+def key_secrets(encryption: Encryption | None) -> list[str]:
+    """The strings to redact from a packager run's logs and errors: each key in hex."""
+    return [k.key.hex() for k in encryption.keys.values()] if encryption else []
 
 
 def package(renditions: Sequence[Rendition], out_dir: Path, *, segment_s: float,
-            config: PackageConfig = PackageConfig()) -> Package:
-    """Package the renditions in the clear into ``out_dir`` (emptied first)."""
+            config: PackageConfig = PackageConfig(), subtitles: Sequence[SubtitleTrack] = (),
+            encryption: Encryption | None = None) -> Package:
+    """Package the renditions and subtitles into ``out_dir`` (emptied first), encrypted with ``encryption``."""
     if not any(r.kind == "video" for r in renditions):
         raise StageError("nothing to package: no video rendition")
-    names = [f"{r.kind}/{r.name}" for r in renditions]
+    names = [f"{r.kind}/{r.name}" for r in renditions] + [f"text/{t.name}" for t in subtitles]
     if len(set(names)) != len(names):
         raise StageError(f"two renditions share a name: {sorted(names)}")
+    inputs = [r.path.resolve() for r in renditions]
+    if len(set(inputs)) != len(inputs):  # the packager would give both the first one's language
+        raise StageError("two renditions read the same file; each needs a file of its own")
     if out_dir.exists():
         shutil.rmtree(out_dir)  # a re-run must not mix segments from an older package
     out_dir.mkdir(parents=True)
     # Video by ascending bitrate first: manifests list representations in this order.
     ordered = sorted(renditions, key=lambda r: (r.kind != "video", r.target_kbps, r.name))
-    argv = package_argv([_absolute(r) for r in ordered], segment_s, config)
-    run(argv, cwd=out_dir)
+    texts = [replace(t, path=t.path.resolve()) for t in subtitles]
+    argv = package_argv([_absolute(r) for r in ordered], segment_s, config, subtitles=texts, encryption=encryption)
+    run(argv, cwd=out_dir, redact=key_secrets(encryption))
     files = tuple(sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file()))
     for manifest in (config.dash_manifest, config.hls_master):
         if manifest not in files:
             raise StageError(f"the packager did not write {manifest} in {out_dir}")
-    log.info("packaged %d renditions into %d files in %s", len(renditions), len(files), out_dir)
-    return Package(root=out_dir, dash_manifest=config.dash_manifest, hls_master=config.hls_master, files=files)
+    summary = None
+    if encryption is not None:
+        tiers = sorted({tier_of(r) for r in renditions}, key=list(encryption.keys).index)
+        for r in ordered:
+            write_hls_key_lines(out_dir, f"{r.kind}/{r.name}.m3u8", encryption.keys[tier_of(r)], encryption)
+        summary = encryption.summary(tiers)
+    log.info("packaged %d renditions and %d subtitle tracks into %d files in %s%s", len(renditions),
+             len(subtitles), len(files), out_dir, f" ({encryption.scheme})" if encryption else " (clear)")
+    return Package(root=out_dir, dash_manifest=config.dash_manifest, hls_master=config.hls_master, files=files,
+                   encryption=summary)
+
+
+_KEY_LINE = "#EXT-X-KEY:"
+_URI = re.compile(r'URI="[^"]*"')
+
+
+def key_uri(template: str, key: ContentKey, playlist: str) -> str:
+    """A key URI from its template; a relative one (to the package root) is made relative to ``playlist``."""
+    uri = template.format(key_id=key.key_id_hex)
+    if "://" in uri or uri.startswith("/"):
+        return uri
+    return "../" * playlist.count("/") + uri
+
+
+def write_hls_key_lines(root: Path, relative: str, key: ContentKey, encryption: Encryption) -> None:
+    """Point the identity and FairPlay key lines of the media playlist ``root/relative`` at this key's URIs.
+
+    The packager writes no identity line for cenc ("handled by a specific DRM system"), but
+    Shaka Player plays HLS with ClearKey only from an identity line, so one is added there.
+    """
+    playlist = root / relative
+    identity = key_uri(encryption.hls_key_uri, key, relative)
+    fairplay = key_uri(encryption.fairplay_key_uri, key, relative)
+    lines = playlist.read_text().splitlines()
+    out: list[str] = []
+    has_identity = False
+    for line in lines:
+        if line.startswith(_KEY_LINE) and 'KEYFORMAT="identity"' in line:
+            line = _URI.sub(f'URI="{identity}"', line)
+            has_identity = True
+        elif line.startswith(_KEY_LINE) and 'KEYFORMAT="com.apple.streamingkeydelivery"' in line:
+            line = _URI.sub(f'URI="{fairplay}"', line)
+        out.append(line)
+    if not has_identity and "CommonSystem" in encryption.systems:
+        method = "SAMPLE-AES-CTR" if encryption.scheme == "cenc" else "SAMPLE-AES"
+        added = f'{_KEY_LINE}METHOD={method},URI="{identity}",KEYFORMAT="identity",KEYFORMATVERSIONS="1"'
+        at = next((i for i, ln in enumerate(out) if ln.startswith(_KEY_LINE)), None)
+        if at is None:
+            at = next(i for i, ln in enumerate(out) if ln.startswith("#EXT-X-MAP")) + 1
+        out.insert(at, added)
+    playlist.write_text("\n".join(out) + "\n")
 
 
 def _absolute(rendition: Rendition) -> Rendition:

@@ -1,0 +1,173 @@
+"""The sidecar: a JSON file a studio drops beside the media, listing audio tracks, subtitles and territories.
+
+Example (``<media>.json``; every key optional)::
+
+    {
+      "title_id": "sintel",
+      "countries": ["NL", "DE", "US"],
+      "audio": [
+        {"language": "en", "role": "main"},
+        {"file": "sintel.de.wav", "language": "de", "role": "dub"},
+        {"stream": 1, "language": "en", "role": "description"}
+      ],
+      "subtitles": [
+        {"file": "sintel.nl.vtt", "language": "nl"},
+        {"file": "sintel.en-cc.vtt", "language": "en", "role": "caption"}
+      ]
+    }
+
+An audio entry without ``file`` is audio stream ``stream`` (0-based among the audio streams,
+default 0) of the media file itself; with ``file`` (relative to the sidecar) it is audio stream
+``stream`` of that file, which starts at the programme's first frame. ``countries`` are ISO 3166
+alpha-2 codes where the title is licensed; absent or null means everywhere. Languages are BCP-47
+tags (``en``, ``pt-BR``, ``es-419``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from reelflow.errors import ConfigError
+from reelflow.packaging.subtitles import check_webvtt
+
+AudioRole = Literal["main", "description", "commentary", "dub"]
+SubtitleRole = Literal["subtitle", "caption", "forced"]
+
+# language[-script][-region](-variant)*: enough of BCP-47 for media tracks; extensions are refused.
+_BCP47 = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-(?:[A-Za-z]{2}|\d{3}))?(-(?:[A-Za-z\d]{5,8}|\d[A-Za-z\d]{3}))*$")
+
+
+def _language(value: str) -> str:
+    if not _BCP47.match(value):
+        raise ValueError(f"{value!r} is not a BCP-47 language tag (e.g. 'en', 'pt-BR', 'es-419')")
+    if value.lower() in ("und", "zxx", "mul"):
+        raise ValueError(f"{value!r} is not a language a viewer can pick; give the track's language")
+    return value
+
+
+def _existing_file(value: str | None, info: ValidationInfo) -> str | None:
+    """Resolve a sidecar-relative path against the sidecar's folder (context "base"); it must exist."""
+    if value is None:
+        return None
+    base = (info.context or {}).get("base")
+    path = Path(value) if base is None else Path(base) / value
+    if not path.is_file():
+        raise ValueError(f"{value!r} does not exist (looked for {path})")
+    return str(path.resolve())
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SidecarAudio(_Model):
+    """One audio track: from the media file (``stream``) or from a file of its own."""
+
+    file: str | None = Field(None, description="Audio file, relative to the sidecar; none: the media file.")
+    stream: int | None = Field(None, ge=0, description="0-based audio stream of that file (default 0).")
+    language: str
+    role: AudioRole = "main"
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _existing_file(value, info)
+
+    @field_validator("language")
+    @classmethod
+    def _lang(cls, value: str) -> str:
+        return _language(value)
+
+    @property
+    def path(self) -> Path | None:
+        return Path(self.file) if self.file else None
+
+    @property
+    def name(self) -> str:
+        return self.language + ("" if self.role == "main" else f"_{self.role}")
+
+
+class SidecarSubtitle(_Model):
+    """One WebVTT subtitle track."""
+
+    file: str = Field(description="WebVTT file (.vtt), relative to the sidecar.")
+    language: str
+    role: SubtitleRole = "subtitle"
+
+    @field_validator("language")
+    @classmethod
+    def _lang(cls, value: str) -> str:
+        return _language(value)
+
+    @field_validator("file")
+    @classmethod
+    def _vtt(cls, value: str, info: ValidationInfo) -> str:
+        if not value.lower().endswith(".vtt"):
+            raise ValueError(f"{value!r}: subtitles are WebVTT files ending in .vtt")
+        resolved = _existing_file(value, info)
+        assert resolved is not None
+        check_webvtt(Path(resolved))  # ConfigError with file and line, raised through as is
+        return resolved
+
+    @property
+    def path(self) -> Path:
+        return Path(self.file)
+
+    @property
+    def name(self) -> str:
+        return self.language + ("" if self.role == "subtitle" else f"_{self.role}")
+
+
+class Sidecar(_Model):
+    """What a studio says about a title beyond the media file itself."""
+
+    title_id: str | None = None
+    countries: tuple[str, ...] | None = Field(None, description="ISO 3166 alpha-2 codes; null: everywhere.")
+    audio: tuple[SidecarAudio, ...] = ()
+    subtitles: tuple[SidecarSubtitle, ...] = ()
+
+    @field_validator("countries")
+    @classmethod
+    def _countries(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        codes = tuple(c.strip().upper() for c in value)
+        bad = [c for c in codes if not re.fullmatch(r"[A-Z]{2}", c)]
+        if bad:
+            raise ValueError(f"{bad} are not ISO 3166 alpha-2 country codes (two letters, e.g. 'NL')")
+        if not codes:
+            raise ValueError("an empty list would license the title nowhere; leave it out (or null) for everywhere")
+        return tuple(dict.fromkeys(codes))
+
+    @model_validator(mode="after")
+    def _distinct_tracks(self) -> Sidecar:
+        for kind, names in (("audio", [a.name for a in self.audio]), ("subtitles", [s.name for s in self.subtitles])):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"two {kind} tracks share language and role: {', '.join(twice)}")
+        return self
+
+
+def load_sidecar(path: Path | str) -> Sidecar:
+    """Read and check a sidecar; one ConfigError naming the file and the field on any problem."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"sidecar {path} does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"sidecar {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"sidecar {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from exc
+    try:
+        return Sidecar.model_validate(data, context={"base": path.resolve().parent})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"sidecar {path}: {where}: {message}") from exc
