@@ -150,15 +150,16 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     if not dash:
         return None
     try:
-        if first_s == "":
-            length = int(last_s)
-            if length <= 0:
-                raise ValueError("empty suffix range")
-            return max(0, size - length), size - 1
-        first = int(first_s)
+        first = int(first_s) if first_s else -1
         last = int(last_s) if last_s else size - 1
     except ValueError:
         return None
+    if first < 0:  # a suffix: the last ``last`` bytes
+        if not last_s:
+            return None
+        if last <= 0:
+            raise ValueError(f"range {header!r} asks for no bytes")
+        return max(0, size - last), size - 1
     if first >= size or last < first:
         raise ValueError(f"range {header!r} is outside 0-{size - 1}")
     return first, min(last, size - 1)
