@@ -256,6 +256,9 @@ class ServiceConfig(_Config):
                                                       "countries may be played; None: everywhere.")
     catalog_ttl_s: float = Field(5.0, ge=0, description="Title records are re-read this long after loading.")
     key_cache_ttl_s: float = Field(60.0, ge=0, description="Content keys are re-read this long after loading.")
+    resume_cache_ttl_s: float = Field(30.0, ge=0, description="Resume positions read for /api/play are kept this "
+                                      "long; writes through this process show at once, through other replicas "
+                                      "within this time (0: always read the database).")
     shaka_dir: Path = Field(Path("node_modules/shaka-player/dist"), description="Shaka Player's dist folder, "
                             "served under /shaka/ for the demo page (npm ci puts it here).")
 

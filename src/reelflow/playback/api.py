@@ -105,6 +105,7 @@ class Service:
     db: sessionmaker[Session]
     cache: manifests.ManifestCache
     segments: SegmentServer
+    resume: models.ResumeCache
 
     @property
     def config(self) -> ServiceConfig:
@@ -146,11 +147,12 @@ def build_service(settings: Settings, *, storage: Storage | None = None, keys: l
     config = settings.service
     store = storage or open_storage(settings.storage.output, settings.storage)
     source = keys if keys is not None else (lic.load_key_source(settings) if load_keys else None)
+    database = db or open_database(settings.database.url)
     return Service(
         settings=settings, storage=store, catalog=Catalog(store, config.catalog_ttl_s),
         signer=TokenSigner(load_secret(config)), keys=lic.KeyCache(source, config.key_cache_ttl_s),
-        db=db or open_database(settings.database.url), cache=manifests.ManifestCache(),
-        segments=SegmentServer(store),
+        db=database, cache=manifests.ManifestCache(), segments=SegmentServer(store),
+        resume=models.ResumeCache(database, config.resume_cache_ttl_s),
     )
 
 
@@ -244,7 +246,9 @@ def create_app(settings: Settings, *, storage: Storage | None = None, keys: lic.
         )
         service.dash(title, limits_of(claims), ranked)  # Unplayable now rather than at the manifest
         token = service.signer.issue(claims)
-        resume = await run_in_threadpool(models.get_progress, service.db, body.profile_id, title.title_id)
+        hit, resume = service.resume.cached(body.profile_id, title.title_id)
+        if not hit:
+            resume = await run_in_threadpool(service.resume.get, body.profile_id, title.title_id)
         base = service.url()
         system = body.device.drm_system
         license_info = None
@@ -345,8 +349,8 @@ def create_app(settings: Settings, *, storage: Storage | None = None, keys: lic.
         claims = service.claims(request, body.title_id, leeway_s=license_s)
         if claims.profile != body.profile_id:
             raise Forbidden(f"this play token is for profile {claims.profile!r}, not {body.profile_id!r}")
-        saved = await run_in_threadpool(models.save_progress, service.db, body.profile_id, body.title_id,
-                                        body.position_s, body.duration_s)
+        saved = await run_in_threadpool(service.resume.save, body.profile_id, body.title_id, body.position_s,
+                                        body.duration_s)
         return _json(saved.to_dict())
 
     @app.get("/api/progress/{profile_id}", summary="Continue watching: most recent first")

@@ -31,11 +31,19 @@ def _settings(storage: str | None, **service: object) -> Settings:
     })
 
 
+def uvicorn_options() -> dict[str, object]:
+    """How both commands (and bench/service.py) run uvicorn.
+
+    access_log off: a log line per segment request costs more than serving it; errors are still
+    logged. loop/http "auto" take uvloop and httptools, the fast C implementations, when installed.
+    """
+    return {"log_level": "warning", "access_log": False, "loop": "auto", "http": "auto"}
+
+
 def _run(app: object, host: str, port: int) -> None:
     import uvicorn
 
-    # access_log off: a line per segment request costs more than serving it; errors are still logged.
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)  # type: ignore[arg-type]
+    uvicorn.run(app, host=host, port=port, **uvicorn_options())  # type: ignore[arg-type]
 
 
 def serve_command(

@@ -7,6 +7,9 @@ Declared on ``infra.database.Base``, so ``open_database`` creates them. The hot 
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,3 +111,49 @@ def save_qoe(db: sessionmaker[Session], *, session_id: str, title_id: str, profi
         session.add(row)
         session.flush()
         return row.id
+
+
+class ResumeCache:
+    """Resume positions by (profile, title), written through by this process, kept ``ttl_s`` seconds.
+
+    /api/play reads a position on every play; the cache saves that read (and the hop to a worker
+    thread) on the hot path. This process's own writes update it at once; a write through another
+    replica shows here within ``ttl_s`` (0 turns the cache off).
+    """
+
+    def __init__(self, db: sessionmaker[Session], ttl_s: float = 30.0, size: int = 100_000) -> None:
+        self.db = db
+        self.ttl_s = ttl_s
+        self.size = size
+        self._items: OrderedDict[tuple[str, str], tuple[float, Resume | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def cached(self, profile_id: str, title_id: str) -> tuple[bool, Resume | None]:
+        """(hit, position): no I/O, so the event loop may call it."""
+        item = self._items.get((profile_id, title_id))
+        if item is None or time.monotonic() - item[0] >= self.ttl_s:
+            return False, None
+        return True, item[1]
+
+    def _put(self, profile_id: str, title_id: str, resume: Resume | None) -> None:
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            self._items[(profile_id, title_id)] = (time.monotonic(), resume)
+            self._items.move_to_end((profile_id, title_id))
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def get(self, profile_id: str, title_id: str) -> Resume | None:
+        """From the cache or the database (blocking on a miss: call from a worker thread)."""
+        hit, resume = self.cached(profile_id, title_id)
+        if hit:
+            return resume
+        resume = get_progress(self.db, profile_id, title_id)
+        self._put(profile_id, title_id, resume)
+        return resume
+
+    def save(self, profile_id: str, title_id: str, position_s: float, duration_s: float | None) -> Resume:
+        resume = save_progress(self.db, profile_id, title_id, position_s, duration_s)
+        self._put(profile_id, title_id, resume)
+        return resume
