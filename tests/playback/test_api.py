@@ -394,3 +394,17 @@ def test_play_page(client: TestClient, tmp_path: Path) -> None:
     assert "npm ci" in page.text  # no node_modules here: the page says how to get Shaka Player
     assert client.get("/shaka/shaka-player.compiled.js").status_code == 404
     assert client.get("/shaka/..%2Fpackage.json").status_code == 404
+
+
+def test_play_page_loads_shaka_when_installed(encrypted_title: Any, key_source: MemoryKeySource,
+                                              tmp_path: Path) -> None:
+    dist = tmp_path / "node_modules/shaka-player/dist"
+    dist.mkdir(parents=True)
+    (dist / "shaka-player.compiled.js").write_text("window.shaka = {};")
+    settings = service_settings(encrypted_title.root, tmp_path, shaka_dir=dist)
+    with TestClient(create_app(settings, keys=key_source), base_url=ORIGIN) as client:
+        page = client.get("/play/sintel-enc?format=hls")
+        assert '<script src="/shaka/shaka-player.compiled.js"></script>' in page.text
+        script = client.get("/shaka/shaka-player.compiled.js")
+        assert script.status_code == 200 and script.text == "window.shaka = {};"
+        assert "javascript" in script.headers["content-type"]

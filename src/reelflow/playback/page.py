@@ -25,8 +25,9 @@ from pathlib import Path
 from string import Template
 
 SHAKA_FILE = "shaka-player.compiled.js"
-SHAKA_SERVED = frozenset({SHAKA_FILE, "shaka-player.compiled.debug.js", "shaka-player.compiled.js.map",
-                          "shaka-player.compiled.debug.map", "shaka-player.ui.js", "controls.css"})
+SHAKA_SERVED = frozenset({SHAKA_FILE, "shaka-player.compiled.map", "shaka-player.compiled.debug.js",
+                          "shaka-player.compiled.debug.map", "shaka-player.ui.js", "shaka-player.ui.map",
+                          "controls.css"})
 
 _PAGE = Template((resources.files("reelflow.playback") / "play.html").read_text(encoding="utf-8"))
 
@@ -37,8 +38,9 @@ def _script_json(value: object) -> str:
 
 
 def render(title_id: str, *, shaka_available: bool, shaka_dir: Path, country: str = "US") -> str:
-    missing = (f"Shaka Player is not installed: {shaka_dir / SHAKA_FILE} is missing. Run `npm ci` in the "
-               "project folder (package.json lists shaka-player), or point service.shaka_dir at its dist folder.")
+    missing = (f"Shaka Player is not installed: {shaka_dir / SHAKA_FILE} is missing. Run `npm ci` (or "
+               "`npm install shaka-player`) in the folder the service runs in, or point service.shaka_dir at "
+               "Shaka Player's dist folder, then reload.")
     config = {"titleId": title_id, "shaka": shaka_available, "shakaMissing": missing, "country": country}
     tag = f'<script src="/shaka/{SHAKA_FILE}"></script>' if shaka_available else ""
     return _PAGE.substitute(title_html=html.escape(title_id), config_json=_script_json(config), shaka_tag=tag)
