@@ -213,6 +213,12 @@ def load_process(port: int, scenario: str, args: argparse.Namespace, keys: dict[
     out.send(result)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_for(port: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -252,21 +258,27 @@ def main() -> None:
                     receive, send = mp.get_context("spawn").Pipe(duplex=False)
                     client = mp.get_context("spawn").Process(target=load_process,
                                                              args=(args.port, scenario, args, keys, send))
+                    cpu_before = cpu_seconds(server.pid or 0)
                     client.start()
                     result = receive.recv()
                     client.join()
+                    # the whole run (warm-up and token set-up too) over the requests measured: an upper bound
+                    result["cpu_ms_per_request"] = 1000 * (cpu_seconds(server.pid or 0) - cpu_before) / (
+                        result["rps"] * (args.seconds + 2.0))
                     results.setdefault(scenario, []).append(result)
                     print(f"  {scenario:8s} run {run + 1}: {result['rps']:7.0f} req/s  "
                           f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:7.2f} ms  "
                           f"max {result['max_ms']:7.1f} ms  errors {result['errors']}  "
+                          f"server CPU {result['cpu_ms_per_request']:.3f} ms/req  "
                           f"load avg {os.getloadavg()[0]:.2f}")
             print("\nmedians over runs:")
-            print("| scenario | req/s | p50 ms | p99 ms | errors |")
-            print("|---|---:|---:|---:|---:|")
+            print("| scenario | req/s | p50 ms | p99 ms | errors | server CPU ms/request |")
+            print("|---|---:|---:|---:|---:|---:|")
+            names = ("rps", "p50_ms", "p99_ms", "errors", "cpu_ms_per_request")
             for scenario, runs in results.items():
-                med = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms", "errors")}
+                med = {k: statistics.median(r[k] for r in runs) for k in names}
                 print(f"| {scenario} | {med['rps']:.0f} | {med['p50_ms']:.2f} | {med['p99_ms']:.2f} | "
-                      f"{med['errors']:.0f} |")
+                      f"{med['errors']:.0f} | {med['cpu_ms_per_request']:.3f} |")
             if args.json:
                 print(json.dumps(results, indent=2))
         finally:
