@@ -8,6 +8,7 @@ therefore shows up within that time, and a package is never half-read: its folde
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -89,8 +90,6 @@ def load_title(storage: Storage, title_id: str) -> Title:
         if "no such object" in str(exc):
             raise NotFound(f"no title {title_id!r} is published") from exc
         raise
-    import json
-
     record = json.loads(raw)
     if record.get("status", "published") != "published":
         raise NotFound(f"title {title_id!r} is not published (status {record.get('status')!r})")
