@@ -1,5 +1,11 @@
 #!/usr/bin/env bash
-# `make demo`: ingest a real clip with the embedded defaults and say where the stream is.
+# `make demo`: ingest a real clip with the embedded defaults, start the playback service and print
+# the URL of a page that plays it in a browser.
+#
+# With a terminal attached the service runs in the foreground until Ctrl-C. Without one (CI, a
+# pipe) the demo checks that the service answers, prints the URL and leaves the service running in
+# the background (its pid in reelflow-data/serve.pid, its log in reelflow-data/serve.log), so the
+# demo itself ends. REELFLOW_DEMO_SERVE=no skips the service; REELFLOW_DEMO_PORT picks the port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,3 +47,51 @@ Play it with any player that reads DASH or HLS from files, if you have one (ffpl
 Or check that it decodes with the bundled ffmpeg:
   $(python -c "from reelflow.infra.tools import ffmpeg_exe; print(ffmpeg_exe())") -i $dash -f null -
 MSG
+
+# --- the playback service ---------------------------------------------------------------------
+if [[ "${REELFLOW_DEMO_SERVE:-yes}" == "no" ]]; then
+  exit 0
+fi
+port="${REELFLOW_DEMO_PORT:-8700}"
+url="http://127.0.0.1:$port"
+pidfile="reelflow-data/serve.pid"
+if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  kill "$(cat "$pidfile")" && sleep 1   # the service an earlier demo left running
+fi
+reelflow serve --port "$port" --storage "$storage" >reelflow-data/serve.log 2>&1 &
+pid=$!
+echo "$pid" >"$pidfile"
+if ! python - "$url/healthz" <<'PY'
+import sys, time, urllib.request
+for _ in range(150):
+    try:
+        urllib.request.urlopen(sys.argv[1], timeout=1)
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.2)
+sys.exit(1)
+PY
+then
+  echo "the playback service did not start; its log (reelflow-data/serve.log):" >&2
+  tail -20 reelflow-data/serve.log >&2
+  kill "$pid" 2>/dev/null || true
+  exit 1
+fi
+shaka_note=""
+if [[ ! -f node_modules/shaka-player/dist/shaka-player.compiled.js ]]; then
+  shaka_note="  (Shaka Player is not installed here: run 'npm install shaka-player' in $(pwd) first; the page says so too)"
+fi
+cat <<MSG
+
+The playback service is running at $url (log: reelflow-data/serve.log).
+Open this page to play the title in a browser (Shaka Player, DASH; add ?format=hls for HLS):
+  $url/play/demo
+$shaka_note
+MSG
+if [[ -t 0 && -t 1 ]]; then
+  echo "Press Ctrl-C to stop the service."
+  trap 'kill "$pid" 2>/dev/null; rm -f "$pidfile"; echo; echo "service stopped"' INT TERM
+  wait "$pid" || true
+else
+  echo "It keeps running in the background (pid $pid); stop it with: kill \$(cat $(pwd)/$pidfile)"
+fi

@@ -342,6 +342,12 @@ def simulate(
     raise typer.Exit(simulate_command(traces, sizes, names, as_json=json_out, plot_dir=plot))
 
 
+from reelflow.playback.commands import edge_command, serve_command  # noqa: E402  (after the core commands)
+
+app.command("serve")(serve_command)
+app.command("edge")(edge_command)
+
+
 def main() -> None:
     """Console entry point: run the app; turn reelflow errors into one line and an exit code."""
     try:

@@ -12,8 +12,15 @@
     ├── StageError                     a pipeline stage got inputs it cannot work with
     ├── KeyStoreError                  content keys: cannot be stored or decrypted (wrong master key)
     │   └── KeyNotFound(KeyError)      no key for this title or key id
-    └── StorageError                   the output store refused an operation
-        └── TransientStorageError      worth retrying (throttling, 5xx, connection reset)
+    ├── StorageError                   the output store refused an operation
+    │   └── TransientStorageError      worth retrying (throttling, 5xx, connection reset)
+    └── PlaybackError                  a playback service request that cannot be served (has .status)
+        ├── NotFound(LookupError)      404: unknown title, key id, file
+        ├── Unauthorized               401: missing, forged or expired play token
+        ├── Forbidden(PermissionError) 403: the device may not have this key (tier) or file
+        ├── UnavailableInCountry       451: the title is not licensed where the player is
+        ├── Unplayable                 422: nothing in the title fits the device
+        └── NotConfigured              501: e.g. no Widevine license proxy registered
 
 Foreign exceptions (av, botocore, subprocess) are translated once, at the boundary where they are
 raised, with ``raise ... from`` so the cause stays in the traceback for debugging.
@@ -120,3 +127,40 @@ class StorageError(ReelflowError):
 
 class TransientStorageError(StorageError):
     """A storage failure that a retry may cure (throttling, 5xx, dropped connection)."""
+
+
+class PlaybackError(ReelflowError):
+    """A request to the playback service that cannot be served; ``status`` is its HTTP status."""
+
+    status = 400
+    code = "bad_request"
+
+
+class NotFound(PlaybackError, LookupError):
+    status = 404
+    code = "not_found"
+
+
+class Unauthorized(PlaybackError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(PlaybackError, PermissionError):
+    status = 403
+    code = "forbidden"
+
+
+class UnavailableInCountry(PlaybackError):
+    status = 451
+    code = "unavailable_in_country"
+
+
+class Unplayable(PlaybackError):
+    status = 422
+    code = "unplayable"
+
+
+class NotConfigured(PlaybackError):
+    status = 501
+    code = "not_configured"

@@ -343,6 +343,80 @@ class DrmConfig(_Config):
         return decode_master_key(self.master_key.get_secret_value()) if self.master_key is not None else None
 
 
+class EdgeConfig(_Config):
+    """One CDN edge the playback service can steer players to (playback/steering.py)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="Short name, carried in play tokens.")
+    base_url: str = Field(pattern=r"^https?://[^\s?#]+$", description="Where the edge serves /titles/...; "
+                          "no query or fragment.")
+    isp: str | None = Field(None, description="The ISP network it sits in (compared with the player's isp).")
+    region: str | None = Field(None, description="Country (ISO alpha-2) or region name it serves.")
+    healthy: bool = Field(True, description="Unhealthy edges are never handed out.")
+    load: float = Field(0.0, ge=0, description="Current load, 0 idle, 1 full; less is preferred.")
+    titles: tuple[str, ...] | None = Field(None, description="Titles it holds; None: the whole catalogue.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+
+class ServiceConfig(_Config):
+    """The playback service (playback/): play API, license, manifests, steering, segments."""
+
+    host: str = Field("127.0.0.1", description="Interface `reelflow serve` listens on.")
+    port: int = Field(8700, ge=0, le=65535)
+    public_url: str | None = Field(None, pattern=r"^https?://[^\s?#]+$", description="The service's URL as "
+                                   "players reach it (default http://host:port); manifest, license and key URLs "
+                                   "are built on it.")
+    token_secret: SecretStr | None = Field(None, description="HMAC key of play tokens; None: a random one made "
+                                           "once in token_secret_file (0600). Set it when running replicas.")
+    token_secret_file: Path = Field(Path("reelflow-data/service-token.key"))
+    token_ttl_s: int = Field(600, ge=10, le=86400, description="Play tokens (manifests, license, keys) expire "
+                             "this long after /api/play.")
+    license_duration_h: float = Field(24.0, ge=24, le=48, description="How long a player may keep the keys "
+                                      "of a license (24-48 h).")
+    cors_origins: tuple[str, ...] = Field((), description="Web origins allowed to call the service (exact, "
+                                          "e.g. https://player.example.com); '*' for any.")
+    cors_origin_regex: str | None = Field(r"^https?://(localhost|127\.0\.0\.1)(:[0-9]+)?$", description="Origins "
+                                          "allowed by pattern as well; the default allows local pages.")
+    cellular_max_kbps: int = Field(3000, ge=100, description="Video rungs above this are left out on cellular.")
+    software_drm_max_height: int = Field(720, ge=144, description="Tallest rung (and key tier) for software DRM "
+                                         "(Widevine L3, PlayReady SL2000, ClearKey).")
+    edges: tuple[EdgeConfig, ...] = Field((), description="CDN edges; the service itself (origin) is always last.")
+    default_countries: tuple[str, ...] | None = Field(None, description="Where a title whose record lists no "
+                                                      "countries may be played; None: everywhere.")
+    catalog_ttl_s: float = Field(5.0, ge=0, description="Title records are re-read this long after loading.")
+    key_cache_ttl_s: float = Field(60.0, ge=0, description="Content keys are re-read this long after loading.")
+    resume_cache_ttl_s: float = Field(30.0, ge=0, description="Resume positions read for /api/play are kept this "
+                                      "long; writes through this process show at once, through other replicas "
+                                      "within this time (0: always read the database).")
+    shaka_dir: Path = Field(Path("node_modules/shaka-player/dist"), description="Shaka Player's dist folder, "
+                            "served under /shaka/ for the demo page (npm ci puts it here).")
+
+    @field_validator("default_countries")
+    @classmethod
+    def _alpha2(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        for code in value:
+            if len(code) != 2 or not code.isalpha():
+                raise ValueError(f"{code!r} is not an ISO 3166 alpha-2 country code")
+        return tuple(code.upper() for code in value)
+
+    @model_validator(mode="after")
+    def _unique_edges(self) -> ServiceConfig:
+        names = [edge.name for edge in self.edges]
+        if len(set(names)) != len(names) or "origin" in names:
+            raise ValueError(f"edge names {names} must be distinct and not 'origin'")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        """The service's public URL, without a trailing slash."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
 class Settings(_Config):
     """Everything reelflow can be told, with the embedded defaults of a single laptop."""
 
@@ -355,6 +429,7 @@ class Settings(_Config):
     ladder: LadderConfig = LadderConfig()
     database: DatabaseConfig = DatabaseConfig()
     drm: DrmConfig = DrmConfig()
+    service: ServiceConfig = ServiceConfig()
 
     @model_validator(mode="after")
     def _trials_predict_the_final_encodes(self) -> Settings:

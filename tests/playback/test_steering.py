@@ -1,0 +1,55 @@
+"""steering: properties of the ranking over any set of edges (hypothesis), and a worked example."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reelflow.infra.settings import EdgeConfig
+from reelflow.playback.steering import ORIGIN, rank_edges
+
+ISPS = st.sampled_from([None, "acme", "ACME ", "globex", "initech"])
+REGIONS = st.sampled_from([None, "US", "us", "FR", "DE"])
+TITLES = st.one_of(st.none(), st.lists(st.sampled_from(["t1", "t2", "t3"]), max_size=3).map(tuple))
+
+edge_lists = st.lists(
+    st.builds(EdgeConfig, name=st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True),
+              base_url=st.sampled_from(["http://a.example", "http://b.example:8080", "https://c.example/cdn"]),
+              isp=ISPS, region=REGIONS, healthy=st.booleans(),
+              load=st.floats(min_value=0, max_value=2, allow_nan=False), titles=TITLES),
+    max_size=8, unique_by=lambda e: e.name)
+
+
+def same(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and a.strip().casefold() == b.strip().casefold()
+
+
+@given(edge_lists, ISPS, REGIONS, st.sampled_from(["t1", "t2", "t9"]))
+def test_ranking_properties(edges: list[EdgeConfig], isp: str | None, country: str | None, title: str) -> None:
+    ranked = rank_edges(edges, title_id=title, isp=isp, country=country, origin_url="http://origin:8700/")
+    by_name = {e.name: e for e in edges}
+    # the origin is always there, once, last, without a trailing slash
+    assert ranked[-1].name == ORIGIN and ranked[-1].base_url == "http://origin:8700"
+    assert [c.name for c in ranked].count(ORIGIN) == 1
+    chosen = [by_name[c.name] for c in ranked[:-1]]
+    # every healthy edge, and no unhealthy one
+    assert {e.name for e in chosen} == {e.name for e in edges if e.healthy}
+    # same ISP first; within it, edges holding the title first; then region; then load
+    keys = [(not same(e.isp, isp), not (e.titles is None or title in e.titles), not same(e.region, country), e.load)
+            for e in chosen]
+    assert keys == sorted(keys)
+    # the input's order does not matter
+    again = rank_edges(list(reversed(edges)), title_id=title, isp=isp, country=country, origin_url="http://origin:8700")
+    assert [c.name for c in again] == [c.name for c in ranked]
+
+
+def test_worked_example() -> None:
+    edges = [
+        EdgeConfig(name="busy-isp", base_url="http://1", isp="acme", load=0.9),
+        EdgeConfig(name="idle-isp-no-title", base_url="http://2", isp="acme", load=0.1, titles=("other",)),
+        EdgeConfig(name="idle-isp", base_url="http://3", isp="acme", load=0.2),
+        EdgeConfig(name="transit", base_url="http://4", isp="globex", load=0.0),
+        EdgeConfig(name="down", base_url="http://5", isp="acme", healthy=False),
+    ]
+    ranked = rank_edges(edges, title_id="film", isp="Acme", country="US", origin_url="http://o")
+    assert [c.name for c in ranked] == ["idle-isp", "busy-isp", "idle-isp-no-title", "transit", "origin"]
