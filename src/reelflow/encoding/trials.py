@@ -20,9 +20,12 @@ where an exhaustive medium grid costs 10-15x):
    and GOP periods) from each shot's first frame, with motion computed from true neighbours so the
    scores equal a full run's on those frames; short shots get a smaller step (never under 5) so at
    least ``vmaf_min_frames`` are scored. The reference is decoded once for all trials of a run.
-3. A few CRF probes per resolution (``crfs``, three) and interpolation: log rate and VMAF are smooth
-   in CRF, so a quadratic through the three probes (linear where that would leave the two nearest
-   probes' range) gives points every ``crf_step`` CRF.
+3. A few CRF probes per resolution and interpolation: log rate and VMAF are smooth in CRF. The
+   sample is tried at three CRFs (``crfs``) at every height, which gives each height's curvature;
+   each shot is then tried at the outer two (``shot_crfs``) and its points in between come
+   from the quadratic through its two probes with the sample's curvature at that height (the
+   chord where that would leave the probes' range), every ``crf_step`` CRF. With ``shot_crfs``
+   equal to ``crfs``, the quadratic through the three probes.
 4. Resolutions that cannot reach the hull are not tried. A rung has one resolution for all shots,
    so this is decided once per title, on the sample's corrected points (``prune_heights``): from
    the middle candidate down while each lower one puts a point on (or within ``prune_margin`` of)
@@ -147,12 +150,15 @@ class TrialPlan:
 
     heights: tuple[int, ...]                  # descending; every shot is tried at each
     skipped: tuple[int, ...]                  # candidates the sample showed cannot reach the hull
-    crfs: tuple[int, ...]
+    crfs: tuple[int, ...]                     # what every shot is tried at
     correction: Correction
     sample_frames: int
     sample_trials: tuple[Trial, ...]          # trial preset, every height tried on the sample
     calibration_trials: tuple[Trial, ...]     # final preset on the sample, calibration heights
     cpu_s: float                              # everything the plan cost: cut, encodes, VMAF
+    # per height: the second divided difference of corrected (log kbps, VMAF) over the sample's
+    # three CRFs, the shape that two probes per shot are interpolated with
+    curvature: tuple[tuple[int, float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -405,8 +411,45 @@ def _curve_at(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
     return value if low <= value <= high else linear
 
 
-def predict_points(trials: Iterable[Trial], correction: Correction, crf_step: int = 1) -> list[RdPoint]:
-    """Final-preset points: every trial corrected, and interpolated points every ``crf_step`` CRF between."""
+def curvatures(trials: Iterable[Trial], correction: Correction) -> tuple[tuple[int, float, float], ...]:
+    """Per height tried at three or more CRFs: the curvature (second divided difference over the
+    outer and middle probes) of corrected log kbps and VMAF in CRF."""
+    by_height: dict[int, list[Trial]] = {}
+    for t in trials:
+        by_height.setdefault(t.height, []).append(t)
+    out = []
+    for height, group in sorted(by_height.items(), reverse=True):
+        if len(group) < 3:
+            continue
+        group.sort(key=lambda t: t.crf)
+        probes = (group[0], group[len(group) // 2], group[-1])
+        xs = (float(probes[0].crf), float(probes[1].crf), float(probes[2].crf))
+        (ka, va), (kb, vb), (kc, vc) = (correction.apply(t) for t in probes)
+        out.append((height, _second_difference(xs, (math.log(ka), math.log(kb), math.log(kc))),
+                    _second_difference(xs, (va, vb, vc))))
+    return tuple(out)
+
+
+def _second_difference(xs: tuple[float, float, float], ys: tuple[float, float, float]) -> float:
+    """The leading coefficient of the quadratic through three points."""
+    return ((ys[2] - ys[1]) / (xs[2] - xs[1]) - (ys[1] - ys[0]) / (xs[1] - xs[0])) / (xs[2] - xs[0])
+
+
+def _shaped(x0: float, y0: float, x1: float, y1: float, curvature: float, x: float) -> float:
+    """The quadratic through two probes with the given second divided difference; the chord if it leaves them."""
+    chord = y0 + (x - x0) * (y1 - y0) / (x1 - x0)
+    value = chord + curvature * (x - x0) * (x - x1)
+    return value if min(y0, y1) <= value <= max(y0, y1) else chord
+
+
+def predict_points(trials: Iterable[Trial], correction: Correction, crf_step: int = 1,
+                   curvature: Sequence[tuple[int, float, float]] = ()) -> list[RdPoint]:
+    """Final-preset points: every trial corrected, and interpolated points every ``crf_step`` CRF between.
+
+    A height tried at two CRFs is interpolated with its ``curvature`` (from ``curvatures`` on the
+    sample) when given, else along the chord.
+    """
+    shape = {h: (k, v) for h, k, v in curvature}
     by_size: dict[Size, list[Trial]] = {}
     for t in trials:
         by_size.setdefault((t.width, t.height), []).append(t)
@@ -424,8 +467,13 @@ def predict_points(trials: Iterable[Trial], correction: Correction, crf_step: in
             continue
         for a, b in pairwise(group):
             for crf in range(a.crf + crf_step, b.crf, crf_step):
-                kbps = math.exp(_curve_at(crfs, log_kbps, crf))
-                points.append(RdPoint(kbps, _curve_at(crfs, vmafs, crf), width, height, float(crf)))
+                if len(group) == 2 and height in shape:
+                    k_shape, v_shape = shape[height]
+                    log_k = _shaped(crfs[0], log_kbps[0], crfs[1], log_kbps[1], k_shape, crf)
+                    vmaf = _shaped(crfs[0], vmafs[0], crfs[1], vmafs[1], v_shape, crf)
+                else:
+                    log_k, vmaf = _curve_at(crfs, log_kbps, crf), _curve_at(crfs, vmafs, crf)
+                points.append(RdPoint(math.exp(log_k), vmaf, width, height, float(crf)))
     return sorted(points, key=lambda p: (-p.height, p.crf))
 
 
@@ -539,8 +587,9 @@ def plan_trials(
         shutil.rmtree(folder, ignore_errors=True)
     log.info("%s: trial heights %s (skipped %s) from a %d-frame sample; correction %s; %.1f CPU s",
              src.name, kept, skipped, frames, "measured" if correction.measured else "fixed", cpu)
-    return TrialPlan(heights=kept, skipped=skipped, crfs=crfs, correction=correction, sample_frames=frames,
-                     sample_trials=sample_trials, calibration_trials=calibration, cpu_s=cpu)
+    return TrialPlan(heights=kept, skipped=skipped, crfs=config.crfs_per_shot, correction=correction,
+                     sample_frames=frames, sample_trials=sample_trials, calibration_trials=calibration, cpu_s=cpu,
+                     curvature=curvatures(sample_trials, correction))
 
 
 def _calibration_heights(candidates: Sequence[int], count: int) -> list[int]:
@@ -581,6 +630,7 @@ def trial_shots(
     video = info.video
     heights = plan.heights if plan is not None else candidate_heights(video, config)
     crfs = plan.crfs if plan is not None else tuple(config.crfs)
+    curvature = plan.curvature if plan is not None else ()
     correction = plan.correction if plan is not None else FIXED_CORRECTION
     if (correction.preset, correction.x264_params) != (config.preset, config.x264_params):
         raise ConfigError(f"the correction is for preset {correction.preset!r} ({correction.x264_params!r}), the "
@@ -597,7 +647,8 @@ def trial_shots(
     out = []
     for shot in shots:
         trials = measured[shot.index]
-        points = ShotPoints(shot.index, shot.duration_s, tuple(predict_points(trials, correction, config.crf_step)))
+        points = ShotPoints(shot.index, shot.duration_s,
+                            tuple(predict_points(trials, correction, config.crf_step, curvature)))
         out.append(ShotTrials(points=points, trials=tuple(trials), cpu_s=sum(t.cpu_s for t in trials)))
     log.debug("shots %d-%d: %d trials each, %.1f CPU s", shots[0].index, shots[-1].index, len(heights) * len(crfs),
               sum(r.cpu_s for r in out))

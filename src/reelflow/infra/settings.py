@@ -168,6 +168,9 @@ class TrialConfig(_Config):
                                      "resolutions; those taller than the source are never tried.")
     crfs: tuple[int, ...] = Field((20, 27, 34), description="CRFs encoded at every resolution; hull points "
                                   "between them are interpolated.")
+    shot_crfs: Literal["outer", "all"] = Field("outer", description="CRFs each shot is tried at: the lowest and "
+                                               "highest of crfs, its points between them shaped by the sample's "
+                                               "curvature (the sample is tried at all of crfs), or all of crfs.")
     crf_step: int = Field(1, ge=0, description="Interpolated points every this many CRF between probes (0: none).")
     preset: str = Field("superfast", description="x264 preset of the trial encodes.")
     x264_params: str = Field("mbtree=1:rc-lookahead=40", description="x264 options on top of the trial preset: "
@@ -196,6 +199,10 @@ class TrialConfig(_Config):
                            "flow task): fewer, longer runs spread the start-up cost of each encoder and VMAF.")
     threads: int = Field(1, ge=1, description="Threads per trial process; 1 keeps CPU accounting exact and "
                          "lets the flow fan shots out over the cores.")
+
+    @property
+    def crfs_per_shot(self) -> tuple[int, ...]:
+        return (self.crfs[0], self.crfs[-1]) if self.shot_crfs == "outer" and len(self.crfs) > 2 else self.crfs
 
     @model_validator(mode="after")
     def _usable(self) -> TrialConfig:
