@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import sys
+from dataclasses import dataclass
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,14 +46,20 @@ from playback_helpers import Server, free_port, service_settings  # noqa: E402
 from reelflow.playback.api import create_app  # noqa: E402
 
 
+@dataclass(frozen=True)
+class LiveService:
+    url: str
+    db_url: str       # the service's SQLite database, to check what it stored
+
+
 @pytest.fixture(scope="module")
 def service(encrypted_title: Any, clear_title: Any, key_source: Any,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The playback service over the fixture store, with its own database; yields its base URL."""
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
+    """The playback service over the fixture store, with its own database."""
     port = free_port()
     settings = service_settings(encrypted_title.root, tmp_path_factory.mktemp("player-db"), port=port)
     with Server(create_app(settings, keys=key_source), port) as server:
-        yield server.url
+        yield LiveService(server.url, settings.database.url)
 
 
 @pytest.fixture(scope="module")
