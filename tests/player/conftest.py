@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import sys
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,6 @@ key_source = _fixtures.key_source
 ENC_ID, CLEAR_ID, VERSION = _fixtures.ENC_ID, _fixtures.CLEAR_ID, _fixtures.VERSION
 
 from playback_helpers import Server, free_port, service_settings  # noqa: E402
-
 from reelflow.playback.api import create_app  # noqa: E402
 
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import LiveService
 from sqlalchemy import select
 
 from reelflow import cli
 from reelflow.errors import Unauthorized
 from reelflow.infra.database import open_database
+from reelflow.playback.models import QoeReport
 from reelflow.player import session as player_session
 from reelflow.player.abr import make_rule
 from reelflow.player.commands import _keys
@@ -26,8 +26,8 @@ from reelflow.player.devices import preset
 from reelflow.player.manifest import parse_dash
 from reelflow.player.player import Player
 from reelflow.player.session import PlayerHttp
-from reelflow.playback.models import QoeReport
 
+LiveService = Any          # conftest.LiveService: .url, .db_url
 FRAMES_PER_SEGMENT = 48    # 2 s segments at 24 fps
 
 

@@ -84,7 +84,7 @@ def _keys(http: PlayerHttp, p: Presentation, license_url: str | None) -> tuple[P
                               "the service, not an encrypted manifest URL)")
         kids = list(dict.fromkeys(t.kid for t in tracks if t.kid is not None))
         keys = http.license(license_url, kids)
-    usable = tuple(t for t in p.video if t.kid is None and not t.key_url or t.kid in keys)
+    usable = tuple(t for t in p.video if (t.kid is None and not t.key_url) or t.kid in keys)
     withheld = [t.label for t in p.video if t not in usable]
     if not usable:
         raise PlayerError("the license granted no key for any video rung")

@@ -9,6 +9,7 @@ startup time runs from the play request to that moment.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from reelflow.player.session import PlayerHttp
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PlaybackClock", "PlayResult", "Player", "PlayerConfig", "SegmentLog", "StallLog", "qoe_lin"]
+__all__ = ["PlayResult", "PlaybackClock", "Player", "PlayerConfig", "SegmentLog", "StallLog", "qoe_lin"]
 
 REBUFFER_PENALTY = 4.3   # QoE_lin, as in the simulator (../shared/traces/README.md)
 _EPS = 1e-6
@@ -108,8 +109,7 @@ def qoe_lin(result: PlayResult) -> float | None:
     if not result.segments:
         return None
     rates = [s.kbps / 1000 for s in result.segments]
-    total = sum(rates) - REBUFFER_PENALTY * result.stall_s - sum(abs(b - a) for a, b in zip(rates, rates[1:],
-                                                                                         strict=False))
+    total = sum(rates) - REBUFFER_PENALTY * result.stall_s - sum(abs(b - a) for a, b in itertools.pairwise(rates))
     return round(total / len(rates), 4)
 
 
