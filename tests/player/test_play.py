@@ -109,6 +109,7 @@ def test_save_writes_a_decrypted_file_with_every_played_frame(service: LiveServi
                      "--abr", "throughput", "--save", str(out))
     labels = [s["label"] for s in data["segments"]]
     assert data["saved_segments"] == len(labels) == 2
+    assert labels == ["234p", "720p"]    # the throughput rule starts low and climbs: the file spans a switch
     decoded = decode(out, "-map", "0:v")
     assert decoded["frames"] == FRAMES_PER_SEGMENT * len(labels)
     assert decoded["error_lines"] == 0
