@@ -347,6 +347,10 @@ from reelflow.playback.commands import edge_command, serve_command  # noqa: E402
 app.command("serve")(serve_command)
 app.command("edge")(edge_command)
 
+from reelflow.player.commands import play_command  # noqa: E402
+
+app.command("play")(play_command)
+
 
 def main() -> None:
     """Console entry point: run the app; turn reelflow errors into one line and an exit code."""

@@ -14,13 +14,14 @@
     │   └── KeyNotFound(KeyError)      no key for this title or key id
     ├── StorageError                   the output store refused an operation
     │   └── TransientStorageError      worth retrying (throttling, 5xx, connection reset)
-    └── PlaybackError                  a playback service request that cannot be served (has .status)
-        ├── NotFound(LookupError)      404: unknown title, key id, file
-        ├── Unauthorized               401: missing, forged or expired play token
-        ├── Forbidden(PermissionError) 403: the device may not have this key (tier) or file
-        ├── UnavailableInCountry       451: the title is not licensed where the player is
-        ├── Unplayable                 422: nothing in the title fits the device
-        └── NotConfigured              501: e.g. no Widevine license proxy registered
+    ├── PlaybackError                  a playback service request that cannot be served (has .status)
+    │   ├── NotFound(LookupError)      404: unknown title, key id, file
+    │   ├── Unauthorized               401: missing, forged or expired play token
+    │   ├── Forbidden(PermissionError) 403: the device may not have this key (tier) or file
+    │   ├── UnavailableInCountry       451: the title is not licensed where the player is
+    │   ├── Unplayable                 422: nothing in the title fits the device
+    │   └── NotConfigured              501: e.g. no Widevine license proxy registered
+    └── PlayerError                    the CLI player cannot go on (service down, bad manifest, missing segment)
 
 Foreign exceptions (av, botocore, subprocess) are translated once, at the boundary where they are
 raised, with ``raise ... from`` so the cause stays in the traceback for debugging.
@@ -164,3 +165,10 @@ class Unplayable(PlaybackError):
 class NotConfigured(PlaybackError):
     status = 501
     code = "not_configured"
+
+
+class PlayerError(ReelflowError):
+    """The player cannot go on: the service or a CDN is unreachable, a manifest or segment is unusable.
+
+    The service's own refusals (401, 403, 404 ...) reach the player as the matching ``PlaybackError``.
+    """
