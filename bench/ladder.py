@@ -73,8 +73,8 @@ REPO = Path(__file__).resolve().parents[1]
 MEDIA_DIR = Path(os.environ.get("SHARED_MEDIA_DIR", REPO.parent / "shared" / "media"))
 DEFAULT_CLIPS = (
     "02_tears_of_steel_10s_640x360.mp4", "03_sintel_fight_10s_640x360.mp4", "04_caminandes_10s_640x360.mp4",
-    "12_dashcam_9s_960x540.mp4", "e05_dog_10s_1280x720.mp4", "10_talking_head_9s_1280x720.mp4",
-    "e04_juggle_10s_1280x720.mp4",
+    "12_dashcam_9s_960x540.mp4", "c01_composite_hardcuts_12s_1280x720.mp4", "e05_dog_10s_1280x720.mp4",
+    "10_talking_head_9s_1280x720.mp4",
 )
 EPISODE_PARTS = ("02_tears_of_steel_10s_640x360.mp4", "03_sintel_fight_10s_640x360.mp4",
                  "04_caminandes_10s_640x360.mp4", "01_bbb_0-30s_1280x720_vp8.webm")

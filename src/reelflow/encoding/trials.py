@@ -558,22 +558,24 @@ def plan_trials(
                            boundary="start" if i == 0 else "cut"))
         position += end - start
 
-    def grid(heights: Sequence[int], preset: str) -> list[Trial]:
+    def grid(heights: Sequence[int], preset: str, probes: Sequence[int]) -> list[Trial]:
         params = config.x264_params if preset == config.preset else ""
-        per_piece = trial_grid(sample, info, pieces, [trial_size(video, h) for h in heights], crfs, preset, config,
-                               folder, start_s=0.0, x264_params=params)
+        per_piece = trial_grid(sample, info, pieces, [trial_size(video, h) for h in heights], probes, preset,
+                               config, folder, start_s=0.0, x264_params=params)
         return combine(per_piece, pieces)
 
     if config.preset == config.final_preset:
         raise ConfigError(f"the trial preset is the final one ({config.preset!r}): nothing to correct or save")
     # One run per preset over all candidates: a run per height (to stop early) would decode the
     # sample and start encoders again each time, for trials of 15% of the title at most.
-    sample_trials = tuple(grid(candidates, config.preset))
+    sample_trials = tuple(grid(candidates, config.preset, crfs))
     cpu += sum(t.cpu_s for t in sample_trials)
     calibration: tuple[Trial, ...] = ()
     correction = FIXED_CORRECTION
     if config.calibrate:
-        calibration = tuple(grid(_calibration_heights(candidates, config.calibration_heights), config.final_preset))
+        # The final preset at the CRFs the shots are tried at: the correction is interpolated between them.
+        calibration = tuple(grid(_calibration_heights(candidates, config.calibration_heights), config.final_preset,
+                                 config.crfs_per_shot))
         cpu += sum(t.cpu_s for t in calibration)
         correction = _measured_correction(sample_trials, calibration, config)
     elif (config.preset, config.final_preset, config.x264_params) != (
