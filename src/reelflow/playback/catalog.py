@@ -55,6 +55,9 @@ class Title:
     countries: tuple[str, ...] | None  # None: everywhere
     duration_s: float | None
     loaded_at: float = field(default=0.0, compare=False)
+    # The media playlists' text as packaged: m3u8 keeps one EXT-X-KEY per segment, so its dumps()
+    # drops every key line but the last (the identity line Shaka's ClearKey path needs among them).
+    media_texts: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def package_key(self) -> str:
@@ -104,10 +107,12 @@ def load_title(storage: Storage, title_id: str) -> Title:
     master = m3u8.loads(storage.get_bytes(join_key(prefix, hls_name)).decode())
     base = hls_name.rpartition("/")[0]
     media: dict[str, m3u8.M3U8] = {}
+    texts: dict[str, str] = {}
     for uri in [p.uri for p in master.playlists] + [m.uri for m in master.media if m.uri]:
         path = join_key(base, uri)
         if path not in media:
-            media[path] = m3u8.loads(storage.get_bytes(join_key(prefix, path)).decode())
+            texts[path] = storage.get_bytes(join_key(prefix, path)).decode()
+            media[path] = m3u8.loads(texts[path])
     countries = record.get("countries")
     probe = record.get("source", {}).get("probe", {})
     duration = probe.get("duration_s") if isinstance(probe, dict) else None
@@ -116,6 +121,7 @@ def load_title(storage: Storage, title_id: str) -> Title:
         hls_master=master, media_playlists=media, encryption=parse_encryption(record.get("encryption")),
         countries=None if countries is None else tuple(str(c).upper() for c in countries),
         duration_s=float(duration) if isinstance(duration, int | float) else None, loaded_at=time.monotonic(),
+        media_texts=texts,
     )
 
 

@@ -245,25 +245,36 @@ def _join(base: str, uri: str) -> str:
     return f"{base}/{uri}" if base else uri
 
 
+_URI_ATTR = re.compile(r'URI="([^"]*)"')
+
+
 def rewrite_hls_media(title: Title, path: str, cdn_base: str, service_url: str) -> str:
-    """A media playlist with absolute segment URLs on ``cdn_base`` and key URIs on the service."""
-    parsed = title.media_playlists.get(path)
-    if parsed is None:
+    """A media playlist with absolute segment URLs on ``cdn_base`` and key URIs on the service.
+
+    Rewritten line by line, not through m3u8: a packaged playlist has one EXT-X-KEY line per DRM
+    system before the first segment, and m3u8 keeps only the last of them per segment, which
+    lost the identity line (Shaka Player's ClearKey HLS path) and FairPlay's.
+    """
+    text = title.media_texts.get(path)
+    if text is None:
         raise NotFound(f"{title.title_id} has no playlist {path!r}")
-    playlist = copy.deepcopy(parsed)
     folder = path.rpartition("/")[0]
     base = f"{cdn_base.rstrip('/')}/titles/{title.title_id}/{title.version}/" + (f"{folder}/" if folder else "")
-    for segment in playlist.segments:
-        if segment.uri:
-            segment.uri = urljoin(base, segment.uri)
-        if getattr(segment, "init_section", None) is not None and segment.init_section.uri:
-            segment.init_section.uri = urljoin(base, segment.init_section.uri)
-    for section in playlist.segment_map or []:
-        if section is not None and section.uri:
-            section.uri = urljoin(base, section.uri)
-    _rewrite_keys(playlist.keys, service_url)
-    _rewrite_keys([s.key for s in playlist.segments], service_url)
-    return str(playlist.dumps())
+
+    def key_uri(match: re.Match[str]) -> str:
+        kid = KEY_URI.search(match.group(1))
+        return f'URI="{key_url(service_url, kid.group(1))}"' if kid else match.group(0)
+
+    out = []
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-KEY:"):
+            line = _URI_ATTR.sub(key_uri, line)
+        elif line.startswith("#EXT-X-MAP:"):
+            line = _URI_ATTR.sub(lambda m: f'URI="{urljoin(base, m.group(1))}"', line)
+        elif line and not line.startswith("#"):
+            line = urljoin(base, line.strip())
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
 # --- caching ------------------------------------------------------------------------------------
