@@ -1,48 +1,24 @@
-"""Player fixtures: the playback tests' packaged title (imported from tests/playback, not copied) and a live service.
+"""Player fixtures: a live playback service over the session's packaged titles (tests/packaged_titles.py).
 
-``services`` runs the real playback service (uvicorn, 127.0.0.1) over the store that holds the
-clear and the encrypted 4 s Sintel title (three rungs, 2 s segments, cenc with a key per tier).
+``service`` runs the real playback service (uvicorn, 127.0.0.1) over the store that holds the
+clear and the encrypted 6 s Sintel title (three rungs, 2 s segments, cenc with a key per tier).
 ``broken_service`` serves a copy of that store with one segment file deleted.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-_PLAYBACK = Path(__file__).resolve().parents[1] / "playback"
-if str(_PLAYBACK) not in sys.path:
-    sys.path.insert(0, str(_PLAYBACK))  # playback_helpers, as tests/playback imports it
+from packaged_titles import CLEAR_ID, ENC_ID, VERSION  # the session's packaged titles (tests/conftest.py)
+from playback_helpers import Server, free_port, service_settings
+from reelflow.playback.api import create_app
 
-
-def _load_playback_fixtures() -> Any:
-    spec = importlib.util.spec_from_file_location("playback_fixtures", _PLAYBACK / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-_fixtures = _load_playback_fixtures()
-# The same fixtures as tests/playback: the clip, its encodes, the clear and encrypted packages, the keys.
-clip = _fixtures.clip
-renditions = _fixtures.renditions
-store_root = _fixtures.store_root
-clear_title = _fixtures.clear_title
-encrypted_title = _fixtures.encrypted_title
-key_source = _fixtures.key_source
-ENC_ID, CLEAR_ID, VERSION = _fixtures.ENC_ID, _fixtures.CLEAR_ID, _fixtures.VERSION
-
-from playback_helpers import Server, free_port, service_settings  # noqa: E402
-from reelflow.playback.api import create_app  # noqa: E402
+__all__ = ["CLEAR_ID", "ENC_ID", "VERSION"]
 
 
 @dataclass(frozen=True)
