@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
@@ -40,9 +41,10 @@ from prefect.tasks import Task
 import reelflow
 from reelflow.encoding import encode, probe, qc, shots
 from reelflow.encoding.encode import Rendition
-from reelflow.errors import ConfigError, QCFailed, TransientStorageError
+from reelflow.errors import ConfigError, InvalidMedia, QCFailed, TransientStorageError
 from reelflow.infra.hashing import config_digest, sha256_file
-from reelflow.infra.settings import EncodeConfig, QCConfig, Rung, Settings, ShotConfig, load_settings
+from reelflow.infra.remote import fetch_s3_object, is_remote
+from reelflow.infra.settings import EncodeConfig, QCConfig, Rung, Settings, ShotConfig, StorageConfig, load_settings
 from reelflow.infra.storage import Storage, open_storage
 from reelflow.packaging import publish
 from reelflow.packaging.packager import Package, package
@@ -277,9 +279,16 @@ def _encode_runner(parallel: int) -> Any:
 
 @flow(name="ingest", task_runner=_encode_runner(EncodeConfig().parallel_encodes))
 def ingest(source: str, title_id: str | None = None, storage: str | None = None,
-           config_file: str | None = None) -> dict[str, Any]:
-    """Ingest one mezzanine file: QC, shots, ladder encodes, DASH + HLS package, publish."""
+           config_file: str | None = None, sidecar: str | None = None) -> dict[str, Any]:
+    """Ingest one mezzanine file: QC, shots, ladder encodes, DASH + HLS package, publish.
+
+    ``source`` is a local path, or a dropped object (``s3://bucket/key``, ``file:///path``), which
+    is fetched first and quarantined when it is not readable media. ``sidecar``: the drop's JSON
+    sidecar (same forms); its ``title_id`` names the title when ``title_id`` is not given.
+    """
     settings = load_settings(Path(config_file) if config_file else None)
+    if is_drop(source) or sidecar:
+        return run_drop_ingest(source, settings, title_id=title_id, storage_url=storage, sidecar=sidecar).record
     return run_ingest(Path(source), settings, title_id=title_id, storage_url=storage).record
 
 
@@ -376,3 +385,59 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
 def ingest_flow(settings: Settings) -> Any:
     """The ingest flow with its rung fan-out bounded to the configured number of encodes at once."""
     return ingest.with_options(task_runner=_encode_runner(settings.encode.parallel_encodes))
+
+
+# --- dropped objects: fetched into the work folder, quarantined when unreadable ----------------
+# (the watcher's runs: flows/watch.py starts them with s3:// or file:// sources)
+
+def is_drop(source: str) -> bool:
+    """A source given as a URL came from a watched bucket or folder, not from a person at the CLI."""
+    return is_remote(source) or source.startswith("file://")
+
+
+@storage_task("fetch source")
+def fetch_source_task(url: str, config: StorageConfig) -> Path:
+    path = fetch_s3_object(url, config.work_dir.resolve(), config)
+    get_run_logger().info("fetched %s to %s", url, path)
+    return path
+
+
+def _local_drop(source: str, config: StorageConfig) -> Path:
+    if is_remote(source):
+        return fetch_source_task(source, config)
+    if source.startswith("file://"):
+        return Path(unquote(urlsplit(source).path))
+    return Path(source)
+
+
+def sidecar_title_id(path: Path) -> str | None:
+    """The ``title_id`` a sidecar gives, if any (the sidecar's full model lives in packaging/)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"sidecar {path} is not readable JSON: {exc}") from exc
+    value = data.get("title_id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def run_drop_ingest(source: str, settings: Settings, *, title_id: str | None = None,
+                    storage_url: str | None = None, sidecar: str | None = None) -> IngestResult:
+    """``run_ingest`` for a dropped object: fetch it (and its sidecar), and quarantine it if unreadable.
+
+    A person at the CLI gets one line for a file that is not media; a drop has nobody watching,
+    so it goes to ``quarantine/<title>/`` with a report saying why, like a QC failure. The dropped
+    object itself is only read, never moved or deleted.
+    """
+    local = _local_drop(source, settings.storage)
+    sidecar_path = _local_drop(sidecar, settings.storage) if sidecar else None
+    title = title_id or (sidecar_title_id(sidecar_path) if sidecar_path else None) or default_title_id(local)
+    try:
+        return run_ingest(local, settings, title_id=title, storage_url=storage_url)
+    except InvalidMedia as exc:
+        if not is_drop(source):
+            raise
+        store = open_storage(storage_url or settings.storage.output, settings.storage)
+        report = {"verdict": "error", "source": source, "checks": [
+            {"name": "probe", "passed": False, "severity": "error", "message": str(exc)}]}
+        where = quarantine_task(local, store, check_title_id(title), report)
+        raise InvalidMedia(local, f"{exc.problem} (dropped as {source}); quarantined at {where}", exc.fix) from exc
