@@ -246,6 +246,13 @@ def simulate(
     raise typer.Exit(simulate_command(traces, sizes, names, as_json=json_out, plot_dir=plot))
 
 
+# Watched buckets and the worker: their own module (flows/commands.py), registered here.
+from reelflow.flows.commands import watch, worker  # noqa: E402
+
+app.command()(watch)
+app.command()(worker)
+
+
 def main() -> None:
     """Console entry point: run the app; turn reelflow errors into one line and an exit code."""
     try:
