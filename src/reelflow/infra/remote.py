@@ -98,7 +98,13 @@ def fetch_s3_object(url: str, work_dir: Path, config: StorageConfig, *, etag: st
     try:
         head = s3.head_object(Bucket=where.bucket, Key=where.key)
     except Exception as exc:
-        raise fail(exc) from exc
+        error = fail(exc)
+        if "no such object" in str(error):  # HEAD has no body: a missing bucket is a bare 404 too
+            try:
+                s3.head_bucket(Bucket=where.bucket)
+            except Exception as bucket_exc:
+                raise StorageError(f"{action}: bucket {where.bucket!r} does not exist") from bucket_exc
+        raise error from exc
     current = normalise_etag(head["ETag"])
     size = int(head["ContentLength"])
     if etag is not None and normalise_etag(etag) != current:
