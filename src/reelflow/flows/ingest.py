@@ -396,15 +396,26 @@ def is_drop(source: str) -> bool:
 
 
 @storage_task("fetch source")
-def fetch_source_task(url: str, config: StorageConfig) -> Path:
-    path = fetch_s3_object(url, config.work_dir.resolve(), config)
+def fetch_source_task(url: str, config: StorageConfig, etag: str | None = None) -> Path:
+    path = fetch_s3_object(url, config.work_dir.resolve(), config, etag=etag)
     get_run_logger().info("fetched %s to %s", url, path)
     return path
 
 
+def _dropped_etag(source: str) -> str | None:
+    """The ETag the watcher saw, from this run's idempotency key (``reelflow-ingest:<url>#<etag>``):
+    the run ingests the version that was dropped, or fails saying the object was replaced."""
+    context = FlowRunContext.get()
+    key = (context.flow_run.idempotency_key if context and context.flow_run else None) or ""
+    head, _, etag = key.rpartition("#")
+    from reelflow.flows.watch import RUN_KEY_PREFIX
+
+    return etag or None if head == f"{RUN_KEY_PREFIX}{source}" else None
+
+
 def _local_drop(source: str, config: StorageConfig) -> Path:
     if is_remote(source):
-        return fetch_source_task(source, config)
+        return fetch_source_task(source, config, _dropped_etag(source))
     if source.startswith("file://"):
         return Path(unquote(urlsplit(source).path))
     return Path(source)

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 SIDECAR_SUFFIX = ".json"
 FLOW_NAME = "ingest"
+RUN_KEY_PREFIX = "reelflow-ingest:"  # flows/ingest.py reads the dropped ETag back from the key
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,9 @@ class Drop:
 
 def idempotency_key(drop: Drop) -> str:
     """The flow run's idempotency key: the object and its version (a replaced object is a new drop)."""
-    key = f"reelflow-ingest:{drop.identity}"
+    key = f"{RUN_KEY_PREFIX}{drop.identity}"
     # The server takes any length, but keep rows and log lines bounded for 1 KiB S3 keys.
-    return key if len(key) <= 512 else f"reelflow-ingest:{config_digest(drop.identity)}:{key[-400:]}"
+    return key if len(key) <= 512 else f"{RUN_KEY_PREFIX}{config_digest(drop.identity)}:{key[-400:]}"
 
 
 @dataclass
