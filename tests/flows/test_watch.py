@@ -377,3 +377,15 @@ def test_cli_watch_once_json(s3: Any, s3_endpoint: str, prefect_server: str, dep
     again = _cli("watch", f"s3://{bucket}/in/", "--deployment", deployment, "--once", "--json", env=env)
     assert json.loads(again.stdout) == []  # the seen-set: nothing new after a restart
 
+
+
+def test_the_deployment_carries_the_global_limit_and_the_worker_config(tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+
+    settings = load_settings(orchestration={"deployment": "watch-limits", "global_max_ingests": 3})
+    register(settings, config_file="/etc/reelflow.toml")
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("ingest/watch-limits")
+    assert deployment.global_concurrency_limit is not None and deployment.global_concurrency_limit.limit == 3
+    assert deployment.parameters == {"config_file": "/etc/reelflow.toml"}
+    assert deployment.entrypoint == "reelflow.flows.ingest.ingest"
