@@ -39,7 +39,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
-from reelflow.errors import ConfigError, ReelflowError, StorageError
+from reelflow.errors import ConfigError, ReelflowError, StorageError, TransientStorageError
 from reelflow.infra.hashing import config_digest
 from reelflow.infra.remote import normalise_etag, parse_s3_url, s3_client
 from reelflow.infra.settings import Settings, StorageConfig, WatchConfig
@@ -202,14 +202,23 @@ class SqsSource(_S3Base):
         return notices
 
     def ack(self, notice: Notice) -> None:
-        self._sqs(lambda: self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=notice.token),
-                  "cannot delete a message from")
+        self._quietly(lambda: self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=notice.token),
+                      "cannot delete a message from")
 
     def keep_alive(self, notice: Notice, seconds: float) -> None:
         timeout = int(min(43200, max(self.config.visibility_timeout_s, seconds + 30)))
-        self._sqs(lambda: self.sqs.change_message_visibility(
+        self._quietly(lambda: self.sqs.change_message_visibility(
             QueueUrl=self.queue_url, ReceiptHandle=notice.token, VisibilityTimeout=timeout),
             "cannot extend a message's visibility on")
+
+    def _quietly(self, fn: Callable[[], Any], action: str) -> None:
+        """A message that came back (its visibility ran out) has a new receipt handle, and the old
+        one may be refused; the copy received later is acknowledged with its own handle. The worst
+        case of a lost delete is one more delivery, which the idempotency key makes a no-op."""
+        try:
+            self._sqs(fn, action)
+        except StorageError as exc:
+            log.warning("%s", exc)
 
     def _sqs(self, fn: Callable[[], Any], action: str) -> Any:
         try:
@@ -340,6 +349,7 @@ class ListingSource(_S3Base):
 
     def ack(self, notice: Notice) -> None:
         self.ledger.add(d.identity for d in notice.drops)
+        self.offered.difference_update(d.identity for d in notice.drops)
 
 
 class FolderSource:
@@ -402,6 +412,7 @@ class FolderSource:
 
     def ack(self, notice: Notice) -> None:
         self.ledger.add(d.identity for d in notice.drops)
+        self.offered.difference_update(d.identity for d in notice.drops)
 
     def keep_alive(self, notice: Notice, seconds: float) -> None:
         return None
@@ -514,7 +525,7 @@ class Watcher:
         self.on_start = on_start
         self.suffixes = tuple(s.lower() for s in config.media_suffixes)
         self.waiting: dict[str, _Waiting] = {}   # media identity -> its drop and the notices holding it
-        self.sidecars: dict[str, Drop] = {}      # stem -> newest sidecar seen
+        self.sidecars: OrderedDict[str, Drop] = OrderedDict()  # stem -> newest sidecar seen
         self.recent: OrderedDict[str, RunRef] = OrderedDict()  # identities that have their run
         self.recent_size = recent_size
         self.started: list[Started] = []
@@ -543,6 +554,9 @@ class Watcher:
             kind = self.kind(drop)
             if kind == "sidecar":
                 self.sidecars[drop.stem] = drop
+                self.sidecars.move_to_end(drop.stem)
+                while len(self.sidecars) > self.recent_size:
+                    self.sidecars.popitem(last=False)
                 continue
             if kind == "other":
                 log.info("ignoring %s: not a media file name (%s) nor a sidecar", drop.url, ", ".join(self.suffixes))
@@ -603,10 +617,14 @@ class Watcher:
         while len(self.recent) > self.recent_size:
             self.recent.popitem(last=False)
 
-    def run(self, *, until: Callable[[], bool] | None = None) -> None:
-        """Poll until ``until()`` says stop (forever by default)."""
+    def run(self, *, until: Callable[[], bool] | None = None, backoff_s: float = 5.0) -> None:
+        """Poll until ``until()`` says stop (forever by default); ride out transient store errors."""
         while until is None or not until():
-            self.step()
+            try:
+                self.step()
+            except TransientStorageError as exc:
+                log.warning("%s; trying again in %.0f s", exc, backoff_s)
+                time.sleep(backoff_s)
 
     def drain(self, *, idle_polls: int = 2, poll_s: float = 1.0) -> list[Started]:
         """Poll until ``idle_polls`` polls in a row brought nothing and nothing waits (``--once``)."""
