@@ -107,3 +107,22 @@ def test_drops_are_ingested_by_the_worker(worker: tuple[dict[str, str], Path], l
     assert report["verdict"] == "error" and report["checks"][0]["name"] == "probe"
     assert not (store / "titles" / "broken").exists()
     assert s3.get_object(Bucket="drops-worker", Key="in/broken.mp4")["Body"].read() == b"this is not a video"
+
+
+def test_a_drop_replaced_before_its_run_fetched_it_fails_saying_so(
+        worker: tuple[dict[str, str], Path], s3_endpoint: str) -> None:
+    """The run ingests the version that was dropped (the ETag in its idempotency key) or none."""
+    from reelflow.flows.watch import Drop
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="drops-replaced")
+    first = s3.put_object(Bucket="drops-replaced", Key="in/late.mp4", Body=b"first upload")["ETag"].strip('"')
+    s3.put_object(Bucket="drops-replaced", Key="in/late.mp4", Body=b"second upload")
+    dispatcher = DeploymentDispatcher(f"ingest/{DEPLOYMENT}")
+    try:
+        run = dispatcher.submit(Drop(url="s3://drops-replaced/in/late.mp4", name="in/late.mp4", version=first), None)
+    finally:
+        dispatcher.close()
+    state = _wait_for([run.run_id], timeout=120)[run.run_id].state
+    assert state is not None and state.is_failed()
+    assert "replaced since it was dropped" in str(state.message)

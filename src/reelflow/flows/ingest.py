@@ -410,7 +410,7 @@ def _dropped_etag(source: str) -> str | None:
     head, _, etag = key.rpartition("#")
     from reelflow.flows.watch import RUN_KEY_PREFIX
 
-    return etag or None if head == f"{RUN_KEY_PREFIX}{source}" else None
+    return (etag or None) if head == f"{RUN_KEY_PREFIX}{source}" else None
 
 
 def _local_drop(source: str, config: StorageConfig) -> Path:
