@@ -359,7 +359,8 @@ def test_cli_bad_input(s3: Any, s3_endpoint: str, prefect_server: str, args: lis
 
 
 def test_cli_unreachable_endpoint() -> None:
-    done = _cli("watch", "s3://drops/in/", "--once", env={"REELFLOW_STORAGE__S3_ENDPOINT_URL": "http://127.0.0.1:9"})
+    done = _cli("watch", "s3://drops/in/", "--once", env={"REELFLOW_STORAGE__S3_ENDPOINT_URL": "http://127.0.0.1:9",
+                                                          "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"})
     assert done.returncode == 1 and "connection to S3 at http://127.0.0.1:9 failed" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
 
@@ -390,3 +391,11 @@ def test_the_deployment_carries_the_global_limit_and_the_worker_config(tmp_path:
     assert deployment.global_concurrency_limit is not None and deployment.global_concurrency_limit.limit == 3
     assert deployment.parameters == {"config_file": "/etc/reelflow.toml"}
     assert deployment.entrypoint == "reelflow.flows.ingest.ingest"
+
+
+@pytest.mark.parametrize("args", [["worker"], ["watch", "/tmp"]])
+def test_cli_unreachable_prefect_server(args: list[str], tmp_path: Path) -> None:
+    done = _cli(*args, "--once" if args[0] == "watch" else "--register-only",
+                env={"PREFECT_API_URL": "http://127.0.0.1:9/api", "REELFLOW_WATCH__STATE_DIR": str(tmp_path)})
+    assert done.returncode == 1 and "the Prefect server at http://127.0.0.1:9/api" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -103,8 +103,13 @@ def worker(
     from reelflow.cli import _quiet_console_tracebacks, err
 
     _quiet_console_tracebacks()
+    try:
+        deployment_id = register(settings, config_file)  # fails here, with one line, on a bad server
+    except Exception as exc:
+        from reelflow.flows.watch import prefect_error
+
+        raise prefect_error(exc, f"deployment {deployment_name(settings)!r}") from exc
     if register_only:
-        deployment_id = register(settings, config_file)
         err.print(f"registered {deployment_name(settings)} ({deployment_id})")
         return
     err.print(f"[bold]worker[/] serving {deployment_name(settings)}, at most "

@@ -445,7 +445,7 @@ class DeploymentDispatcher:
             self.deployment_id = self.client.read_deployment_by_name(self.name).id
         except Exception as exc:
             self.close()
-            raise _prefect_error(exc, f"deployment {self.name!r}") from exc
+            raise prefect_error(exc, f"deployment {self.name!r}") from exc
 
     def submit(self, drop: Drop, sidecar: Drop | None) -> RunRef:
         from prefect.client.schemas.actions import DeploymentFlowRunCreate
@@ -465,7 +465,7 @@ class DeploymentDispatcher:
                 "POST", "/deployments/{id}/create_flow_run", path_params={"id": self.deployment_id},
                 json=create.model_dump(mode="json", exclude_unset=True))
         except Exception as exc:
-            raise _prefect_error(exc, f"deployment {self.name!r}") from exc
+            raise prefect_error(exc, f"deployment {self.name!r}") from exc
         run = FlowRun.model_validate(response.json())
         return RunRef(run_id=str(run.id), created=response.status_code == 201)
 
@@ -477,7 +477,8 @@ def _run_name(drop: Drop) -> str:
     return f"drop-{PurePosixPath(drop.name).name[:60]}-{drop.version[:8]}"
 
 
-def _prefect_error(exc: BaseException, what: str) -> ReelflowError:
+def prefect_error(exc: BaseException, what: str) -> ReelflowError:
+    """A Prefect client failure as the reelflow error a person can act on."""
     from prefect.exceptions import ObjectNotFound
 
     if isinstance(exc, ObjectNotFound):
@@ -488,7 +489,7 @@ def _prefect_error(exc: BaseException, what: str) -> ReelflowError:
     if isinstance(exc, httpx.HTTPError):
         from prefect.settings import PREFECT_API_URL
 
-        return StorageError(f"the Prefect server at {PREFECT_API_URL.value() or 'the embedded URL'} refused or did "
+        return ReelflowError(f"the Prefect server at {PREFECT_API_URL.value() or 'the embedded URL'} refused or did "
                             f"not answer ({type(exc).__name__}: {exc}); check PREFECT_API_URL")
     return ReelflowError(f"{what}: {type(exc).__name__}: {exc}")
 
