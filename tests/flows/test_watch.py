@@ -399,3 +399,21 @@ def test_cli_unreachable_prefect_server(args: list[str], tmp_path: Path) -> None
                 env={"PREFECT_API_URL": "http://127.0.0.1:9/api", "REELFLOW_WATCH__STATE_DIR": str(tmp_path)})
     assert done.returncode == 1 and "the Prefect server at http://127.0.0.1:9/api" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_folder_drop_that_is_not_media_is_quarantined_not_deleted(tmp_path: Path, fast_config: Path) -> None:
+    """Runs from a watched folder get file:// sources; one that is not media goes to quarantine."""
+    from prefect.client.schemas.objects import State
+
+    from reelflow.flows.ingest import ingest_flow
+
+    drop = tmp_path / "drop" / "Not A Movie.mov"
+    drop.parent.mkdir()
+    drop.write_bytes(b"studio notes, not a video")
+    store = tmp_path / "store"
+    state: State[Any] = ingest_flow(load_settings(fast_config))(drop.as_uri(), storage=str(store),
+                                                                config_file=str(fast_config), return_state=True)
+    assert state.is_failed() and "quarantined at" in str(state.message)
+    assert (store / "quarantine" / "not-a-movie" / drop.name).read_bytes() == drop.read_bytes()
+    assert drop.read_bytes() == b"studio notes, not a video"
+    assert not (store / "titles").exists()
