@@ -10,7 +10,8 @@ Where drops are noticed (a ``DropSource``):
 - ``ListingSource``: no queue; the prefix is listed every ``poll_s``. A persisted seen-set
   (``watch.state_dir``) of key and ETag keeps a restart from starting runs again.
 - ``FolderSource``: a local folder; a file is picked up once its size and mtime stayed the same
-  over ``stable_polls`` polls (a copy in progress keeps growing). Persisted seen-set too.
+  over ``stable_polls`` polls (a copy in progress keeps growing). Hidden files and folders (the
+  temporaries of rsync and most upload tools) are skipped. Persisted seen-set too.
 
 What happens to a drop (``Watcher``):
 

@@ -218,7 +218,7 @@ class WatchConfig(_Config):
                               "ObjectCreated notifications; none: list the bucket every poll_s instead.")
     sqs_endpoint_url: str | None = Field(None, description="SQS endpoint (moto, LocalStack); default: "
                                          "storage.s3_endpoint_url.")
-    wait_time_s: int = Field(20, ge=0, le=20, description="SQS long poll: wait this long for a message.")
+    wait_time_s: int = Field(20, ge=1, le=20, description="SQS long poll: wait this long for a message.")
     visibility_timeout_s: int = Field(120, ge=10, description="A received message stays hidden this long; "
                                       "not deleted before its run was accepted, it comes back after it.")
     poll_s: float = Field(5.0, gt=0, description="Listing and local folder poll interval.")
