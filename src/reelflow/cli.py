@@ -351,6 +351,12 @@ from reelflow.player.commands import play_command  # noqa: E402
 
 app.command("play")(play_command)
 
+# Watched buckets and the worker: their own module (flows/commands.py), registered here.
+from reelflow.flows.commands import watch, worker  # noqa: E402
+
+app.command()(watch)
+app.command()(worker)
+
 
 def main() -> None:
     """Console entry point: run the app; turn reelflow errors into one line and an exit code."""

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
@@ -55,14 +56,16 @@ from reelflow.encoding.analysis import Delivered, LadderAnalysis
 from reelflow.encoding.encode import Rendition
 from reelflow.encoding.ladder import PlannedRung, select_ladder
 from reelflow.encoding.ladder_plot import plot_ladder
-from reelflow.errors import ConfigError, KeyNotFound, QCFailed, StageError, TransientStorageError
+from reelflow.errors import ConfigError, InvalidMedia, KeyNotFound, QCFailed, StageError, TransientStorageError
 from reelflow.infra.hashing import config_digest, sha256_file
+from reelflow.infra.remote import fetch_s3_object, is_remote
 from reelflow.infra.settings import (
     EncodeConfig,
     QCConfig,
     Rung,
     Settings,
     ShotConfig,
+    StorageConfig,
     TrialConfig,
     load_settings,
 )
@@ -431,11 +434,17 @@ def ingest(source: str, title_id: str | None = None, storage: str | None = None,
            drm: bool = True) -> dict[str, Any]:
     """Ingest one mezzanine file: QC, shots, ladder, audio and subtitles, encrypted DASH + HLS, publish.
 
-    ``ladder``: fixed, per-title or per-shot (default from settings); ``sidecar``: the studio's JSON
-    (packaging/sidecar.py); ``drm=False`` packages in the clear.
+    ``source`` is a local path, or a dropped object (``s3://bucket/key``, ``file:///path``), which
+    is fetched first and quarantined when it is not readable media. ``ladder``: fixed, per-title or
+    per-shot (default from settings); ``sidecar``: the studio's JSON (packaging/sidecar.py; a path or
+    a dropped object like the source), whose ``title_id`` names the title when ``title_id`` is not
+    given; ``drm=False`` packages in the clear.
     """
     overrides: dict[str, Any] = {"ladder": {"mode": ladder}} if ladder else {}
     settings = load_settings(Path(config_file) if config_file else None, **overrides)
+    if is_drop(source) or (sidecar and is_drop(sidecar)):
+        return run_drop_ingest(source, settings, title_id=title_id, storage_url=storage, sidecar=sidecar,
+                               drm=drm).record
     return run_ingest(Path(source), settings, title_id=title_id, storage_url=storage,
                       sidecar=Path(sidecar) if sidecar else None, drm=drm).record
 
@@ -669,3 +678,70 @@ def publish_ladder_report(ladder: LadderOutcome, title: str, settings: Settings,
 def ingest_flow(settings: Settings) -> Any:
     """The ingest flow with its rung fan-out bounded to the configured number of encodes at once."""
     return ingest.with_options(task_runner=_encode_runner(settings.encode.parallel_encodes))
+
+
+# --- dropped objects: fetched into the work folder, quarantined when unreadable ----------------
+# (the watcher's runs: flows/watch.py starts them with s3:// or file:// sources)
+
+def is_drop(source: str) -> bool:
+    """A source given as a URL came from a watched bucket or folder, not from a person at the CLI."""
+    return is_remote(source) or source.startswith("file://")
+
+
+@storage_task("fetch source")
+def fetch_source_task(url: str, config: StorageConfig, etag: str | None = None) -> Path:
+    path = fetch_s3_object(url, config.work_dir.resolve(), config, etag=etag)
+    get_run_logger().info("fetched %s to %s", url, path)
+    return path
+
+
+def _dropped_etag(source: str) -> str | None:
+    """The ETag the watcher saw, from this run's idempotency key (``reelflow-ingest:<url>#<etag>``):
+    the run ingests the version that was dropped, or fails saying the object was replaced."""
+    context = FlowRunContext.get()
+    key = (context.flow_run.idempotency_key if context and context.flow_run else None) or ""
+    head, _, etag = key.rpartition("#")
+    from reelflow.flows.watch import RUN_KEY_PREFIX
+
+    return (etag or None) if head == f"{RUN_KEY_PREFIX}{source}" else None
+
+
+def _local_drop(source: str, config: StorageConfig) -> Path:
+    if is_remote(source):
+        return fetch_source_task(source, config, _dropped_etag(source))
+    if source.startswith("file://"):
+        return Path(unquote(urlsplit(source).path))
+    return Path(source)
+
+
+def sidecar_title_id(path: Path) -> str | None:
+    """The ``title_id`` a sidecar gives, if any (the sidecar's full model lives in packaging/)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"sidecar {path} is not readable JSON: {exc}") from exc
+    value = data.get("title_id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def run_drop_ingest(source: str, settings: Settings, *, title_id: str | None = None,
+                    storage_url: str | None = None, sidecar: str | None = None, drm: bool = True) -> IngestResult:
+    """``run_ingest`` for a dropped object: fetch it (and its sidecar), and quarantine it if unreadable.
+
+    A person at the CLI gets one line for a file that is not media; a drop has nobody watching,
+    so it goes to ``quarantine/<title>/`` with a report saying why, like a QC failure. The dropped
+    object itself is only read, never moved or deleted.
+    """
+    local = _local_drop(source, settings.storage)
+    sidecar_path = _local_drop(sidecar, settings.storage) if sidecar else None
+    title = title_id or (sidecar_title_id(sidecar_path) if sidecar_path else None) or default_title_id(local)
+    try:
+        return run_ingest(local, settings, title_id=title, storage_url=storage_url, sidecar=sidecar_path, drm=drm)
+    except InvalidMedia as exc:
+        if not is_drop(source):
+            raise
+        store = open_storage(storage_url or settings.storage.output, settings.storage)
+        report = {"verdict": "error", "source": source, "checks": [
+            {"name": "probe", "passed": False, "severity": "error", "message": str(exc)}]}
+        where = quarantine_task(local, store, check_title_id(title), report)
+        raise InvalidMedia(local, f"{exc.problem} (dropped as {source}); quarantined at {where}", exc.fix) from exc

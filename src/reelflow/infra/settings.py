@@ -424,6 +424,41 @@ class ServiceConfig(_Config):
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
+class WatchConfig(_Config):
+    """The watcher (flows/watch.py): where drops are noticed and how they become ingest runs."""
+
+    queue: str | None = Field(None, description="SQS queue (URL or name) that receives the bucket's "
+                              "ObjectCreated notifications; none: list the bucket every poll_s instead.")
+    sqs_endpoint_url: str | None = Field(None, description="SQS endpoint (moto, LocalStack); default: "
+                                         "storage.s3_endpoint_url.")
+    wait_time_s: int = Field(20, ge=1, le=20, description="SQS long poll: wait this long for a message.")
+    visibility_timeout_s: int = Field(120, ge=10, description="A received message stays hidden this long; "
+                                      "not deleted before its run was accepted, it comes back after it.")
+    poll_s: float = Field(5.0, gt=0, description="Listing and local folder poll interval.")
+    stable_polls: int = Field(3, ge=1, description="A local file is complete once its size and mtime stayed "
+                              "the same over this many polls.")
+    sidecar_wait_s: float = Field(10.0, ge=0, description="A media file with no <stem>.json beside it waits "
+                                  "this long for one before its run starts without a sidecar.")
+    media_suffixes: tuple[str, ...] = Field(
+        (".mp4", ".mov", ".mxf", ".mkv", ".webm", ".m4v", ".ts", ".avi", ".mpg", ".mpeg", ".y4m"),
+        description="File name endings that start an ingest; other files are ignored (.json: sidecars).")
+    state_dir: Path = Field(Path("reelflow-data/watch"), description="The watcher's seen-sets (listing and "
+                            "local folder modes), so a restart does not start runs again.")
+
+
+class OrchestrationConfig(_Config):
+    """The Prefect deployment that `reelflow worker` serves and `reelflow watch` starts runs of."""
+
+    deployment: str = Field("reelflow", description="Name of the ingest flow's deployment ('ingest/<name>').")
+    max_ingests: int = Field(1, ge=1, description="Ingest runs one worker process runs at once.")
+    global_max_ingests: int | None = Field(None, ge=1, description="Ingest runs at once across every worker "
+                                           "(the deployment's concurrency limit, kept by the server); none: "
+                                           "only the per-worker limit.")
+    poll_s: float = Field(5.0, gt=0, description="How often a worker asks the server for scheduled runs.")
+    dask_address: str | None = Field(None, description="Dask scheduler (tcp://host:8786) for the per-shot "
+                                     "encodes; reserved: not used yet, encodes run on a local thread pool.")
+
+
 class Settings(_Config):
     """Everything reelflow can be told, with the embedded defaults of a single laptop."""
 
@@ -437,6 +472,8 @@ class Settings(_Config):
     database: DatabaseConfig = DatabaseConfig()
     drm: DrmConfig = DrmConfig()
     service: ServiceConfig = ServiceConfig()
+    watch: WatchConfig = WatchConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @model_validator(mode="after")
     def _trials_predict_the_final_encodes(self) -> Settings:
