@@ -66,6 +66,7 @@ from reelflow.encoding.trials import (
     trial_size,
 )
 from reelflow.encoding.vmaf import measure_rung_vmaf
+from reelflow.infra.hashing import config_digest, sha256_file
 from reelflow.infra.settings import Settings, load_settings
 from reelflow.infra.tools import ffmpeg_exe, run
 
@@ -146,8 +147,27 @@ def deliver_planned(name: str, src: Path, info: MediaInfo, shots: Sequence[Shot]
 
 
 def exhaustive(src: Path, info: MediaInfo, shots: Sequence[Shot], keyframes: Sequence[int], settings: Settings,
-               work: Path) -> tuple[list[RdPoint], float]:
-    """Every candidate height x GRID_CRFS over the whole title with the final preset, scored on every frame."""
+               work: Path, cache: Path | None = None) -> tuple[list[RdPoint], float]:
+    """Every candidate height x GRID_CRFS over the whole title with the final preset, scored on every frame.
+
+    With ``cache`` (a folder), the points are kept per clip, final preset and keyframes, so runs that
+    compare reelflow settings on the same clips encode the grid once.
+    """
+    key = config_digest(sha256_file(src), settings.encode.preset, GRID_CRFS, list(keyframes),
+                        candidate_heights(info.video, settings.trials))
+    cached = cache / f"{src.stem}-{key}.json" if cache is not None else None
+    if cached is not None and cached.exists():
+        data = json.loads(cached.read_text())
+        return [RdPoint(**p) for p in data["points"]], data["cpu_s"]
+    points, cpu = _exhaustive(src, info, shots, keyframes, settings, work)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps({"points": [asdict(p) for p in points], "cpu_s": cpu}))
+    return points, cpu
+
+
+def _exhaustive(src: Path, info: MediaInfo, shots: Sequence[Shot], keyframes: Sequence[int], settings: Settings,
+                work: Path) -> tuple[list[RdPoint], float]:
     config = settings.trials.model_copy(update={"vmaf_subsample": 1, "crfs": GRID_CRFS})
     heights = candidate_heights(info.video, config)
     video = info.video
@@ -191,7 +211,7 @@ def _monotone(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]
     return out
 
 
-def bench_clip(src: Path, settings: Settings, jobs: int) -> ClipResult:
+def bench_clip(src: Path, settings: Settings, jobs: int, grid_cache: Path | None = None) -> ClipResult:
     info = probe(src)
     found = detect_shots(src, settings.shots, info=info).shots
     keyframes = keyframe_frames([s.start_frame for s in found], info.video.frames, info.video.fps,
@@ -212,7 +232,7 @@ def bench_clip(src: Path, settings: Settings, jobs: int) -> ClipResult:
                                     select_ladder(points, settings.ladder, "per-title"), keyframes, settings, work,
                                     pool)
         fixed = deliver_fixed(src, info, keyframes, settings, work, pool)
-        grid, grid_cpu = exhaustive(src, info, found, keyframes, settings, work)
+        grid, grid_cpu = exhaustive(src, info, found, keyframes, settings, work, grid_cache)
     hull = [(p.kbps, p.vmaf) for p in upper_hull(grid)]
     ps, pt, fx = _monotone(per_shot.points), _monotone(per_title.points), _monotone(fixed.points)
     on_hull = {"per_shot": _at_points(hull, per_shot.points), "per_title": _at_points(hull, per_title.points),
@@ -289,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-episode", action="store_true", help="skip the 60 s episode")
     parser.add_argument("--jobs", type=int, default=2, help="encodes and VMAF runs at once (CPU is per process)")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--grid-cache", type=Path, help="keep the exhaustive grid's points here, per clip")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     settings = load_settings(None)
@@ -299,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sources.append(make_episode(Path(tmp) / "episode_60s_640x360.mp4"))
         for src in sources:
             log.info("clip %s", src.name)
-            result = bench_clip(src, settings, args.jobs)
+            result = bench_clip(src, settings, args.jobs, args.grid_cache)
             results.append(result)
             print(table([result]).splitlines()[-2], flush=True)
             if args.json:
