@@ -20,6 +20,7 @@ from reelflow.encoding.trials import (
     Correction,
     Trial,
     candidate_heights,
+    curvatures,
     group_shots,
     measure_shot,
     plan_trials,
@@ -223,3 +224,32 @@ def test_groups_are_consecutive_bounded_and_keep_tiny_shots_alone() -> None:
 def test_a_correction_for_another_preset_is_refused(sintel_fight: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="preset"):
         measure_shot(sintel_fight, probe(sintel_fight), _shot(0, 0, 24), TrialConfig(preset="veryfast"), tmp_path)
+
+
+def test_two_probes_take_their_shape_from_the_sample() -> None:
+    """A shot tried at CRF 20 and 34 only, its points between shaped by the sample's curvature.
+
+    Both curves are quadratics in CRF (log rate and VMAF), with the same curvature in the sample
+    and the shot: the shaped points between the shot's two probes are then exact.
+    """
+    identity = Correction(preset="superfast", final_preset="medium", heights=(360,), crfs=(20, 34),
+                          rate_ratio=((1.0, 1.0),), vmaf_offset=((0.0, 0.0),), measured=True)
+
+    def log_kbps(crf: float, level: float) -> float:
+        return level - 0.11 * (crf - 20) + 0.0015 * (crf - 20) ** 2
+
+    def vmaf(crf: float, level: float) -> float:
+        return level - 0.4 * (crf - 20) - 0.02 * (crf - 20) ** 2
+
+    sample = [_trial(360, c, math.exp(log_kbps(c, 7.0)), vmaf(c, 97.0)) for c in (20, 27, 34)]
+    curvature = curvatures(sample, identity)
+    assert curvature[0][0] == 360
+    assert curvature[0][1] == pytest.approx(0.0015) and curvature[0][2] == pytest.approx(-0.02)
+    shot = [_trial(360, c, math.exp(log_kbps(c, 6.5)), vmaf(c, 95.0)) for c in (20, 34)]
+    points = {p.crf: p for p in predict_points(shot, identity, 1, curvature)}
+    assert sorted(points) == list(range(20, 35))
+    for crf in (23, 27, 31):
+        assert math.log(points[crf].kbps) == pytest.approx(log_kbps(crf, 6.5))
+        assert points[crf].vmaf == pytest.approx(vmaf(crf, 95.0))
+    chord = {p.crf: p for p in predict_points(shot, identity, 1)}  # without the shape: the chord, too low
+    assert chord[27].vmaf < points[27].vmaf - 0.5

@@ -20,12 +20,12 @@ where an exhaustive medium grid costs 10-15x):
    and GOP periods) from each shot's first frame, with motion computed from true neighbours so the
    scores equal a full run's on those frames; short shots get a smaller step (never under 5) so at
    least ``vmaf_min_frames`` are scored. The reference is decoded once for all trials of a run.
-3. A few CRF probes per resolution and interpolation: log rate and VMAF are smooth in CRF. The
-   sample is tried at three CRFs (``crfs``) at every height, which gives each height's curvature;
-   each shot is then tried at the outer two (``shot_crfs``) and its points in between come
-   from the quadratic through its two probes with the sample's curvature at that height (the
-   chord where that would leave the probes' range), every ``crf_step`` CRF. With ``shot_crfs``
-   equal to ``crfs``, the quadratic through the three probes.
+3. A few CRF probes per resolution and interpolation: log rate and VMAF are smooth in CRF, so a
+   quadratic through each shot's three probes (``crfs``; linear where that would leave the two
+   nearest probes' range) gives points every ``crf_step`` CRF. ``shot_crfs = "outer"`` tries each
+   shot at the outer two only and shapes the points between with the curvature of the sample's
+   three probes at that height: about a quarter less analysis CPU, but planned VMAF about one
+   point less accurate over ../shared/media (docs/benchmarks.md), so it is not the default.
 4. Resolutions that cannot reach the hull are not tried. A rung has one resolution for all shots,
    so this is decided once per title, on the sample's corrected points (``prune_heights``): from
    the middle candidate down while each lower one puts a point on (or within ``prune_margin`` of)

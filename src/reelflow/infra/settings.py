@@ -168,9 +168,10 @@ class TrialConfig(_Config):
                                      "resolutions; those taller than the source are never tried.")
     crfs: tuple[int, ...] = Field((20, 27, 34), description="CRFs encoded at every resolution; hull points "
                                   "between them are interpolated.")
-    shot_crfs: Literal["outer", "all"] = Field("outer", description="CRFs each shot is tried at: the lowest and "
-                                               "highest of crfs, its points between them shaped by the sample's "
-                                               "curvature (the sample is tried at all of crfs), or all of crfs.")
+    shot_crfs: Literal["outer", "all"] = Field("all", description="CRFs each shot is tried at: all of crfs, or "
+                                               "only the lowest and highest, its points between them shaped by the "
+                                               "sample's curvature (about a quarter less analysis CPU, planned VMAF "
+                                               "about 1 point less accurate: docs/benchmarks.md).")
     crf_step: int = Field(1, ge=0, description="Interpolated points every this many CRF between probes (0: none).")
     preset: str = Field("superfast", description="x264 preset of the trial encodes.")
     x264_params: str = Field("mbtree=1:rc-lookahead=40", description="x264 options on top of the trial preset: "
