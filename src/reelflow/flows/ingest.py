@@ -4,7 +4,9 @@ Tasks are thin shells around the stage functions in ``encoding/`` and ``packagin
 module only wires them and adds what an orchestrator is for:
 
 - fan-out: per-shot trial encodes (in groups of consecutive shots) and the ladder's rungs are
-  encoded with ``.map`` under a bounded thread pool, as is the delivered rungs' VMAF;
+  encoded with ``.map`` under a bounded thread pool, as is the delivered rungs' VMAF; or, with
+  ``orchestration.dask_address``, on that Dask cluster, the files then travelling through the
+  output store (flows/workfiles.py);
 - caching: QC, shots and trials are cached by Prefect on the source's SHA-256, the stage's
   config and code (trials also on the shots and keyframes they were planned for). Encodes go to
   content-addressed folders (``<work>/<sha>/<stage>-<config digest>/``, the digest covering the
