@@ -278,10 +278,17 @@ def ingest(
         "--sidecar", help="Studio sidecar JSON: title id, countries, audio tracks, WebVTT subtitles.")] = None,
     no_drm: Annotated[bool, typer.Option(
         "--no-drm", help="Package in the clear (QA, benchmarks); encrypted (settings.drm) by default.")] = False,
+    dask: Annotated[str | None, typer.Option(
+        "--dask", help="Run the per-shot trials and encodes on this Dask scheduler (tcp://HOST:PORT); files "
+                       "travel through the output store (default: orchestration.dask_address, else a thread "
+                       "pool here).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Ingest SOURCE end to end as a Prefect flow run: QC, shots, ladder, encodes, encrypted DASH + HLS, publish."""
     settings = _settings(ladder_mode)
+    if dask:
+        settings = settings.model_copy(
+            update={"orchestration": settings.orchestration.model_copy(update={"dask_address": dask})})
     chosen = settings.ladder.mode
     from reelflow.encoding.probe import probe as probe_media
 
@@ -290,6 +297,8 @@ def ingest(
     from reelflow.flows.ingest import check_title_id, default_title_id, ingest_flow
     from reelflow.infra.storage import open_storage
     from reelflow.packaging.sidecar import load_sidecar
+
+    flow = ingest_flow(settings)  # an unreachable Dask scheduler fails here, before any work
 
     side = load_sidecar(sidecar) if sidecar is not None else None
     check_title_id(title_id or (side.title_id if side else None) or default_title_id(source))
@@ -303,7 +312,7 @@ def ingest(
     _quiet_console_tracebacks()
     source = source.resolve()
     err.print(f"[bold]ingest[/] {source} (Prefect flow run; stage logs follow)")
-    record = ingest_flow(settings)(
+    record = flow(
         str(source), title_id=title_id, storage=storage,
         config_file=str(state.settings_file) if state.settings_file else None, ladder=chosen,
         sidecar=str(sidecar.resolve()) if sidecar is not None else None, drm=not no_drm,

@@ -91,14 +91,21 @@ def worker(
         "--deployment", help="Deployment name (default: orchestration.deployment).")] = None,
     register_only: Annotated[bool, typer.Option(
         "--register-only", help="Create or update the deployment, then exit.")] = False,
+    dask: Annotated[str | None, typer.Option(
+        "--dask", help="Dask scheduler (tcp://HOST:PORT) the runs' per-shot encodes go to (default: "
+                       "orchestration.dask_address; none: a thread pool here).")] = None,
 ) -> None:
     """Register the ingest deployment and run its flow runs (several workers may serve it)."""
     from reelflow.flows.deploy import deployment_name, register, serve_ingest
 
     settings, config_file = _cli_settings()
-    if deployment:
-        settings = settings.model_copy(
-            update={"orchestration": settings.orchestration.model_copy(update={"deployment": deployment})})
+    changes = {k: v for k, v in (("deployment", deployment), ("dask_address", dask)) if v}
+    if changes:
+        settings = settings.model_copy(update={"orchestration": settings.orchestration.model_copy(update=changes)})
+    if settings.orchestration.dask_address and not register_only:
+        from reelflow.flows.ingest import check_dask_address
+
+        check_dask_address(settings.orchestration.dask_address)  # before anything is registered
     _warn_without_server()
     from reelflow.cli import _quiet_console_tracebacks, err
 

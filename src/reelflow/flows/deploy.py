@@ -20,6 +20,7 @@ starting it, and the server lets only one proposal through.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from reelflow.infra.settings import Settings
@@ -27,6 +28,7 @@ from reelflow.infra.settings import Settings
 log = logging.getLogger(__name__)
 
 FLOW_NAME = "ingest"
+SERVED_ENTRYPOINT = "reelflow.flows.served.ingest"
 
 
 def deployment_name(settings: Settings) -> str:
@@ -44,7 +46,7 @@ def ingest_deployment(settings: Settings, config_file: str | None = None) -> Any
     from reelflow.flows.ingest import ingest
 
     orchestration = settings.orchestration
-    return ingest.to_deployment(
+    deployment: Any = ingest.to_deployment(
         name=orchestration.deployment,
         parameters={"config_file": config_file} if config_file else {},
         concurrency_limit=orchestration.global_max_ingests,
@@ -52,6 +54,10 @@ def ingest_deployment(settings: Settings, config_file: str | None = None) -> Any
         tags=["reelflow"],
         entrypoint_type=EntrypointType.MODULE_PATH,  # an installed package, not a file in this folder
     )
+    # The runs load the flow with the task runner of the worker's settings (a Dask cluster or a
+    # bounded thread pool), not the bare module-level flow and its default pool.
+    deployment.entrypoint = SERVED_ENTRYPOINT
+    return deployment
 
 
 def register(settings: Settings, config_file: str | None = None) -> str:
@@ -66,9 +72,19 @@ def serve_ingest(settings: Settings, config_file: str | None = None, *, limit: i
 
     orchestration = settings.orchestration
     limit = limit or orchestration.max_ingests
+    if orchestration.dask_address:
+        from reelflow.flows.ingest import check_dask_address
+
+        check_dask_address(orchestration.dask_address)
+        # the runs' subprocesses read it from the environment (flows/served.py)
+        os.environ["REELFLOW_ORCHESTRATION__DASK_ADDRESS"] = orchestration.dask_address
+    if config_file:
+        os.environ["REELFLOW_CONFIG"] = config_file
     deployment = ingest_deployment(settings, config_file)
-    log.info("serving %s: at most %d ingest(s) here%s", deployment_name(settings), limit,
-             f", {orchestration.global_max_ingests} across workers" if orchestration.global_max_ingests else "")
+    log.info("serving %s: at most %d ingest(s) here%s%s", deployment_name(settings), limit,
+             f", {orchestration.global_max_ingests} across workers" if orchestration.global_max_ingests else "",
+             f"; per-shot encodes on the Dask cluster at {orchestration.dask_address}"
+             if orchestration.dask_address else "")
     # pause_on_shutdown=False: runs created while no worker is up must wait for the next worker,
     # not sit behind a paused deployment.
     serve(deployment, limit=limit, pause_on_shutdown=False, print_starting_message=False,

@@ -4,7 +4,9 @@ Tasks are thin shells around the stage functions in ``encoding/`` and ``packagin
 module only wires them and adds what an orchestrator is for:
 
 - fan-out: per-shot trial encodes (in groups of consecutive shots) and the ladder's rungs are
-  encoded with ``.map`` under a bounded thread pool, as is the delivered rungs' VMAF;
+  encoded with ``.map`` under a bounded thread pool, as is the delivered rungs' VMAF; or, with
+  ``orchestration.dask_address``, on that Dask cluster, the files then travelling through the
+  output store (flows/workfiles.py);
 - caching: QC, shots and trials are cached by Prefect on the source's SHA-256, the stage's
   config and code (trials also on the shots and keyframes they were planned for). Encodes go to
   content-addressed folders (``<work>/<sha>/<stage>-<config digest>/``, the digest covering the
@@ -26,6 +28,7 @@ publishes to a folder of its own, since the packager draws fresh IVs on every ru
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -35,6 +38,7 @@ import logging
 import re
 import secrets
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +61,7 @@ from reelflow.encoding.encode import Rendition
 from reelflow.encoding.ladder import PlannedRung, select_ladder
 from reelflow.encoding.ladder_plot import plot_ladder
 from reelflow.errors import ConfigError, InvalidMedia, KeyNotFound, QCFailed, StageError, TransientStorageError
+from reelflow.flows.workfiles import WorkStore, source_name, stage_source
 from reelflow.infra.hashing import config_digest, sha256_file
 from reelflow.infra.remote import fetch_s3_object, is_remote
 from reelflow.infra.settings import (
@@ -201,6 +206,57 @@ def progress_logger(label: str, total: float, unit: str = "s") -> Callable[[floa
     return report
 
 
+# --- distributed tasks: files through the shared store (flows/workfiles.py) -------------------
+# ``remote`` is None on the local thread pool: the tasks then read and write the flow's work folder.
+
+def _task_source(source: Path, info: probe.MediaInfo, remote: WorkStore | None) -> tuple[Path, probe.MediaInfo]:
+    """The source as this task reads it: the flow's file, or its copy fetched from the store to this machine."""
+    if remote is None:
+        return source, info
+    local = remote.fetch(source_name(source))
+    return local, dataclasses.replace(info, path=local)
+
+
+def _task_work(work: Path, remote: WorkStore | None) -> Path:
+    """The task's folder: ``work`` itself, or the folder of that name in this machine's cache."""
+    return work if remote is None else remote.cache() / work.name
+
+
+def _encode_to(work: Path, name: str, remote: WorkStore | None, make: Callable[[Path], Rendition]) -> Rendition:
+    """``make(out)`` for the encode file ``work/name``; distributed, the file is first looked for in the
+    store (an earlier run's) and put there when made, under the same folder name."""
+    out = _task_work(work, remote) / name
+    if remote is not None:
+        remote.fetch_if_stored(f"{work.name}/{name}", out)  # the encoder verifies and reuses it
+    rendition = make(out)
+    if remote is not None:
+        remote.put(rendition.path, f"{work.name}/{rendition.path.name}")
+    return rendition
+
+
+def _fetched(renditions: list[Rendition], work: Path, remote: WorkStore | None) -> list[Rendition]:
+    """The encodes made on the cluster, fetched from the store into the flow's ``work`` (for the packager)."""
+    if remote is None:
+        return renditions
+    return [dataclasses.replace(r, path=remote.fetch(f"{work.name}/{r.path.name}", work / r.path.name))
+            for r in renditions]
+
+
+@storage_task("stage source")
+def stage_source_task(source: Path, storage: Storage, config: StorageConfig, sha: str) -> WorkStore:
+    work = stage_source(source, storage, config, sha)
+    get_run_logger().info("source staged at %s for the Dask workers", storage.url_for(work.key(source_name(source))))
+    return work
+
+
+def _distributed() -> bool:
+    """Whether this flow run's tasks go to a Dask cluster (then files travel through the store)."""
+    from prefect_dask.task_runners import DaskTaskRunner
+
+    context = FlowRunContext.get()
+    return context is not None and isinstance(context.task_runner, DaskTaskRunner)
+
+
 # --- tasks ------------------------------------------------------------------------------------
 
 @task(name="hash source", cache_policy=NO_CACHE)
@@ -260,9 +316,10 @@ def quarantine_task(source: Path, storage: Storage, title_id: str, report: dict[
 
 @task(name="encode rung", cache_policy=NO_CACHE, task_run_name="encode {rung.height}p {rung.kbps}k")
 def encode_rung_task(source: Path, rung: Rung, keyframes: tuple[int, ...], info: probe.MediaInfo,
-                     config: EncodeConfig, work: Path) -> Rendition:
-    rendition = encode.encode_video_rung(source, rung, keyframes, info, config, work / f"{rung.name}.mp4",
-                                         progress=progress_logger(f"encode {rung.name}", info.duration_s))
+                     config: EncodeConfig, work: Path, remote: WorkStore | None = None) -> Rendition:
+    source, info = _task_source(source, info, remote)
+    rendition = _encode_to(work, f"{rung.name}.mp4", remote, lambda out: encode.encode_video_rung(
+        source, rung, keyframes, info, config, out, progress=progress_logger(f"encode {rung.name}", info.duration_s)))
     get_run_logger().info("%s: %.0f kbps (target %d)", rung.name, rendition.kbps, rung.kbps)
     return rendition
 
@@ -288,15 +345,19 @@ def _trial_group_name() -> str:
       task_run_name=_trial_group_name)
 def trial_group_task(source: Path, source_sha: str, info: probe.MediaInfo, shots: tuple[shots.Shot, ...],
                      config: TrialConfig, plan: trials.TrialPlan, keyframes: tuple[int, ...],
-                     work: Path) -> list[trials.ShotTrials]:
-    return trials.trial_shots(source, info, shots, config, work, plan=plan, keyframes=keyframes)
+                     work: Path, remote: WorkStore | None = None) -> list[trials.ShotTrials]:
+    # Trials leave no files behind (their results are values), so distributed they only need the source.
+    source, info = _task_source(source, info, remote)
+    return trials.trial_shots(source, info, shots, config, _task_work(work, remote), plan=plan, keyframes=keyframes)
 
 
 @task(name="encode planned rung", cache_policy=NO_CACHE, task_run_name="encode {rung.name}")
 def encode_planned_rung_task(source: Path, rung: PlannedRung, shot_list: tuple[shots.Shot, ...],
                              keyframes: tuple[int, ...], info: probe.MediaInfo, config: EncodeConfig,
-                             work: Path) -> Rendition:
-    rendition = analysis.encode_planned_rung(source, info, rung, shot_list, keyframes, config, work)
+                             work: Path, remote: WorkStore | None = None) -> Rendition:
+    source, info = _task_source(source, info, remote)
+    rendition = _encode_to(work, analysis.rung_file_name(rung), remote, lambda out: analysis.encode_planned_rung(
+        source, info, rung, shot_list, keyframes, config, out.parent))
     get_run_logger().info("%s: %.0f kbps file, planned %.0f kbps at VMAF %.2f; %.1f CPU s", rung.name,
                           rendition.kbps, rung.kbps, rung.vmaf, rendition.cpu_s)
     return rendition
@@ -304,9 +365,12 @@ def encode_planned_rung_task(source: Path, rung: PlannedRung, shot_list: tuple[s
 
 @task(name="delivered VMAF", cache_policy=NO_CACHE, task_run_name="VMAF {rendition.name}")
 def delivered_vmaf_task(rendition: Rendition, shot_list: tuple[shots.Shot, ...], info: probe.MediaInfo,
-                        work: Path) -> Delivered:
+                        work: Path, remote: WorkStore | None = None) -> Delivered:
     """The delivered rung scored on every frame at the source's display size."""
-    logs = work / "vmaf"
+    if remote is not None:  # both the rung and the source (the reference) from the store
+        _, info = _task_source(info.path, info, remote)
+        rendition = dataclasses.replace(rendition, path=remote.fetch(f"{work.name}/{rendition.path.name}"))
+    logs = _task_work(work, remote) / "vmaf"
     logs.mkdir(parents=True, exist_ok=True)
     score = vmaf.measure_rung_vmaf(rendition.path, info, log_dir=logs)
     delivered = analysis.measure_delivered(rendition, score, shot_list, info)
@@ -490,26 +554,34 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     keyframes = encode.keyframe_frames([s.start_frame for s in shot_list.shots], info.video.frames,
                                        info.video.fps, settings.encode.segment_s)
     work = settings.storage.work_dir.resolve() / sha[:16]
+    # On a Dask cluster the tasks read the source from the store and put their encodes there.
+    remote = stage_source_task(source, store, settings.storage, sha) if _distributed() else None
     if settings.ladder.mode == "fixed":
         ladder = LadderOutcome(None, {}, {}, None)
     else:
-        ladder = analyse_ladder(source, sha, info, shot_list, keyframes, settings, work)
+        ladder = analyse_ladder(source, sha, info, shot_list, keyframes, settings, work, remote)
     encode_digest = config_digest(encode.result_digest_parts(settings.encode), keyframes, ladder.plan_digest)
     encode_dir = work / f"encode-{encode_digest}"
-    # audio first: it is short, and would otherwise wait behind every rung in the bounded pool
     if side is not None and side.audio:
-        audio = [encode_track_task.submit(source, info, track, settings, encode_dir) for track in side.audio]
+        audio_calls: list[tuple[Any, tuple[Any, ...]]] = [
+            (encode_track_task, (source, info, track, settings, encode_dir)) for track in side.audio]
     else:
-        audio = [encode_audio_task.submit(source, info, settings.encode, encode_dir)] if info.audio else []
+        audio_calls = [(encode_audio_task, (source, info, settings.encode, encode_dir))] if info.audio else []
+    # Audio first: it is short, and would otherwise wait behind every rung in the bounded pool. With
+    # a Dask cluster it is encoded here, before the rungs go out (a sidecar's audio files are local).
+    audio = [t.submit(*args) for t, args in audio_calls] if remote is None else []
+    audio_here = [t(*args) for t, args in audio_calls] if remote is not None else []
     if ladder.analysis is None:
         rungs = encode.ladder_for_source(info.video, settings.encode.ladder)
         logger.info("fixed ladder: %s; %d keyframes planned", ", ".join(r.name for r in rungs), len(keyframes))
         video = [f.result() for f in encode_rung_task.map(source, rungs, unmapped(keyframes), unmapped(info),
-                                                           unmapped(settings.encode), unmapped(encode_dir))]
+                                                           unmapped(settings.encode), unmapped(encode_dir),
+                                                           unmapped(remote))]
+        video = _fetched(video, encode_dir, remote)
     else:
-        video = encode_and_measure(source, info, keyframes, settings, ladder, encode_dir)
+        video = encode_and_measure(source, info, keyframes, settings, ladder, encode_dir, remote)
     texts = subtitles_task(side, encode_dir) if side is not None and side.subtitles else []
-    renditions = video + [f.result() for f in audio]
+    renditions = video + [f.result() for f in audio] + audio_here
 
     key_ids = None
     if encrypt:
@@ -610,7 +682,8 @@ class LadderOutcome:
 
 
 def analyse_ladder(source: Path, sha: str, info: probe.MediaInfo, shot_list: shots.ShotList,
-                   keyframes: tuple[int, ...], settings: Settings, work: Path) -> LadderOutcome:
+                   keyframes: tuple[int, ...], settings: Settings, work: Path,
+                   remote: WorkStore | None = None) -> LadderOutcome:
     """Trials fanned out by group of shots, then the rungs on the title's hulls (a pure step)."""
     config = settings.trials
     found = tuple(shot_list.shots)
@@ -619,7 +692,7 @@ def analyse_ladder(source: Path, sha: str, info: probe.MediaInfo, shot_list: sho
     plan = plan_trials_task(source, sha, info, found, config, trial_dir)
     groups = trials.group_shots(units, info.video.fps, config)
     futures = trial_group_task.map(source, sha, unmapped(info), groups, unmapped(config), unmapped(plan),
-                                   unmapped(keyframes), unmapped(trial_dir))
+                                   unmapped(keyframes), unmapped(trial_dir), unmapped(remote))
     measured = tuple(s for f in futures for s in f.result())
     rungs = select_ladder([s.points for s in measured], settings.ladder, settings.ladder.mode)  # type: ignore[arg-type]
     result = LadderAnalysis(mode=settings.ladder.mode, plan=plan, shots=measured, rungs=tuple(rungs),
@@ -631,18 +704,19 @@ def analyse_ladder(source: Path, sha: str, info: probe.MediaInfo, shot_list: sho
     return LadderOutcome(result, {}, {}, config_digest([(r.width, r.height, r.crfs) for r in rungs]))
 
 
-def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int, ...],
-                       settings: Settings, ladder: LadderOutcome, encode_dir: Path) -> list[Rendition]:
+def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int, ...], settings: Settings,
+                       ladder: LadderOutcome, encode_dir: Path, remote: WorkStore | None = None) -> list[Rendition]:
     """Each planned rung encoded shot by shot, then scored on every frame; fills ``ladder``'s maps."""
     assert ladder.analysis is not None
     rungs = list(ladder.analysis.rungs)
     found = ladder.analysis.units
     futures = encode_planned_rung_task.map(source, rungs, unmapped(found), unmapped(keyframes), unmapped(info),
-                                           unmapped(settings.encode), unmapped(encode_dir))
-    video = [f.result() for f in futures]
+                                           unmapped(settings.encode), unmapped(encode_dir), unmapped(remote))
+    video = _fetched([f.result() for f in futures], encode_dir, remote)
     ladder.renditions.update({r.name: v for r, v in zip(rungs, video, strict=True)})
     if settings.ladder.measure_delivered:
-        scores = delivered_vmaf_task.map(video, unmapped(found), unmapped(info), unmapped(encode_dir))
+        scores = delivered_vmaf_task.map(video, unmapped(found), unmapped(info), unmapped(encode_dir),
+                                         unmapped(remote))
         ladder.delivered.update({r.name: f.result() for r, f in zip(rungs, scores, strict=True)})
     return video
 
@@ -676,8 +750,34 @@ def publish_ladder_report(ladder: LadderOutcome, title: str, settings: Settings,
 
 
 def ingest_flow(settings: Settings) -> Any:
-    """The ingest flow with its rung fan-out bounded to the configured number of encodes at once."""
+    """The ingest flow with the task runner its settings choose.
+
+    With ``orchestration.dask_address`` the per-shot trials, the rung encodes and their VMAF run on
+    that Dask cluster (checked reachable now: ConfigError otherwise); else on a thread pool bounded
+    to the configured number of encodes at once.
+    """
+    address = settings.orchestration.dask_address
+    if address:
+        from prefect_dask.task_runners import DaskTaskRunner
+
+        check_dask_address(address)
+        runner: Any = DaskTaskRunner(address=address)  # Any: Prefect's generics, as in _encode_runner
+        return ingest.with_options(task_runner=runner)
     return ingest.with_options(task_runner=_encode_runner(settings.encode.parallel_encodes))
+
+
+def check_dask_address(address: str, timeout_s: float = 5.0) -> None:
+    """A Dask scheduler answers at ``address`` (tcp://host:port), or one ConfigError saying what to do."""
+    fix = ("start one (`dask scheduler`, then `dask worker ADDRESS` on each encoding machine; docs/deploy.md) "
+           "or leave --dask / orchestration.dask_address unset to encode on this machine")
+    parts = urlsplit(address)
+    if parts.scheme != "tcp" or not parts.hostname or not parts.port:
+        raise ConfigError(f"Dask address {address!r} is not tcp://HOST:PORT; {fix}")
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"no Dask scheduler answers at {address} ({exc.strerror or exc}); {fix}") from exc
 
 
 # --- dropped objects: fetched into the work folder, quarantined when unreadable ----------------

@@ -456,8 +456,9 @@ class OrchestrationConfig(_Config):
                                            "(the deployment's concurrency limit, kept by the server); none: "
                                            "only the per-worker limit.")
     poll_s: float = Field(5.0, gt=0, description="How often a worker asks the server for scheduled runs.")
-    dask_address: str | None = Field(None, description="Dask scheduler (tcp://host:8786) for the per-shot "
-                                     "encodes; reserved: not used yet, encodes run on a local thread pool.")
+    dask_address: str | None = Field(None, description="Dask scheduler (tcp://host:8786) that the per-shot "
+                                     "trials, rung encodes and their VMAF run on (files through the output "
+                                     "store); none: a thread pool on this machine.")
 
 
 class Settings(_Config):
