@@ -390,7 +390,8 @@ def test_the_deployment_carries_the_global_limit_and_the_worker_config(tmp_path:
         deployment = client.read_deployment_by_name("ingest/watch-limits")
     assert deployment.global_concurrency_limit is not None and deployment.global_concurrency_limit.limit == 3
     assert deployment.parameters == {"config_file": "/etc/reelflow.toml"}
-    assert deployment.entrypoint == "reelflow.flows.ingest.ingest"
+    # the served module builds the flow with the worker's task runner (thread pool or Dask) in each run
+    assert deployment.entrypoint == "reelflow.flows.served.ingest"
 
 
 @pytest.mark.parametrize("args", [["worker"], ["watch", "/tmp"]])
