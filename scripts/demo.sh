@@ -44,6 +44,7 @@ Demo ingest done. The title is in $package/ (encrypted: cenc, one key per tier):
   DASH manifest:  $package/manifest.mpd
   HLS playlist:   $package/master.m3u8
   title record:   $storage/titles/demo/title.json
+  ladder report:  $package/ladder.json and ladder.png (trials, hulls, rungs, planned against delivered VMAF)
 The files need the service's license to play (below). For players that read files in the clear,
 ingest with --no-drm: reelflow ingest $clip --title-id demo-clear --storage $storage --no-drm
 MSG
