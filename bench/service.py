@@ -3,9 +3,10 @@
     .venv/bin/python bench/service.py [--rate 1000] [--seconds 10] [--runs 3] [--connections 32]
 
 Set-up (not timed): a 2 s lavfi clip is encoded to two rungs (234p, 720p) plus AAC, packaged with
-cenc and a key per tier (Shaka Packager raw keys, as the drm branch will), and published as one
-title in a temporary local store, with its keys in a ``MemoryKeySource``; the service is started in
-its own process, as `reelflow serve` runs it (one uvicorn process, SQLite database).
+cenc and a key per tier (Shaka Packager raw keys), and published as one title in a temporary local
+store, with its keys in a ``MemoryKeySource`` (the service reads keys through the same interface as
+the database's key store); the service is started in its own process, as `reelflow serve` runs it
+(one uvicorn process, SQLite database).
 
 The load generator is a separate process: a small asyncio HTTP/1.1 client on keep-alive
 connections (no HTTP library in the loop, so the client costs little of the shared 2 cores). It
