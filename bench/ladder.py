@@ -46,11 +46,17 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from reelflow.encoding.analysis import allocation_units, encode_planned_rung, measure_delivered
+from reelflow.encoding.analysis import (
+    LadderAnalysis,
+    allocation_units,
+    encode_planned_rung,
+    measure_delivered,
+    with_feedback,
+)
 from reelflow.encoding.bdrate import BdRateError, bd_rate, bd_rate_at_points
-from reelflow.encoding.encode import encode_video_rung, keyframe_frames, ladder_for_source
+from reelflow.encoding.encode import Rendition, encode_video_rung, keyframe_frames, ladder_for_source
 from reelflow.encoding.hull import RdPoint, ShotPoints, upper_hull
 from reelflow.encoding.ladder import PlannedRung, select_ladder
 from reelflow.encoding.probe import MediaInfo, probe
@@ -93,6 +99,8 @@ class Ladder:
     rungs: list[str]
     encode_cpu_s: float
     planned: list[tuple[float, float]] = field(default_factory=list)   # (kbps, VMAF) the plan promised
+    feedback_cpu_s: float = 0.0           # the probe's VMAF, and its encode if discarded: analysis, not final
+    feedback: dict[str, Any] | None = None
 
 
 @dataclass
@@ -131,19 +139,34 @@ def deliver_fixed(src: Path, info: MediaInfo, keyframes: Sequence[int], settings
     return Ladder("fixed", [(k, v) for k, v, _ in done], [r.name for r in rungs], sum(c for _, _, c in done))
 
 
-def deliver_planned(name: str, src: Path, info: MediaInfo, shots: Sequence[Shot], rungs: Sequence[PlannedRung],
-                    keyframes: Sequence[int], settings: Settings, work: Path, pool: ThreadPoolExecutor) -> Ladder:
+def deliver_planned(name: str, src: Path, info: MediaInfo, analysis: LadderAnalysis, keyframes: Sequence[int],
+                    settings: Settings, work: Path, pool: ThreadPoolExecutor) -> Ladder:
+    """Encode and score the rungs as the flow does: with ``ladder.feedback``, the cheapest rung first,
+    checked on a frame subsample (analysis.with_feedback), then the rest with the CRFs it leaves."""
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
+    shots = analysis.units
+    made: dict[str, Rendition] = {}
+    if settings.ladder.feedback and analysis.rungs:
+        bottom = analysis.rungs[0]
+        first = encode_planned_rung(src, info, bottom, shots, keyframes, settings.encode, folder)
+        score = measure_rung_vmaf(first.path, info, subsample=settings.ladder.feedback_subsample)
+        analysis = with_feedback(analysis, score, first.cpu_s, settings.ladder)
+        if analysis.rungs[0] == bottom:
+            made[bottom.name] = first
+    rest = [r for r in analysis.rungs if r.name not in made]
+    made.update(zip([r.name for r in rest], pool.map(
+        lambda r: encode_planned_rung(src, info, r, shots, keyframes, settings.encode, folder), rest), strict=True))
 
-    def one(rung: PlannedRung) -> tuple[float, float, float]:
-        rendition = encode_planned_rung(src, info, rung, shots, keyframes, settings.encode, folder)
+    def scored(rung: PlannedRung) -> tuple[float, float, float]:
+        rendition = made[rung.name]
         delivered = measure_delivered(rendition, measure_rung_vmaf(rendition.path, info), shots, info)
         return delivered.kbps, delivered.vmaf.mean, rendition.cpu_s
 
-    done = list(pool.map(one, rungs))
-    return Ladder(name, [(k, v) for k, v, _ in done], [r.name for r in rungs], sum(c for _, _, c in done),
-                  planned=[(r.kbps, r.vmaf) for r in rungs])
+    done = list(pool.map(scored, analysis.rungs))
+    return Ladder(name, [(k, v) for k, v, _ in done], [r.name for r in analysis.rungs], sum(c for _, _, c in done),
+                  planned=[(r.kbps, r.vmaf) for r in analysis.rungs], feedback_cpu_s=analysis.feedback_cpu_s,
+                  feedback=analysis.feedback.to_dict() if analysis.feedback else None)
 
 
 def exhaustive(src: Path, info: MediaInfo, shots: Sequence[Shot], keyframes: Sequence[int], settings: Settings,
@@ -226,11 +249,14 @@ def bench_clip(src: Path, settings: Settings, jobs: int, grid_cache: Path | None
                                                               plan=plan, keyframes=keyframes), groups) for s in g]
         analysis_cpu = plan.cpu_s + sum(s.cpu_s for s in measured)
         points: list[ShotPoints] = [s.points for s in measured]
-        per_shot = deliver_planned("per-shot", src, info, units, select_ladder(points, settings.ladder, "per-shot"),
-                                   keyframes, settings, work, pool)
-        per_title = deliver_planned("per-title", src, info, units,
-                                    select_ladder(points, settings.ladder, "per-title"), keyframes, settings, work,
-                                    pool)
+
+        def planned(mode: Literal["per-title", "per-shot"]) -> LadderAnalysis:
+            return LadderAnalysis(mode=mode, plan=plan, shots=tuple(measured), units=units,
+                                  rungs=tuple(select_ladder(points, settings.ladder, mode)))
+
+        per_shot = deliver_planned("per-shot", src, info, planned("per-shot"), keyframes, settings, work, pool)
+        per_title = deliver_planned("per-title", src, info, planned("per-title"), keyframes, settings, work, pool)
+        analysis_cpu += per_shot.feedback_cpu_s
         fixed = deliver_fixed(src, info, keyframes, settings, work, pool)
         grid, grid_cpu = exhaustive(src, info, found, keyframes, settings, work, grid_cache)
     hull = [(p.kbps, p.vmaf) for p in upper_hull(grid)]

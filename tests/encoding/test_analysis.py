@@ -11,10 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from reelflow.encoding.analysis import rung_file_name, shot_crfs
+from reelflow.encoding.analysis import (
+    MAX_CRF_SHIFT,
+    LadderAnalysis,
+    crf_shift,
+    crf_slope,
+    rung_file_name,
+    shifted_rung,
+    shot_crfs,
+    with_feedback,
+)
+from reelflow.encoding.hull import RdPoint, ShotPoints
 from reelflow.encoding.ladder import PlannedRung, ShotPlan
 from reelflow.encoding.shots import Shot
+from reelflow.encoding.trials import ShotTrials
+from reelflow.encoding.vmaf import VmafResult
 from reelflow.errors import StageError
+from reelflow.infra.settings import load_settings
 
 TEST_CONFIG = ('[encode]\npreset = "veryfast"\n'
                '[trials]\npreset = "ultrafast"\nfinal_preset = "veryfast"\nx264_params = ""\n')
@@ -88,3 +101,76 @@ def test_rung_file_names_change_with_the_plan() -> None:
     a = PlannedRung(640, 360, 500.0, 90.0, (ShotPlan(0, 22.0, 600, 89),))
     b = PlannedRung(640, 360, 500.0, 90.0, (ShotPlan(0, 22.5, 600, 89),))
     assert rung_file_name(a).startswith("360p_500k-") and rung_file_name(a) != rung_file_name(b)
+
+
+# --- feedback from the first final encode ---------------------------------------------------------
+
+def _unit(index: int, duration_s: float, vmaf_at_crf: dict[int, float], height: int = 360) -> ShotPoints:
+    return ShotPoints(index=index, duration_s=duration_s,
+                      points=tuple(RdPoint(kbps=2000 * 0.9 ** crf, vmaf=v, width=640, height=height, crf=crf)
+                                   for crf, v in vmaf_at_crf.items()))
+
+
+def _rung(height: int, crfs: list[float], vmaf: float) -> PlannedRung:
+    return PlannedRung(width=640, height=height, kbps=300.0, vmaf=vmaf,
+                       shots=tuple(ShotPlan(index=i, crf=c, kbps=300.0, vmaf=vmaf) for i, c in enumerate(crfs)))
+
+
+def _analysis(rungs: list[PlannedRung], points: list[ShotPoints]) -> LadderAnalysis:
+    return LadderAnalysis(mode="per-shot", plan=None, rungs=tuple(rungs),
+                          shots=tuple(ShotTrials(points=p, trials=(), cpu_s=1.0) for p in points))
+
+
+def _score(mean: float, cpu_s: float = 0.5) -> VmafResult:
+    return VmafResult(mean=mean, harmonic_mean=mean, min=mean, p5=mean, frames=22, cpu_s=cpu_s)
+
+
+def test_crf_slope_is_the_duration_weighted_slope_around_each_planned_crf() -> None:
+    # unit 0 loses 1 VMAF per CRF, unit 1 (three times as long) 2 per CRF between 24 and 28
+    points = [_unit(0, 1.0, {20: 90, 24: 86, 28: 82}), _unit(1, 3.0, {20: 95, 24: 90, 28: 82})]
+    assert crf_slope(_rung(360, [22.5, 25.0], 85), points) == pytest.approx((1 * -1 + 3 * -2) / 4)
+    assert crf_slope(_rung(720, [22.5, 25.0], 85), points) is None      # nothing tried at that height
+
+
+def test_crf_shift_makes_up_the_error_and_is_bounded() -> None:
+    assert crf_shift(2.0, -0.5) == pytest.approx(-4.0)      # 2 VMAF short: 4 CRF lower
+    assert crf_shift(-1.0, -0.5) == pytest.approx(2.0)      # 1 VMAF over the plan: 2 CRF higher
+    assert crf_shift(3.0, -0.1) == -MAX_CRF_SHIFT           # a flat curve does not send the CRF to 0
+    assert crf_shift(3.0, None) == 0.0 and crf_shift(3.0, 0.2) == 0.0
+
+
+def test_shifted_rung_keeps_the_plan_and_the_crf_range() -> None:
+    rung = _rung(360, [1.0, 30.0, 50.5], 80)
+    moved = shifted_rung(rung, 2.0)
+    assert moved.crfs == (3.0, 32.0, 51.0) and (moved.kbps, moved.vmaf, moved.height) == (rung.kbps, 80, 360)
+    assert shifted_rung(rung, -2.0).crfs == (0.0, 28.0, 48.5)
+    assert rung_file_name(moved) != rung_file_name(rung)     # a moved rung is a different encode
+
+
+def test_feedback_keeps_a_plan_that_held_and_counts_only_the_probe_vmaf() -> None:
+    points = [_unit(0, 2.0, {20: 90, 24: 86, 28: 82}), _unit(1, 2.0, {20: 92, 24: 88, 28: 84})]
+    rungs = [_rung(360, [26, 27], 84.0), _rung(360, [21, 22], 89.0)]
+    config = load_settings(None).ladder
+    kept = with_feedback(_analysis(rungs, points), _score(83.7), probe_encode_cpu_s=9.0, config=config)
+    assert kept.rungs == tuple(rungs) and kept.feedback is not None and not kept.feedback.applied
+    assert kept.feedback.error == pytest.approx(0.3) and kept.feedback_cpu_s == 0.5
+    assert kept.cpu_s == pytest.approx(2.0 + 0.5)           # trials (1 per unit) and the probe's VMAF
+
+
+def test_feedback_moves_every_rung_by_the_probe_error_at_its_own_slope() -> None:
+    # slope -1/CRF around the bottom rung's CRFs, -2/CRF (unit 1) around the top rung's
+    points = [_unit(0, 2.0, {20: 96, 24: 88, 28: 84}), _unit(1, 2.0, {20: 96, 24: 88, 28: 84})]
+    rungs = [_rung(360, [26, 26], 86.0), _rung(360, [22, 22], 92.0)]
+    moved = with_feedback(_analysis(rungs, points), _score(84.0), probe_encode_cpu_s=9.0,
+                          config=load_settings(None).ladder)
+    assert moved.feedback is not None and moved.feedback.applied and moved.feedback.error == pytest.approx(2.0)
+    assert moved.feedback.shifts == pytest.approx((-2.0, -1.0))
+    assert [r.crfs for r in moved.rungs] == [(24.0, 24.0), (21.0, 21.0)]
+    assert [(r.kbps, r.vmaf) for r in moved.rungs] == [(r.kbps, r.vmaf) for r in rungs]  # the aim stays
+    assert moved.feedback_cpu_s == pytest.approx(9.5)       # the discarded probe encode is analysis
+    assert moved.feedback.to_dict()["crf_shifts"] == [-2.0, -1.0]
+
+
+def test_feedback_needs_a_rung() -> None:
+    with pytest.raises(StageError, match="planned rung"):
+        with_feedback(_analysis([], []), _score(80.0), 1.0, load_settings(None).ladder)

@@ -84,12 +84,33 @@ def test_delivered_rungs_are_scored_on_every_frame_beside_the_plan(report: dict[
     assert cpu["analysis"] > 0 and cpu["final_encodes"] > 0 and cpu["delivered_vmaf"] > 0
 
 
+def test_the_cheapest_rung_was_checked_against_its_plan_first(report: dict[str, Any]) -> None:
+    feedback = report["feedback"]
+    bottom = report["rungs"][0]
+    assert feedback["rung"] == bottom["name"]
+    assert feedback["planned_vmaf"] == pytest.approx(bottom["planned"]["vmaf"], abs=2e-3)
+    assert 240 / 7 - 1 <= feedback["probe_frames_scored"] <= 240 / 7 + 1   # every 7th frame
+    assert feedback["error"] == pytest.approx(feedback["planned_vmaf"] - feedback["probe_vmaf"], abs=2e-3)
+    assert len(feedback["crf_shifts"]) == len(report["rungs"])
+    assert feedback["applied"] == (abs(feedback["error"]) > 0.5) == any(feedback["crf_shifts"])
+    # moved the way the error says: short of the plan, lower CRFs (more bits)
+    assert all(d * feedback["error"] <= 0 for d in feedback["crf_shifts"])
+    assert report["cpu_s"]["analysis_feedback"] == pytest.approx(feedback["cpu_s"], abs=0.02) and feedback["cpu_s"] > 0
+    assert report["cpu_s"]["analysis"] == pytest.approx(
+        report["cpu_s"]["analysis_sample"] + report["cpu_s"]["analysis_trials"] + feedback["cpu_s"], abs=0.05)
+    # the probe's own VMAF sits within a VMAF of what the delivered rung scores on every frame, when kept
+    if not feedback["applied"]:
+        assert feedback["probe_vmaf"] == pytest.approx(bottom["delivered"]["vmaf"], abs=1.0)
+
+
 def test_rungs_share_keyframes_at_shot_starts_and_on_the_grid(
         per_shot_run: tuple[Path, dict[str, Any], State[Any]], ladder_config: Path) -> None:
     _, record, _ = per_shot_run
     wanted = sorted({0, *record["shots"]["cuts"], 96, 192})
     encodes = sorted(load_settings(ladder_config).storage.work_dir.rglob("encode-*/*p_*k-*.mp4"))
-    assert len(encodes) == len([r for r in record["renditions"] if r["kind"] == "video"])
+    # every rung, and the feedback's first encode of the bottom rung when its CRFs were moved
+    feedback = json.loads(Path(record["ladder"]["report"]).read_text())["feedback"]
+    assert len(encodes) == len([r for r in record["renditions"] if r["kind"] == "video"]) + feedback["applied"]
     for path in encodes:
         frames, keys = read_keyframes(path)
         assert frames == 240 and keys == wanted, path.name

@@ -2,9 +2,11 @@
 
 ``analyse_ladder`` is what ``reelflow ladder`` and bench/ladder.py call; the ingest flow runs the
 same steps (``plan_trials``, ``trial_shots`` per group, ``select_ladder``) as tasks so that the
-shot groups fan out and each step is cached. ``ladder_report`` builds the report stored with the
-title: every trial point, the hulls, the rungs with their per-shot CRFs, planned against delivered
-quality, and the CPU seconds of each stage.
+shot groups fan out and each step is cached. Before the rungs are encoded, ``with_feedback``
+checks the plan against one real final encode (the cheapest rung) and moves the CRFs if the
+title's trials were off. ``ladder_report`` builds the report stored with the title: every trial
+point, the hulls, the rungs with their per-shot CRFs, planned against delivered quality, and the
+CPU seconds of each stage.
 """
 
 from __future__ import annotations
@@ -13,25 +15,60 @@ import logging
 import statistics
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from reelflow.encoding.encode import Rendition, ShotCrf, encode_rung_per_shot, ladder_for_source
 from reelflow.encoding.hull import RdPoint, ShotPoints, at_height, at_kbps, per_title_hull, title_hull
-from reelflow.encoding.ladder import PlannedRung, select_ladder
+from reelflow.encoding.ladder import PlannedRung, ShotPlan, select_ladder
 from reelflow.encoding.probe import MediaInfo
 from reelflow.encoding.shots import Shot, split_at
 from reelflow.encoding.trials import ShotTrials, TrialPlan, frame_sizes, group_shots, plan_trials, trial_shots
 from reelflow.encoding.vmaf import VmafResult
 from reelflow.errors import StageError
 from reelflow.infra.hashing import config_digest
-from reelflow.infra.settings import EncodeConfig, LadderMode, Settings
+from reelflow.infra.settings import EncodeConfig, LadderConfig, LadderMode, Settings
 
 log = logging.getLogger(__name__)
 
 # Planned and delivered VMAF of a rung should agree within this (the issue's acceptance bound).
 PLAN_TOLERANCE_VMAF = 1.0
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """The plan checked against one final encode (the cheapest rung) before the others are made.
+
+    The trials predict the final preset's quality at each CRF from a faster preset and a correction
+    measured on a sample of the title. Where that sample misjudges the title, the whole title is off
+    by about one VMAF offset at equal CRF (docs/benchmarks.md: +2.2 on every rung of Tears of Steel,
+    +2.7 on the hard-cut composite), and points slide along the true curve rather than leave it. So
+    the probe's error is taken as the title's, and each rung's CRFs move by what that offset is
+    worth at the rung's own slope (dVMAF/dCRF of its trials): a uniform CRF shift was measured to
+    leave errors of up to 1.4 on the upper rungs, the per-rung shift 0.5.
+    """
+
+    rung: str                      # the probed rung's planned name
+    planned_vmaf: float
+    measured_vmaf: float           # the probe encode on a frame subsample (ladder.feedback_subsample)
+    frames_scored: int
+    shifts: tuple[float, ...]      # CRF moved, per rung in ascending rate; all 0 when the plan held
+    cpu_s: float                   # analysis CPU: the probe's VMAF, and its encode when it was discarded
+
+    @property
+    def error(self) -> float:
+        return self.planned_vmaf - self.measured_vmaf
+
+    @property
+    def applied(self) -> bool:
+        return any(self.shifts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rung": self.rung, "planned_vmaf": round(self.planned_vmaf, 3),
+                "probe_vmaf": round(self.measured_vmaf, 3), "probe_frames_scored": self.frames_scored,
+                "error": round(self.error, 3), "applied": self.applied,
+                "crf_shifts": [round(d, 2) for d in self.shifts], "cpu_s": round(self.cpu_s, 2)}
 
 
 @dataclass(frozen=True)
@@ -44,6 +81,7 @@ class LadderAnalysis:
     rungs: tuple[PlannedRung, ...]         # ascending rate; empty in fixed mode
     units: tuple[Shot, ...] = ()           # what each gets its own CRF: shots, or shots cut at the segment grid
     fixed: tuple[tuple[int, int, int], ...] = field(default=())   # (width, height, kbps) of the reference ladder
+    feedback: Feedback | None = None       # set by with_feedback; rungs then carry the moved CRFs
 
     @property
     def points(self) -> list[ShotPoints]:
@@ -58,9 +96,14 @@ class LadderAnalysis:
         return sum(s.cpu_s for s in self.shots)
 
     @property
+    def feedback_cpu_s(self) -> float:
+        return self.feedback.cpu_s if self.feedback is not None else 0.0
+
+    @property
     def cpu_s(self) -> float:
-        """Everything the analysis cost: the sample (cut, pruning, calibration) and every shot's trials."""
-        return self.sample_cpu_s + self.trials_cpu_s
+        """Everything the analysis cost: the sample (cut, pruning, calibration), every shot's trials and
+        the feedback probe."""
+        return self.sample_cpu_s + self.trials_cpu_s + self.feedback_cpu_s
 
 
 def analyse_ladder(
@@ -82,6 +125,75 @@ def analyse_ladder(
     measured = tuple(s for group in results for s in group)
     rungs = select_ladder([s.points for s in measured], settings.ladder, mode)
     return LadderAnalysis(mode=mode, plan=plan, shots=measured, rungs=tuple(rungs), fixed=fixed, units=units)
+
+
+# --- feedback from one final encode ------------------------------------------------------------
+
+# Where the trials show no slope (quality saturated near 100), a rung's CRFs move at most this far.
+MAX_CRF_SHIFT = 4.0
+
+
+def crf_slope(rung: PlannedRung, points: Sequence[ShotPoints]) -> float | None:
+    """Duration-weighted dVMAF/dCRF of the rung's units around their planned CRFs, at its height.
+
+    From each unit's points at the rung's height (the trials' probes and the points interpolated
+    between them), the two around the planned CRF; None where no unit has two points there.
+    """
+    by_index = {s.index: s for s in points}
+    total, weight = 0.0, 0.0
+    for plan in rung.shots:
+        unit = by_index.get(plan.index)
+        if unit is None:
+            raise StageError(f"rung {rung.name} plans unit {plan.index}, which has no trial points")
+        at = sorted({(p.crf, p.vmaf) for p in unit.points if p.height == rung.height})
+        below = [c for c in at if c[0] <= plan.crf]
+        above = [c for c in at if c[0] > plan.crf]
+        lo = below[-1] if below else (at[0] if at else None)
+        hi = above[0] if above else (at[-1] if at else None)
+        if lo is None or hi is None or hi[0] <= lo[0]:
+            continue
+        total += unit.duration_s * (hi[1] - lo[1]) / (hi[0] - lo[0])
+        weight += unit.duration_s
+    return total / weight if weight else None
+
+
+def crf_shift(error: float, slope: float | None) -> float:
+    """The CRF change that makes up a VMAF ``error`` (planned - delivered) at ``slope`` (VMAF per CRF)."""
+    if slope is None or slope >= 0:
+        return 0.0
+    return max(-MAX_CRF_SHIFT, min(MAX_CRF_SHIFT, error / slope))
+
+
+def shifted_rung(rung: PlannedRung, delta: float) -> PlannedRung:
+    """The rung with every unit's CRF moved by ``delta``; planned rate and quality stay (they are the aim)."""
+    def moved(p: ShotPlan) -> ShotPlan:
+        return replace(p, crf=round(min(51.0, max(0.0, p.crf + delta)), 2))
+    return replace(rung, shots=tuple(moved(p) for p in rung.shots))
+
+
+def with_feedback(analysis: LadderAnalysis, measured: VmafResult, probe_encode_cpu_s: float,
+                  config: LadderConfig) -> LadderAnalysis:
+    """The analysis after its cheapest rung was encoded and ``measured`` (Feedback says why).
+
+    Within ``config.feedback_vmaf`` of the plan the rungs stay and the probe encode is the bottom
+    rung's final encode; otherwise every rung's CRFs move and the probe encode counts as analysis.
+    """
+    if not analysis.rungs:
+        raise StageError("feedback needs a planned rung to check")
+    probe = analysis.rungs[0]
+    error = probe.vmaf - measured.mean
+    rungs = analysis.rungs
+    shifts = tuple(0.0 for _ in rungs)
+    if abs(error) > config.feedback_vmaf:
+        shifts = tuple(crf_shift(error, crf_slope(r, analysis.points)) for r in rungs)
+        rungs = tuple(shifted_rung(r, d) for r, d in zip(rungs, shifts, strict=True))
+    applied = any(shifts)
+    feedback = Feedback(rung=probe.name, planned_vmaf=probe.vmaf, measured_vmaf=measured.mean,
+                        frames_scored=measured.frames, shifts=shifts,
+                        cpu_s=measured.cpu_s + (probe_encode_cpu_s if applied else 0.0))
+    log.info("feedback: %s delivered VMAF %.2f against %.2f planned; %s", probe.name, measured.mean, probe.vmaf,
+             "CRFs moved by " + ", ".join(f"{d:+.2f}" for d in shifts) if applied else "plan kept")
+    return replace(analysis, rungs=rungs, feedback=feedback)
 
 
 def allocation_units(shots: Sequence[Shot], keyframes: Sequence[int], info: MediaInfo,
@@ -222,10 +334,12 @@ def ladder_report(
                            "rate_ratio": [list(r) for r in plan.correction.rate_ratio],
                            "vmaf_offset": [list(r) for r in plan.correction.vmaf_offset]},
         },
+        "feedback": analysis.feedback.to_dict() if analysis.feedback is not None else None,
         "cpu_s": {
             "analysis": round(analysis.cpu_s, 2),
             "analysis_sample": round(analysis.sample_cpu_s, 2),
             "analysis_trials": round(analysis.trials_cpu_s, 2),
+            "analysis_feedback": round(analysis.feedback_cpu_s, 2),
             "final_encodes": round(final_cpu, 2),
             "delivered_vmaf": round(delivered_cpu_s, 2),
             "analysis_over_final": round(analysis.cpu_s / final_cpu, 3) if final_cpu > 0 else None,

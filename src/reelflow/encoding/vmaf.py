@@ -330,12 +330,13 @@ def vmaf_pix_fmt(info: MediaInfo) -> str:
     return "yuv420p10le" if info.video.bit_depth > 8 else "yuv420p"
 
 
-def measure_rung_vmaf(rendition: Path, info: MediaInfo, *, threads: int = 1,
+def measure_rung_vmaf(rendition: Path, info: MediaInfo, *, subsample: int = 1, threads: int = 1,
                       log_dir: Path | None = None) -> VmafResult:
-    """A delivered rung's VMAF on every frame at the source's display size, against the whole source."""
+    """A delivered rung's VMAF at the source's display size, against the whole source: on every frame,
+    or (``subsample``) on every n-th from the first, with true neighbours for motion."""
     video = info.video
     return measure_vmaf(rendition, info.path, width=video.display_width, height=video.height, fps=video.fps,
-                        subsample=1, ref_start_s=video.start_s, frames=video.frames, threads=threads,
+                        subsample=subsample, ref_start_s=video.start_s, frames=video.frames, threads=threads,
                         pix_fmt=vmaf_pix_fmt(info), log_dir=log_dir)
 
 

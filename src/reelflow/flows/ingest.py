@@ -363,6 +363,19 @@ def encode_planned_rung_task(source: Path, rung: PlannedRung, shot_list: tuple[s
     return rendition
 
 
+@task(name="feedback VMAF", cache_policy=NO_CACHE, task_run_name="probe {rendition.name}")
+def feedback_vmaf_task(rendition: Rendition, info: probe.MediaInfo, subsample: int, work: Path,
+                       remote: WorkStore | None = None) -> vmaf.VmafResult:
+    """The first encoded rung scored on a frame subsample, to check the plan before the other rungs."""
+    if remote is not None:
+        _, info = _task_source(info.path, info, remote)
+        rendition = dataclasses.replace(rendition, path=remote.fetch(f"{work.name}/{rendition.path.name}"))
+    score = vmaf.measure_rung_vmaf(rendition.path, info, subsample=subsample)
+    get_run_logger().info("%s probe: VMAF %.2f on %d frames; %.1f CPU s", rendition.name, score.mean,
+                          score.frames, score.cpu_s)
+    return score
+
+
 @task(name="delivered VMAF", cache_policy=NO_CACHE, task_run_name="VMAF {rendition.name}")
 def delivered_vmaf_task(rendition: Rendition, shot_list: tuple[shots.Shot, ...], info: probe.MediaInfo,
                         work: Path, remote: WorkStore | None = None) -> Delivered:
@@ -579,7 +592,7 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
                                                            unmapped(remote))]
         video = _fetched(video, encode_dir, remote)
     else:
-        video = encode_and_measure(source, info, keyframes, settings, ladder, encode_dir, remote)
+        video, ladder = encode_and_measure(source, info, keyframes, settings, ladder, encode_dir, remote)
     texts = subtitles_task(side, encode_dir) if side is not None and side.subtitles else []
     renditions = video + [f.result() for f in audio] + audio_here
 
@@ -591,7 +604,9 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     # Each package goes to a folder named by what made it, so republishing a title never rewrites
     # files a reader is using and never leaves stale segments in a listed package; title.json,
     # written last, says which folder is current.
-    made_by: list[Any] = [sha, encode_digest, settings.package, settings.encode.segment_s]
+    # The rendition files are named by their CRFs, which the ladder's feedback step may have moved.
+    made_by: list[Any] = [sha, encode_digest, settings.package, settings.encode.segment_s,
+                          [r.path.name for r in video]]
     if side is not None:
         made_by.append([[r.name, r.path.name] for r in renditions if r.kind == "audio"] +
                        [[t.name, t.path.name] for t in texts])
@@ -705,20 +720,39 @@ def analyse_ladder(source: Path, sha: str, info: probe.MediaInfo, shot_list: sho
 
 
 def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int, ...], settings: Settings,
-                       ladder: LadderOutcome, encode_dir: Path, remote: WorkStore | None = None) -> list[Rendition]:
-    """Each planned rung encoded shot by shot, then scored on every frame; fills ``ladder``'s maps."""
+                       ladder: LadderOutcome, encode_dir: Path,
+                       remote: WorkStore | None = None) -> tuple[list[Rendition], LadderOutcome]:
+    """Each planned rung encoded shot by shot, then scored on every frame.
+
+    With ``ladder.feedback`` the cheapest rung goes first and is checked against its plan
+    (analysis.with_feedback); the others follow with the CRFs that check leaves. Returns the video
+    renditions in rung order and the outcome with the final rungs, renditions and delivered quality.
+    """
     assert ladder.analysis is not None
-    rungs = list(ladder.analysis.rungs)
-    found = ladder.analysis.units
-    futures = encode_planned_rung_task.map(source, rungs, unmapped(found), unmapped(keyframes), unmapped(info),
-                                           unmapped(settings.encode), unmapped(encode_dir), unmapped(remote))
-    video = _fetched([f.result() for f in futures], encode_dir, remote)
-    ladder.renditions.update({r.name: v for r, v in zip(rungs, video, strict=True)})
+    result = ladder.analysis
+    found = result.units
+    common = (unmapped(found), unmapped(keyframes), unmapped(info), unmapped(settings.encode), unmapped(encode_dir),
+              unmapped(remote))
+    made: dict[str, Rendition] = {}
+    if settings.ladder.feedback and result.rungs:
+        bottom = result.rungs[0]
+        first = encode_planned_rung_task.submit(source, bottom, *(c.value for c in common)).result()
+        probe_score = feedback_vmaf_task.submit(first, info, settings.ladder.feedback_subsample, encode_dir,
+                                                remote).result()
+        result = analysis.with_feedback(result, probe_score, first.cpu_s, settings.ladder)
+        if result.rungs[0] == bottom:                   # the plan held: the probe is the final encode
+            made[bottom.name] = first
+    rungs = [r for r in result.rungs if r.name not in made]
+    futures = encode_planned_rung_task.map(source, rungs, *common)
+    made.update({r.name: f.result() for r, f in zip(rungs, futures, strict=True)})
+    video = _fetched([made[r.name] for r in result.rungs], encode_dir, remote)
+    renditions = {r.name: v for r, v in zip(result.rungs, video, strict=True)}
+    delivered: dict[str, Delivered] = {}
     if settings.ladder.measure_delivered:
         scores = delivered_vmaf_task.map(video, unmapped(found), unmapped(info), unmapped(encode_dir),
                                          unmapped(remote))
-        ladder.delivered.update({r.name: f.result() for r, f in zip(rungs, scores, strict=True)})
-    return video
+        delivered = {r.name: f.result() for r, f in zip(result.rungs, scores, strict=True)}
+    return video, dataclasses.replace(ladder, analysis=result, renditions=renditions, delivered=delivered)
 
 
 def publish_ladder_report(ladder: LadderOutcome, title: str, settings: Settings, video: list[Rendition],

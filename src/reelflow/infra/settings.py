@@ -243,6 +243,14 @@ class LadderConfig(_Config):
     min_vmaf_step: float = Field(6.0, ge=0, description="Adjacent rungs about this much VMAF apart, or more.")
     max_rungs: int = Field(10, ge=1)
     heights: tuple[int, ...] | None = Field(None, description="Resolutions a rung may have; None: every one tried.")
+    feedback: bool = Field(True, description="Encode the cheapest rung first and, if its VMAF (on a frame "
+                           "subsample) misses the plan by more than feedback_vmaf, move every rung's CRFs by "
+                           "what the miss is worth at its slope (encoding/analysis.py: Feedback).")
+    feedback_vmaf: float = Field(0.5, ge=0, description="A probe this close to its plan keeps the plan.")
+    feedback_subsample: int = Field(7, ge=1, description="The probe's VMAF on every n-th frame (1 or coprime "
+                                    "with 6). 7 stays within about 0.25 of every frame on ../shared/media; "
+                                    "11, the trials' step, is off by up to 0.5 on one rung, too much for a "
+                                    "correction meant to bring the plan within 1.0.")
     measure_delivered: bool = Field(True, description="Score every delivered rung with VMAF on every frame "
                                     "(the report's delivered column; costs about one VMAF run per rung).")
 
@@ -254,6 +262,9 @@ class LadderConfig(_Config):
             raise ValueError(f"top_vmaf_aim {self.top_vmaf_aim} is outside [{self.top_vmaf_min}, {self.top_vmaf_max}]")
         if self.min_step_ratio > self.max_step_ratio:
             raise ValueError(f"min_step_ratio {self.min_step_ratio} is above max_step_ratio {self.max_step_ratio}")
+        if self.feedback_subsample > 1 and (self.feedback_subsample % 2 == 0 or self.feedback_subsample % 3 == 0):
+            raise ValueError(f"feedback_subsample {self.feedback_subsample} shares a factor with B-frame/GOP "
+                             "periods; use 1 or a step coprime with 6 (5, 7, 11, 13)")
         return self
 
     @property
