@@ -151,7 +151,8 @@ def deliver_planned(name: str, src: Path, info: MediaInfo, analysis: LadderAnaly
         bottom = analysis.rungs[0]
         first = encode_planned_rung(src, info, bottom, shots, keyframes, settings.encode, folder)
         score = measure_rung_vmaf(first.path, info, subsample=settings.ladder.feedback_subsample)
-        analysis = with_feedback(analysis, score, first.cpu_s, settings.ladder)
+        # as in the flow: a kept probe's every-frame score is its delivered score, not analysis
+        analysis = with_feedback(analysis, score, first.cpu_s, settings.ladder, score_is_delivered=score.subsample == 1)
         if analysis.rungs[0] == bottom:
             made[bottom.name] = first
     rest = [r for r in analysis.rungs if r.name not in made]

@@ -155,6 +155,9 @@ def test_feedback_keeps_a_plan_that_held_and_counts_only_the_probe_vmaf() -> Non
     assert kept.rungs == tuple(rungs) and kept.feedback is not None and not kept.feedback.applied
     assert kept.feedback.error == pytest.approx(0.3) and kept.feedback_cpu_s == 0.5
     assert kept.cpu_s == pytest.approx(2.0 + 0.5)           # trials (1 per unit) and the probe's VMAF
+    # ... unless that VMAF is the bottom rung's delivered score, which the report pays for anyway
+    reused = with_feedback(_analysis(rungs, points), _score(83.7), 9.0, config, score_is_delivered=True)
+    assert reused.feedback_cpu_s == 0.0 and reused.rungs == tuple(rungs)
 
 
 def test_feedback_moves_every_rung_by_the_probe_error_at_its_own_slope() -> None:
@@ -168,6 +171,9 @@ def test_feedback_moves_every_rung_by_the_probe_error_at_its_own_slope() -> None
     assert [r.crfs for r in moved.rungs] == [(24.0, 24.0), (21.0, 21.0)]
     assert [(r.kbps, r.vmaf) for r in moved.rungs] == [(r.kbps, r.vmaf) for r in rungs]  # the aim stays
     assert moved.feedback_cpu_s == pytest.approx(9.5)       # the discarded probe encode is analysis
+    again = with_feedback(_analysis(rungs, points), _score(84.0), 9.0, load_settings(None).ladder,
+                          score_is_delivered=True)
+    assert again.feedback_cpu_s == pytest.approx(9.5)       # a discarded probe's score is nobody's delivered one
     assert moved.feedback.to_dict()["crf_shifts"] == [-2.0, -1.0]
 
 

@@ -89,18 +89,19 @@ def test_the_cheapest_rung_was_checked_against_its_plan_first(report: dict[str, 
     bottom = report["rungs"][0]
     assert feedback["rung"] == bottom["name"]
     assert feedback["planned_vmaf"] == pytest.approx(bottom["planned"]["vmaf"], abs=2e-3)
-    assert 240 / 7 - 1 <= feedback["probe_frames_scored"] <= 240 / 7 + 1   # every 7th frame
+    assert feedback["probe_frames_scored"] == 240                            # every frame
     assert feedback["error"] == pytest.approx(feedback["planned_vmaf"] - feedback["probe_vmaf"], abs=2e-3)
     assert len(feedback["crf_shifts"]) == len(report["rungs"])
     assert feedback["applied"] == (abs(feedback["error"]) > 0.5) == any(feedback["crf_shifts"])
     # moved the way the error says: short of the plan, lower CRFs (more bits)
     assert all(d * feedback["error"] <= 0 for d in feedback["crf_shifts"])
-    assert report["cpu_s"]["analysis_feedback"] == pytest.approx(feedback["cpu_s"], abs=0.02) and feedback["cpu_s"] > 0
+    assert report["cpu_s"]["analysis_feedback"] == pytest.approx(feedback["cpu_s"], abs=0.02)
+    assert (feedback["cpu_s"] > 0) == feedback["applied"]   # a kept probe's score is the delivered one
     assert report["cpu_s"]["analysis"] == pytest.approx(
         report["cpu_s"]["analysis_sample"] + report["cpu_s"]["analysis_trials"] + feedback["cpu_s"], abs=0.05)
-    # the probe's own VMAF sits within a VMAF of what the delivered rung scores on every frame, when kept
+    # a kept probe is the bottom rung's final encode, and its score the delivered one
     if not feedback["applied"]:
-        assert feedback["probe_vmaf"] == pytest.approx(bottom["delivered"]["vmaf"], abs=1.0)
+        assert feedback["probe_vmaf"] == pytest.approx(bottom["delivered"]["vmaf"], abs=2e-3)
 
 
 def test_rungs_share_keyframes_at_shot_starts_and_on_the_grid(

@@ -51,7 +51,7 @@ class Feedback:
 
     rung: str                      # the probed rung's planned name
     planned_vmaf: float
-    measured_vmaf: float           # the probe encode on a frame subsample (ladder.feedback_subsample)
+    measured_vmaf: float           # the probe encode's VMAF (every frame, or ladder.feedback_subsample)
     frames_scored: int
     shifts: tuple[float, ...]      # CRF moved, per rung in ascending rate; all 0 when the plan held
     cpu_s: float                   # analysis CPU: the probe's VMAF, and its encode when it was discarded
@@ -172,11 +172,14 @@ def shifted_rung(rung: PlannedRung, delta: float) -> PlannedRung:
 
 
 def with_feedback(analysis: LadderAnalysis, measured: VmafResult, probe_encode_cpu_s: float,
-                  config: LadderConfig) -> LadderAnalysis:
+                  config: LadderConfig, *, score_is_delivered: bool = False) -> LadderAnalysis:
     """The analysis after its cheapest rung was encoded and ``measured`` (Feedback says why).
 
     Within ``config.feedback_vmaf`` of the plan the rungs stay and the probe encode is the bottom
     rung's final encode; otherwise every rung's CRFs move and the probe encode counts as analysis.
+    The probe's VMAF counts as analysis too, unless the plan held and that score is the bottom
+    rung's delivered score (``score_is_delivered``: every frame, and delivered rungs are measured),
+    which the report pays for anyway.
     """
     if not analysis.rungs:
         raise StageError("feedback needs a planned rung to check")
@@ -190,7 +193,8 @@ def with_feedback(analysis: LadderAnalysis, measured: VmafResult, probe_encode_c
     applied = any(shifts)
     feedback = Feedback(rung=probe.name, planned_vmaf=probe.vmaf, measured_vmaf=measured.mean,
                         frames_scored=measured.frames, shifts=shifts,
-                        cpu_s=measured.cpu_s + (probe_encode_cpu_s if applied else 0.0))
+                        cpu_s=(probe_encode_cpu_s + measured.cpu_s) if applied else
+                        (0.0 if score_is_delivered else measured.cpu_s))
     log.info("feedback: %s delivered VMAF %.2f against %.2f planned; %s", probe.name, measured.mean, probe.vmaf,
              "CRFs moved by " + ", ".join(f"{d:+.2f}" for d in shifts) if applied else "plan kept")
     return replace(analysis, rungs=rungs, feedback=feedback)
@@ -303,7 +307,7 @@ def ladder_report(
         }
         rendition = renditions.get(rung.name)
         if rendition is not None:
-            entry["file"] = {"kbps": rendition.kbps, "frames": rendition.frames,
+            entry["file"] = {"name": rendition.path.name, "kbps": rendition.kbps, "frames": rendition.frames,
                              "encode_cpu_s": round(rendition.cpu_s, 2)}
         measured = delivered.get(rung.name)
         if measured is not None:

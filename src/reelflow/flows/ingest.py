@@ -734,24 +734,30 @@ def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int
     common = (unmapped(found), unmapped(keyframes), unmapped(info), unmapped(settings.encode), unmapped(encode_dir),
               unmapped(remote))
     made: dict[str, Rendition] = {}
+    delivered: dict[str, Delivered] = {}
     if settings.ladder.feedback and result.rungs:
         bottom = result.rungs[0]
         first = encode_planned_rung_task.submit(source, bottom, *(c.value for c in common)).result()
         probe_score = feedback_vmaf_task.submit(first, info, settings.ladder.feedback_subsample, encode_dir,
                                                 remote).result()
-        result = analysis.with_feedback(result, probe_score, first.cpu_s, settings.ladder)
+        score_is_delivered = probe_score.subsample == 1 and settings.ladder.measure_delivered
+        result = analysis.with_feedback(result, probe_score, first.cpu_s, settings.ladder,
+                                        score_is_delivered=score_is_delivered)
         if result.rungs[0] == bottom:                   # the plan held: the probe is the final encode
             made[bottom.name] = first
+            if score_is_delivered:                      # and its score the delivered one
+                delivered[bottom.name] = analysis.measure_delivered(
+                    _fetched([first], encode_dir, remote)[0], probe_score, found, info)
     rungs = [r for r in result.rungs if r.name not in made]
     futures = encode_planned_rung_task.map(source, rungs, *common)
     made.update({r.name: f.result() for r, f in zip(rungs, futures, strict=True)})
     video = _fetched([made[r.name] for r in result.rungs], encode_dir, remote)
     renditions = {r.name: v for r, v in zip(result.rungs, video, strict=True)}
-    delivered: dict[str, Delivered] = {}
     if settings.ladder.measure_delivered:
-        scores = delivered_vmaf_task.map(video, unmapped(found), unmapped(info), unmapped(encode_dir),
+        todo = [(r, v) for r, v in zip(result.rungs, video, strict=True) if r.name not in delivered]
+        scores = delivered_vmaf_task.map([v for _, v in todo], unmapped(found), unmapped(info), unmapped(encode_dir),
                                          unmapped(remote))
-        delivered = {r.name: f.result() for r, f in zip(result.rungs, scores, strict=True)}
+        delivered.update({r.name: f.result() for (r, _), f in zip(todo, scores, strict=True)})
     return video, dataclasses.replace(ladder, analysis=result, renditions=renditions, delivered=delivered)
 
 

@@ -247,10 +247,10 @@ class LadderConfig(_Config):
                            "subsample) misses the plan by more than feedback_vmaf, move every rung's CRFs by "
                            "what the miss is worth at its slope (encoding/analysis.py: Feedback).")
     feedback_vmaf: float = Field(0.5, ge=0, description="A probe this close to its plan keeps the plan.")
-    feedback_subsample: int = Field(7, ge=1, description="The probe's VMAF on every n-th frame (1 or coprime "
-                                    "with 6). 7 stays within about 0.25 of every frame on ../shared/media; "
-                                    "11, the trials' step, is off by up to 0.5 on one rung, too much for a "
-                                    "correction meant to bring the plan within 1.0.")
+    feedback_subsample: int = Field(1, ge=1, description="The probe's VMAF on every n-th frame (1 or coprime "
+                                    "with 6). 1 by default: on ../shared/media a subsample is off by up to 1.2 "
+                                    "VMAF on one rung (step 7 on Caminandes), as much as the error to correct; "
+                                    "a kept probe's every-frame score is also its delivered score.")
     measure_delivered: bool = Field(True, description="Score every delivered rung with VMAF on every frame "
                                     "(the report's delivered column; costs about one VMAF run per rung).")
 
