@@ -19,8 +19,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from reelflow.encoding.codecs import CODECS
 from reelflow.errors import ConfigError, QCFailed, ReelflowError
 from reelflow.infra.settings import Settings, load_settings
+from reelflow.infra.tools import require_encoder
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -99,13 +101,22 @@ def _quiet_console_tracebacks() -> None:
                 handler.setFormatter(_ConsoleFormatter(handler.formatter))
 
 
-def _settings(ladder_mode: str | None = None) -> Settings:
-    """The settings, with ``--mode``/``--ladder`` over the file's mode (the cross-section rules checked for it)."""
-    if ladder_mode is None:
-        return load_settings(state.settings_file)
-    if ladder_mode not in ("fixed", "per-title", "per-shot"):
-        raise typer.BadParameter(f"{ladder_mode!r} is not one of fixed, per-title, per-shot")
-    return load_settings(state.settings_file, ladder={"mode": ladder_mode})
+def _settings(ladder_mode: str | None = None, codec: str | None = None) -> Settings:
+    """The settings, with ``--mode``/``--ladder`` and ``--codec`` over the file's (the cross-section rules
+    checked for them); the codec's encoder must be in the ffmpeg in use."""
+    overrides: dict[str, Any] = {}
+    if ladder_mode is not None:
+        if ladder_mode not in ("fixed", "per-title", "per-shot"):
+            raise typer.BadParameter(f"{ladder_mode!r} is not one of fixed, per-title, per-shot")
+        overrides["ladder"] = {"mode": ladder_mode}
+    if codec is not None:
+        if codec not in CODECS:
+            raise typer.BadParameter(f"{codec!r} is not one of {', '.join(CODECS)}", param_hint="--codec")
+        overrides["encode"] = {"codec": codec}
+    settings = load_settings(state.settings_file, **overrides)
+    if settings.encode.codec != "h264":
+        require_encoder(CODECS[settings.encode.codec].encoder)
+    return settings
 
 
 def _emit_json(data: Any) -> None:
@@ -198,20 +209,16 @@ def shots(source: SourceArg, json_out: JsonOpt = False) -> None:
 ModeOpt = Annotated[str | None, typer.Option(
     "--mode", help="per-shot (each shot its own CRF per rung), per-title (one CRF per rung) or fixed "
                    "(Apple's ladder); default from settings (per-shot).", show_default=False)]
-CodecOpt = Annotated[str, typer.Option("--codec", help="Video codec of the ladder: h264.")]
-
-
-def _check_codec(codec: str) -> str:
-    if codec != "h264":
-        raise typer.BadParameter(f"{codec!r}: this build encodes h264 ladders only", param_hint="--codec")
-    return codec
+CodecOpt = Annotated[str | None, typer.Option(
+    "--codec", help="Video codec: h264, hevc (libx265) or av1 (SVT-AV1); hevc and av1 for measured ladders "
+                    "only. Default from settings (encode.codec: h264).", show_default=False)]
 
 
 @app.command()
 def ladder(
     source: SourceArg,
     mode: ModeOpt = None,
-    codec: CodecOpt = "h264",
+    codec: CodecOpt = None,
     json_out: JsonOpt = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write ladder.png (trials, hulls, rungs, the fixed "
                                                               "ladder) to this file.")] = None,
@@ -225,9 +232,8 @@ def ladder(
     from reelflow.encoding.probe import probe as probe_media
     from reelflow.encoding.shots import detect_shots
 
-    settings = _settings(mode)
+    settings = _settings(mode, codec)
     chosen = settings.ladder.mode
-    _check_codec(codec)
     if plot is not None and chosen == "fixed":
         raise typer.BadParameter("the fixed ladder tries nothing to plot; use --mode per-shot or per-title",
                                  param_hint="--plot")
@@ -243,7 +249,7 @@ def ladder(
             err.print(f"[bold]ladder[/] {source}: {len(found.shots)} shots, {chosen} trials ...")
         analysis = analyse_ladder(source, info, found.shots, settings, Path(work), keyframes=keyframes,
                                   mode=chosen, parallel=settings.encode.parallel_encodes)
-    result = summary(analysis, codec)
+    result = summary(analysis, settings.encode.codec)
     if plot is not None:
         plot_ladder(plot, analysis.points, analysis.rungs, mode=chosen, fixed=fixed_estimates(analysis),
                     fixed_label="fixed ladder (predicted from the trials)", title=f"{source.name}: {chosen} ladder")
@@ -274,6 +280,7 @@ def ingest(
     ladder_mode: Annotated[str | None, typer.Option(
         "--ladder", help="fixed | per-title | per-shot (default from settings: per-shot).",
         show_default=False)] = None,
+    codec: CodecOpt = None,
     sidecar: Annotated[Path | None, typer.Option(
         "--sidecar", help="Studio sidecar JSON: title id, countries, audio tracks, WebVTT subtitles.")] = None,
     no_drm: Annotated[bool, typer.Option(
@@ -285,7 +292,7 @@ def ingest(
     json_out: JsonOpt = False,
 ) -> None:
     """Ingest SOURCE end to end as a Prefect flow run: QC, shots, ladder, encodes, encrypted DASH + HLS, publish."""
-    settings = _settings(ladder_mode)
+    settings = _settings(ladder_mode, codec)
     if dask:
         settings = settings.model_copy(
             update={"orchestration": settings.orchestration.model_copy(update={"dask_address": dask})})
@@ -314,7 +321,7 @@ def ingest(
     err.print(f"[bold]ingest[/] {source} (Prefect flow run; stage logs follow)")
     record = flow(
         str(source), title_id=title_id, storage=storage,
-        config_file=str(state.settings_file) if state.settings_file else None, ladder=chosen,
+        config_file=str(state.settings_file) if state.settings_file else None, ladder=chosen, codec=codec,
         sidecar=str(sidecar.resolve()) if sidecar is not None else None, drm=not no_drm,
     )
     if json_out:

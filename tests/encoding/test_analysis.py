@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -160,21 +161,22 @@ def test_feedback_keeps_a_plan_that_held_and_counts_only_the_probe_vmaf() -> Non
     assert reused.feedback_cpu_s == 0.0 and reused.rungs == tuple(rungs)
 
 
-def test_feedback_moves_every_rung_by_the_probe_error_at_its_own_slope() -> None:
-    # slope -1/CRF around the bottom rung's CRFs, -2/CRF (unit 1) around the top rung's
+def test_feedback_moves_every_rung_by_the_probe_error_between_its_slope_and_the_probes() -> None:
+    # slope -1/CRF around the bottom rung's CRFs, -2/CRF around the top rung's: the top moves by
+    # 2 VMAF over sqrt(1 x 2), between a uniform CRF shift (2) and the error at its own slope (1)
     points = [_unit(0, 2.0, {20: 96, 24: 88, 28: 84}), _unit(1, 2.0, {20: 96, 24: 88, 28: 84})]
     rungs = [_rung(360, [26, 26], 86.0), _rung(360, [22, 22], 92.0)]
     moved = with_feedback(_analysis(rungs, points), _score(84.0), probe_encode_cpu_s=9.0,
                           config=load_settings(None).ladder)
     assert moved.feedback is not None and moved.feedback.applied and moved.feedback.error == pytest.approx(2.0)
-    assert moved.feedback.shifts == pytest.approx((-2.0, -1.0))
-    assert [r.crfs for r in moved.rungs] == [(24.0, 24.0), (21.0, 21.0)]
+    assert moved.feedback.shifts == pytest.approx((-2.0, -math.sqrt(2)))
+    assert [r.crfs for r in moved.rungs] == [(24.0, 24.0), (20.59, 20.59)]
     assert [(r.kbps, r.vmaf) for r in moved.rungs] == [(r.kbps, r.vmaf) for r in rungs]  # the aim stays
     assert moved.feedback_cpu_s == pytest.approx(9.5)       # the discarded probe encode is analysis
     again = with_feedback(_analysis(rungs, points), _score(84.0), 9.0, load_settings(None).ladder,
                           score_is_delivered=True)
     assert again.feedback_cpu_s == pytest.approx(9.5)       # a discarded probe's score is nobody's delivered one
-    assert moved.feedback.to_dict()["crf_shifts"] == [-2.0, -1.0]
+    assert moved.feedback.to_dict()["crf_shifts"] == [-2.0, -1.41]
 
 
 def test_feedback_needs_a_rung() -> None:

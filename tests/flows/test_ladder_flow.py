@@ -137,3 +137,28 @@ def test_rerun_takes_trials_from_the_cache_and_reuses_the_encodes(
     states = {run.name: run.state.name for run in runs if run.state}
     trial_states = [v for k, v in states.items() if k.startswith(("plan trials", "trials shots"))]
     assert trial_states and set(trial_states) == {"Cached"}
+
+
+def test_an_hevc_title_goes_through_the_same_ladder_and_packaging(
+        sintel_fight: Path, ladder_config: Path, tmp_path: Path) -> None:
+    """libx265 trials, hull, per-shot rungs joined from pieces, packaged: the manifests say HEVC."""
+    store = tmp_path / "store"
+    config = tmp_path / "hevc.toml"
+    config.write_text(ladder_config.read_text().replace('[encode]\npreset = "veryfast"\n',
+                                                        '[encode]\ncodec = "hevc"\npreset = "veryfast"\n'))
+    settings = load_settings(config)
+    assert (settings.encode.codec, settings.trials.preset) == ("hevc", "ultrafast")
+    record = ingest_flow(settings)(str(sintel_fight), title_id="sintel-hevc", storage=str(store),
+                                   config_file=str(config))
+    assert record["ladder"]["codec"] == "hevc"
+    video = [r for r in record["renditions"] if r["kind"] == "video"]
+    assert len(video) >= 2 and {r["codec"] for r in video} == {"hevc"}
+    package = Path(record["package"])
+    mpd = (package / "manifest.mpd").read_text()
+    assert 'codecs="hev1.' in mpd and "avc1" not in mpd
+    assert 'CODECS="hvc1.' in (package / "master.m3u8").read_text()
+    report = json.loads(Path(record["ladder"]["report"]).read_text())
+    assert report["codec"] == "hevc" and all(r["delivered"]["frames_scored"] == 240 for r in report["rungs"])
+    encodes = sorted(settings.storage.work_dir.rglob(f"encode-*/{report['rungs'][-1]['file']['name']}"))
+    frames, keys = read_keyframes(encodes[0])
+    assert frames == 240 and keys == sorted({0, *record["shots"]["cuts"], 96, 192})

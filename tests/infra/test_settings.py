@@ -30,12 +30,15 @@ def test_file_then_env_then_overrides(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_trials_must_predict_the_final_preset(tmp_path: Path) -> None:
     config = tmp_path / "reelflow.toml"
-    config.write_text('[encode]\npreset = "slow"\n')
+    config.write_text('[encode]\npreset = "slow"\n[trials]\nfinal_preset = "medium"\n')
     with pytest.raises(ConfigError, match=r"trials\.final_preset \(medium\) must be encode\.preset \(slow\)"):
         load_settings(config)
     assert load_settings(config, ladder={"mode": "fixed"}).encode.preset == "slow"  # nothing is predicted
     both = load_settings(config, trials={"final_preset": "slow"})
     assert (both.ladder.mode, both.trials.final_preset) == ("per-shot", "slow")
+    # left unset, the trials predict whatever the final encodes use
+    config.write_text('[encode]\npreset = "slow"\n')
+    assert load_settings(config).trials.final_preset == "slow"
 
 
 def test_unknown_key_in_file_is_named(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ CPU seconds of each stage.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,10 +44,13 @@ class Feedback:
     The trials predict the final preset's quality at each CRF from a faster preset and a correction
     measured on a sample of the title. Where that sample misjudges the title, the whole title is off
     by about one VMAF offset at equal CRF (docs/benchmarks.md: +2.2 on every rung of Tears of Steel,
-    +2.7 on the hard-cut composite), and points slide along the true curve rather than leave it. So
-    the probe's error is taken as the title's, and each rung's CRFs move by what that offset is
-    worth at the rung's own slope (dVMAF/dCRF of its trials): a uniform CRF shift was measured to
-    leave errors of up to 1.4 on the upper rungs, the per-rung shift 0.5.
+    +2.7 on the hard-cut composite), and points slide along the true curve rather than leave it. On
+    others the error shrinks towards the top as a uniform CRF offset would (talking head +2.9 at
+    the bottom, +0.9 at the top). Measured on ../shared/media, moving each rung by the probe's error
+    at its own slope (a uniform VMAF offset) leaves Tears within 0.5 but overshoots the talking
+    head's top rung by 1.4; one CRF shift for all (a uniform CRF offset) does the opposite (Tears'
+    top still +1.4). So each rung moves by the error over the geometric mean of the probe's slope
+    and its own (``crf_shift``): between the two models, whichever the title follows.
     """
 
     rung: str                      # the probed rung's planned name
@@ -164,6 +168,13 @@ def crf_shift(error: float, slope: float | None) -> float:
     return max(-MAX_CRF_SHIFT, min(MAX_CRF_SHIFT, error / slope))
 
 
+def _between(probe_slope: float | None, rung_slope: float | None) -> float | None:
+    """The geometric mean of two (negative) slopes: a rung's shift between the two error models."""
+    if probe_slope is None or rung_slope is None or probe_slope >= 0 or rung_slope >= 0:
+        return rung_slope if probe_slope is None else (probe_slope if rung_slope is None else None)
+    return -math.sqrt(probe_slope * rung_slope)
+
+
 def shifted_rung(rung: PlannedRung, delta: float) -> PlannedRung:
     """The rung with every unit's CRF moved by ``delta``; planned rate and quality stay (they are the aim)."""
     def moved(p: ShotPlan) -> ShotPlan:
@@ -188,7 +199,8 @@ def with_feedback(analysis: LadderAnalysis, measured: VmafResult, probe_encode_c
     rungs = analysis.rungs
     shifts = tuple(0.0 for _ in rungs)
     if abs(error) > config.feedback_vmaf:
-        shifts = tuple(crf_shift(error, crf_slope(r, analysis.points)) for r in rungs)
+        at_probe = crf_slope(probe, analysis.points)
+        shifts = tuple(crf_shift(error, _between(at_probe, crf_slope(r, analysis.points))) for r in rungs)
         rungs = tuple(shifted_rung(r, d) for r, d in zip(rungs, shifts, strict=True))
     applied = any(shifts)
     feedback = Feedback(rung=probe.name, planned_vmaf=probe.vmaf, measured_vmaf=measured.mean,
@@ -218,9 +230,11 @@ def shot_crfs(rung: PlannedRung, shots: Sequence[Shot]) -> list[ShotCrf]:
             for p in sorted(rung.shots, key=lambda p: by_index[p.index].start_frame)]
 
 
-def rung_file_name(rung: PlannedRung) -> str:
+def rung_file_name(rung: PlannedRung, codec: str = "h264") -> str:
     """A name that changes with the plan: a reused file must be the encode of this very plan."""
-    return f"{rung.height}p_{round(rung.kbps)}k-{config_digest(rung.width, rung.height, rung.crfs)[:8]}.mp4"
+    digest = config_digest(rung.width, rung.height, rung.crfs) if codec == "h264" else \
+        config_digest(codec, rung.width, rung.height, rung.crfs)
+    return f"{rung.height}p_{round(rung.kbps)}k-{digest[:8]}.mp4"
 
 
 def encode_planned_rung(
@@ -229,7 +243,8 @@ def encode_planned_rung(
 ) -> Rendition:
     """The rung's final encode: shot by shot at its planned CRFs, joined, keyframes verified."""
     return encode_rung_per_shot(src, info, rung.width, rung.height, shot_crfs(rung, shots), keyframes, config.preset,
-                                out_dir / rung_file_name(rung), target_kbps=round(rung.kbps))
+                                out_dir / rung_file_name(rung, config.codec), target_kbps=round(rung.kbps),
+                                codec=config.codec)
 
 
 # --- the report ------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import av
 
+from reelflow.encoding.codecs import CODECS, CodecName, VideoCodec
 from reelflow.encoding.probe import MediaInfo, VideoStream
 from reelflow.errors import StageError
 from reelflow.infra.settings import EncodeConfig, Rung
@@ -253,7 +254,8 @@ def encode_video_rung(
     return replace(rendition, path=out, cpu_s=done.cpu_s)
 
 
-def _verified_rung(path: Path, rung: Rung, keyframes: Sequence[int], info: MediaInfo) -> Rendition:
+def _verified_rung(path: Path, rung: Rung, keyframes: Sequence[int], info: MediaInfo,
+                   codec: CodecName = "h264") -> Rendition:
     """Describe an encoded rung after checking its frame count and keyframes against the plan."""
     frames, found = read_keyframes(path)
     if frames != info.video.frames:
@@ -264,7 +266,7 @@ def _verified_rung(path: Path, rung: Rung, keyframes: Sequence[int], info: Media
         raise StageError(f"{rung.name}: keyframes differ from the plan (missing {missing}, extra {extra})")
     duration = float(frames / info.video.fps)
     return Rendition(
-        kind="video", path=path, codec="h264", kbps=_kbps(path, duration), duration_s=duration,
+        kind="video", path=path, codec=codec, kbps=_kbps(path, duration), duration_s=duration,
         width=rung.width, height=rung.height, target_kbps=rung.kbps, frames=frames,
     )
 
@@ -356,7 +358,7 @@ class ShotCrf:
 
 def shot_encode_argv(
     src: Path, video: VideoStream, piece: ShotCrf, width: int, height: int, keyframes: Sequence[int],
-    preset: str, out: Path,
+    preset: str, out: Path, codec: VideoCodec = CODECS["h264"],
 ) -> list[str]:
     """ffmpeg argv for one shot of a per-shot rung, at its own CRF; ``keyframes`` are absolute frames."""
     fps = f"{video.fps.numerator}/{video.fps.denominator}"
@@ -372,12 +374,9 @@ def shot_encode_argv(
         "-frames:v", str(piece.end_frame - piece.start_frame),
         "-vf", f"setpts=PTS-STARTPTS,scale={width}:{height}:flags=lanczos,setsar=1,format=yuv420p",
         "-fps_mode", "cfr", "-r", fps,
-        "-c:v", "libx264", "-preset", preset, "-profile:v", "high",
-        "-crf", f"{piece.crf:.2f}",                  # x264 takes fractional CRFs: the plan interpolates
-        "-g", str(gop), "-keyint_min", "1",
-        # closed GOPs, keyframes only where forced, and headers that do not depend on the CRF,
-        # so the pieces join without re-encoding into one valid stream
-        "-x264-params", "scenecut=0:open-gop=0:stitchable=1",
+        # the piece's own CRF (x264 and x265 take fractions: the plan interpolates), closed GOPs,
+        # keyframes only where forced, and headers that let the pieces join without re-encoding
+        *codec.args(preset, piece.crf, gop),
         "-force_key_frames", force_key_frames_arg([k for k in inside if k >= 0] or [0], video.fps),
         *_color_args(video),
         "-video_track_timescale", str(video.fps.numerator * 512),  # same timescale in every piece
@@ -397,6 +396,7 @@ def encode_rung_per_shot(
     *,
     target_kbps: int = 0,
     reuse: bool = True,
+    codec: CodecName = "h264",
 ) -> Rendition:
     """A rung encoded shot by shot, each at its own CRF, joined without re-encoding, then verified."""
     if not pieces or pieces[0].start_frame != 0 or pieces[-1].end_frame != info.video.frames or any(
@@ -405,7 +405,7 @@ def encode_rung_per_shot(
     rung = Rung(width=width, height=height, kbps=max(1, target_kbps))
     if reuse and out.exists():
         try:
-            return _verified_rung(out, rung, keyframes, info)
+            return _verified_rung(out, rung, keyframes, info, codec)
         except StageError as exc:
             log.warning("not reusing %s: %s", out, exc)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -414,15 +414,17 @@ def encode_rung_per_shot(
         names, cpu = [], 0.0
         for number, piece in enumerate(pieces):
             name = folder / f"shot{number:05d}.mp4"
-            cpu += run(shot_encode_argv(src, info.video, piece, width, height, keyframes, preset, name)).cpu_s
+            cpu += run(shot_encode_argv(src, info.video, piece, width, height, keyframes, preset, name,
+                                        CODECS[codec])).cpu_s
             names.append(name)
         listing = folder / "pieces.txt"
         listing.write_text("".join(f"file '{n.name}'\n" for n in names))
         partial = _partial_name(out)
         try:
             cpu += run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-f", "concat", "-safe", "0", "-i",
-                        str(listing), "-c", "copy", "-movflags", "+faststart", str(partial)]).cpu_s
-            rendition = _verified_rung(partial, rung, keyframes, info)
+                        str(listing), "-c", "copy", *CODECS[codec].join_args, "-movflags", "+faststart",
+                        str(partial)]).cpu_s
+            rendition = _verified_rung(partial, rung, keyframes, info, codec)
             partial.replace(out)
         finally:
             partial.unlink(missing_ok=True)

@@ -59,6 +59,7 @@ from pathlib import Path
 
 import av
 
+from reelflow.encoding.codecs import CODECS, VideoCodec
 from reelflow.encoding.encode import even, force_key_frames_arg
 from reelflow.encoding.hull import RdPoint, ShotPoints, upper_hull
 from reelflow.encoding.probe import MediaInfo, VideoStream
@@ -73,7 +74,7 @@ from reelflow.encoding.vmaf import (
 )
 from reelflow.errors import ConfigError, StageError, ToolFailed
 from reelflow.infra.settings import TrialConfig
-from reelflow.infra.tools import ffmpeg_exe, run
+from reelflow.infra.tools import ffmpeg_exe, require_encoder, run
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +224,7 @@ def trial_encodes_argv(
     keyframes: Sequence[int] = (),
     threads: int = 1,
     x264_params: str = "",
+    codec: VideoCodec = CODECS["h264"],
 ) -> list[str]:
     """One ffmpeg run encoding a shot (or a run of shots) at every size x CRF, decoding and scaling once.
 
@@ -249,11 +251,8 @@ def trial_encodes_argv(
         for j, crf in enumerate(crfs):
             argv += [
                 "-map", f"[e{i}_{j}]", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
-                "-c:v", "libx264", "-preset", preset, "-crf", f"{crf:g}",   # x264 picks High (and CRF 0 stays lossless)
-                "-threads", str(threads),                                 # x264 threads (and lookahead)
-                "-g", str(shot.frames + 1), "-keyint_min", "1",           # no keyframe but the forced ones
-                "-x264-params", ":".join(filter(None, ["scenecut=0:open-gop=0:stitchable=1",   # as encode.py's
-                                                       x264_params])),                         # shot encodes
+                # as encode.py's shot encodes: no keyframe but the forced ones, closed GOPs
+                *codec.args(preset, crf, shot.frames + 1, threads=threads, params=x264_params, final=False),
                 "-force_key_frames", force_key_frames_arg(forced, fps),   # shot starts and the segment grid
                 "-f", "nut", str(outs[(height, crf)]),
             ]
@@ -344,7 +343,8 @@ def trial_grid(
                                            for _, h in sizes for c in crfs}
     try:
         encoded = run(trial_encodes_argv(src, span, sizes, crfs, video.fps, preset, outs, start_s=start_s,
-                                         keyframes=forced, threads=config.threads, x264_params=x264_params))
+                                         keyframes=forced, threads=config.threads, x264_params=x264_params,
+                                         codec=CODECS[config.codec]))
     except ToolFailed as exc:
         raise StageError(f"trial encodes of frames {first}-{span.end_frame} failed: {exc}") from exc
     order = [(w, h, c) for w, h in sizes for c in crfs]
@@ -537,6 +537,7 @@ def plan_trials(
     src: Path, info: MediaInfo, shots: Sequence[Shot], config: TrialConfig, work_dir: Path, *, keep: bool = False,
 ) -> TrialPlan:
     """Cut the title's sample, choose the heights every shot is tried at, and measure the correction."""
+    require_encoder(CODECS[config.codec].encoder)   # before any work, for a codec this ffmpeg may lack
     video = info.video
     candidates = candidate_heights(video, config)
     crfs = tuple(config.crfs)
@@ -578,10 +579,11 @@ def plan_trials(
                                  config.crfs_per_shot))
         cpu += sum(t.cpu_s for t in calibration)
         correction = _measured_correction(sample_trials, calibration, config)
-    elif (config.preset, config.final_preset, config.x264_params) != (
+    elif config.codec != "h264" or (config.preset, config.final_preset, config.x264_params) != (
             FIXED_CORRECTION.preset, FIXED_CORRECTION.final_preset, FIXED_CORRECTION.x264_params):
-        raise ConfigError(f"the fixed correction is for {FIXED_CORRECTION.preset} -> {FIXED_CORRECTION.final_preset};"
-                          f" with preset {config.preset!r} -> {config.final_preset!r} set calibrate = true")
+        raise ConfigError(f"the fixed correction is x264's {FIXED_CORRECTION.preset} -> "
+                          f"{FIXED_CORRECTION.final_preset}; with {config.codec} {config.preset!r} -> "
+                          f"{config.final_preset!r} set calibrate = true")
     kept = prune_heights(predict_points(sample_trials, correction, 0), candidates, config) if config.prune \
         else candidates
     skipped = tuple(h for h in candidates if h not in kept)

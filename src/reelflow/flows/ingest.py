@@ -356,7 +356,8 @@ def encode_planned_rung_task(source: Path, rung: PlannedRung, shot_list: tuple[s
                              keyframes: tuple[int, ...], info: probe.MediaInfo, config: EncodeConfig,
                              work: Path, remote: WorkStore | None = None) -> Rendition:
     source, info = _task_source(source, info, remote)
-    rendition = _encode_to(work, analysis.rung_file_name(rung), remote, lambda out: analysis.encode_planned_rung(
+    name = analysis.rung_file_name(rung, config.codec)
+    rendition = _encode_to(work, name, remote, lambda out: analysis.encode_planned_rung(
         source, info, rung, shot_list, keyframes, config, out.parent))
     get_run_logger().info("%s: %.0f kbps file, planned %.0f kbps at VMAF %.2f; %.1f CPU s", rung.name,
                           rendition.kbps, rung.kbps, rung.vmaf, rendition.cpu_s)
@@ -508,16 +509,18 @@ def _encode_runner(parallel: int) -> Any:
 @flow(name="ingest", task_runner=_encode_runner(EncodeConfig().parallel_encodes))
 def ingest(source: str, title_id: str | None = None, storage: str | None = None,
            config_file: str | None = None, ladder: str | None = None, sidecar: str | None = None,
-           drm: bool = True) -> dict[str, Any]:
+           drm: bool = True, codec: str | None = None) -> dict[str, Any]:
     """Ingest one mezzanine file: QC, shots, ladder, audio and subtitles, encrypted DASH + HLS, publish.
 
     ``source`` is a local path, or a dropped object (``s3://bucket/key``, ``file:///path``), which
     is fetched first and quarantined when it is not readable media. ``ladder``: fixed, per-title or
     per-shot (default from settings); ``sidecar``: the studio's JSON (packaging/sidecar.py; a path or
     a dropped object like the source), whose ``title_id`` names the title when ``title_id`` is not
-    given; ``drm=False`` packages in the clear.
+    given; ``drm=False`` packages in the clear; ``codec``: h264, hevc or av1 (default from settings).
     """
     overrides: dict[str, Any] = {"ladder": {"mode": ladder}} if ladder else {}
+    if codec:
+        overrides["encode"] = {"codec": codec}
     settings = load_settings(Path(config_file) if config_file else None, **overrides)
     if is_drop(source) or (sidecar and is_drop(sidecar)):
         return run_drop_ingest(source, settings, title_id=title_id, storage_url=storage, sidecar=sidecar,
@@ -768,7 +771,7 @@ def publish_ladder_report(ladder: LadderOutcome, title: str, settings: Settings,
         return {"mode": "fixed", "codec": "h264", "reference": "Apple HLS authoring spec, H.264 16:9"}
     result = ladder.analysis
     delivered_cpu = sum(d.vmaf.cpu_s for d in ladder.delivered.values())
-    report = analysis.ladder_report(result, title_id=title, codec="h264", settings=settings,
+    report = analysis.ladder_report(result, title_id=title, codec=settings.encode.codec, settings=settings,
                                     renditions=ladder.renditions, delivered=ladder.delivered,
                                     delivered_cpu_s=delivered_cpu)
     report_url = put_json_task(store, f"{prefix}/ladder.json", report)
@@ -782,7 +785,7 @@ def publish_ladder_report(ladder: LadderOutcome, title: str, settings: Settings,
     finally:
         shutil.rmtree(picture.parent, ignore_errors=True)
     return {
-        "mode": result.mode, "codec": "h264", "report": report_url, "plot": plot_url,
+        "mode": result.mode, "codec": settings.encode.codec, "report": report_url, "plot": plot_url,
         "cpu_s": report["cpu_s"], "planned_vs_delivered": report["planned_vs_delivered"],
         "rungs": [{"name": r["name"], "width": r["width"], "height": r["height"], "planned": r["planned"],
                    "delivered": r.get("delivered")} for r in report["rungs"]],

