@@ -341,6 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     settings = load_settings(None)
+    if settings.encode.codec != "h264":
+        # the fixed reference is Apple's H.264 ladder and the grid is x264's: another codec would not be
+        # compared with the same encoder, which is what every figure here means
+        parser.error(f"encode.codec is {settings.encode.codec}; this benchmark compares H.264 ladders only")
     results: list[ClipResult] = []
     sources = [MEDIA_DIR / c for c in args.clips]
     with tempfile.TemporaryDirectory(prefix="bench-episode-") as tmp:
