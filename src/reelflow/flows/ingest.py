@@ -367,7 +367,7 @@ def encode_planned_rung_task(source: Path, rung: PlannedRung, shot_list: tuple[s
 @task(name="feedback VMAF", cache_policy=NO_CACHE, task_run_name="probe {rendition.name}")
 def feedback_vmaf_task(rendition: Rendition, info: probe.MediaInfo, subsample: int, work: Path,
                        remote: WorkStore | None = None) -> vmaf.VmafResult:
-    """The first encoded rung scored on a frame subsample, to check the plan before the other rungs."""
+    """The first encoded rung scored (every frame, or every n-th) to check the plan before the other rungs."""
     if remote is not None:
         _, info = _task_source(info.path, info, remote)
         rendition = dataclasses.replace(rendition, path=remote.fetch(f"{work.name}/{rendition.path.name}"))

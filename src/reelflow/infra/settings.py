@@ -248,9 +248,10 @@ class LadderConfig(_Config):
     min_vmaf_step: float = Field(6.0, ge=0, description="Adjacent rungs about this much VMAF apart, or more.")
     max_rungs: int = Field(10, ge=1)
     heights: tuple[int, ...] | None = Field(None, description="Resolutions a rung may have; None: every one tried.")
-    feedback: bool = Field(True, description="Encode the cheapest rung first and, if its VMAF (on a frame "
-                           "subsample) misses the plan by more than feedback_vmaf, move every rung's CRFs by "
-                           "what the miss is worth at its slope (encoding/analysis.py: Feedback).")
+    feedback: bool = Field(True, description="Encode the cheapest rung first and, if its VMAF misses the plan "
+                           "by more than feedback_vmaf, move every rung's CRFs by what the miss is worth between "
+                           "its slope and the probe's (encoding/analysis.py: Feedback); the discarded encode "
+                           "counts as analysis.")
     feedback_vmaf: float = Field(0.5, ge=0, description="A probe this close to its plan keeps the plan.")
     feedback_subsample: int = Field(1, ge=1, description="The probe's VMAF on every n-th frame (1 or coprime "
                                     "with 6). 1 by default: on ../shared/media a subsample is off by up to 1.2 "
