@@ -112,3 +112,10 @@ def test_redacted_secrets_stay_out_of_the_log_and_the_error(caplog: pytest.LogCa
     done = tools.run([tools.ffmpeg_exe(), "-hide_banner", "-f", "lavfi", "-i", "anullsrc=d=0.1",
                       "-metadata", f"title={secret}", "-f", "null", "-"], redact=[secret])
     assert secret not in " ".join(done.args) + done.stdout + done.stderr
+
+
+def test_an_optional_encoder_is_checked_with_the_fix_in_the_message() -> None:
+    tools.require_encoder("libx265")   # the bundled build has the optional codecs' encoders
+    tools.require_encoder("libsvtav1")
+    with pytest.raises(ToolMissing, match=r"has no libnonesuch encoder; .*or choose --codec h264"):
+        tools.require_encoder("libnonesuch")
