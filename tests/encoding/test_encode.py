@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from reelflow.encoding.encode import (
     ShotCrf,
+    drop_leading_frames,
     encode_audio,
     encode_rung_per_shot,
     encode_video_rung,
@@ -194,6 +195,42 @@ def test_per_shot_rung_joins_pieces_at_their_own_crfs(sintel_fight: Path, tmp_pa
     per_frame = [sum(s for _, s in sizes[a:b]) / (b - a) for a, b in ((0, 58), (58, 140), (140, 240))]
     assert per_frame[1] < per_frame[0] < per_frame[2]  # CRF 30 cheapest, CRF 18 dearest
     assert not list(tmp_path.glob("r-*"))  # the pieces are gone
+
+
+def _frames(path: Path) -> list[object]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="gray").astype("float64") for f in container.decode(video=0)]
+
+
+def test_preroll_is_encoded_and_dropped_without_moving_a_frame(sintel_fight: Path, tmp_path: Path) -> None:
+    """Pieces that start 6 frames early keep every frame where it was: the same frames, the same
+    keyframes, and each frame is the picture a join without pre-roll has there (a frame off by one
+    in this fight would differ by far more than coding noise)."""
+    info = probe(sintel_fight)
+    keys = keyframe_frames([0, 58, 140], info.video.frames, info.video.fps, 4.0)
+    pieces = [ShotCrf(0, 58, 20), ShotCrf(58, 140, 20), ShotCrf(140, 240, 20)]
+    plain = encode_rung_per_shot(sintel_fight, info, 416, 234, pieces, keys, "ultrafast", tmp_path / "plain.mp4")
+    rolled = encode_rung_per_shot(sintel_fight, info, 416, 234, pieces, keys, "ultrafast", tmp_path / "rolled.mp4",
+                                  preroll=6)
+    assert read_keyframes(rolled.path) == (240, list(keys))
+    import numpy as np
+
+    a, b = _frames(plain.path), _frames(rolled.path)
+    assert len(a) == len(b) == 240
+    same = [float(np.mean(np.abs(x - y))) for x, y in zip(a, b, strict=True)]
+    shifted = [float(np.mean(np.abs(x - y))) for x, y in zip(a[1:], b, strict=False)]
+    assert max(same) < 4.0 < float(np.median(shifted))
+    assert rolled.cpu_s > 0 and not list(tmp_path.glob("rolled-*"))
+
+
+def test_dropping_a_preroll_needs_a_keyframe_after_it(sintel_fight: Path, tmp_path: Path) -> None:
+    info = probe(sintel_fight)
+    rendition = encode_rung_per_shot(sintel_fight, info, 416, 234, [ShotCrf(0, 240, 30)], [0], "ultrafast",
+                                     tmp_path / "r.mp4")
+    with pytest.raises(StageError, match="frame 5 is not a keyframe"):
+        drop_leading_frames(rendition.path, 5, tmp_path / "cut.mp4")
 
 
 def test_per_shot_pieces_must_tile_the_title(sintel_fight: Path, tmp_path: Path) -> None:

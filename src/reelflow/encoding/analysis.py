@@ -244,7 +244,7 @@ def encode_planned_rung(
     """The rung's final encode: shot by shot at its planned CRFs, joined, keyframes verified."""
     return encode_rung_per_shot(src, info, rung.width, rung.height, shot_crfs(rung, shots), keyframes, config.preset,
                                 out_dir / rung_file_name(rung, config.codec), target_kbps=round(rung.kbps),
-                                codec=config.codec)
+                                codec=config.codec, preroll=config.preroll_frames)
 
 
 # --- the report ------------------------------------------------------------------------------

@@ -358,20 +358,29 @@ class ShotCrf:
 
 def shot_encode_argv(
     src: Path, video: VideoStream, piece: ShotCrf, width: int, height: int, keyframes: Sequence[int],
-    preset: str, out: Path, codec: VideoCodec = CODECS["h264"],
+    preset: str, out: Path, codec: VideoCodec = CODECS["h264"], *, preroll: int = 0,
 ) -> list[str]:
-    """ffmpeg argv for one shot of a per-shot rung, at its own CRF; ``keyframes`` are absolute frames."""
+    """ffmpeg argv for one shot of a per-shot rung, at its own CRF; ``keyframes`` are absolute frames.
+
+    ``preroll`` frames before the shot are encoded first, as a GOP of their own at the same CRF, for
+    the join to drop (``preroll_frames``).
+    """
     fps = f"{video.fps.numerator}/{video.fps.denominator}"
-    inside = [k - piece.start_frame for k in keyframes if piece.start_frame <= k < piece.end_frame]
-    start = float(max(Fraction(0), (piece.start_frame - Fraction(1, 2)) / video.fps))
-    gop = max(1, piece.end_frame - piece.start_frame)
+    first = piece.start_frame - preroll
+    if first < 0:
+        raise StageError(f"a pre-roll of {preroll} frames before frame {piece.start_frame} starts before the title")
+    inside = [k - first for k in keyframes if piece.start_frame <= k < piece.end_frame]
+    if preroll:
+        inside = sorted({0, preroll, *inside})
+    start = float(max(Fraction(0), (first - Fraction(1, 2)) / video.fps))
+    gop = max(1, piece.end_frame - first)
     return [
         ffmpeg_exe(), "-hide_banner", "-nostdin", "-y",
         "-ss", f"{start:.6f}",                       # exact input seek, half a frame early: frame start_frame
         "-i", str(src),
         "-map", f"0:{video.index}", "-an", "-sn", "-dn",
         "-map_metadata", "-1", "-map_chapters", "-1",
-        "-frames:v", str(piece.end_frame - piece.start_frame),
+        "-frames:v", str(piece.end_frame - first),
         "-vf", f"setpts=PTS-STARTPTS,scale={width}:{height}:flags=lanczos,setsar=1,format=yuv420p",
         "-fps_mode", "cfr", "-r", fps,
         # the piece's own CRF (x264 and x265 take fractions: the plan interpolates), closed GOPs,
@@ -397,8 +406,13 @@ def encode_rung_per_shot(
     target_kbps: int = 0,
     reuse: bool = True,
     codec: CodecName = "h264",
+    preroll: int = 0,
 ) -> Rendition:
-    """A rung encoded shot by shot, each at its own CRF, joined without re-encoding, then verified."""
+    """A rung encoded shot by shot, each at its own CRF, joined without re-encoding, then verified.
+
+    With ``preroll``, each shot's encode starts up to that many frames earlier, at the shot's CRF,
+    and those frames are dropped before the join (``preroll_frames``).
+    """
     if not pieces or pieces[0].start_frame != 0 or pieces[-1].end_frame != info.video.frames or any(
             a.end_frame != b.start_frame for a, b in itertools.pairwise(pieces)):
         raise StageError(f"the shots of {out.name} must tile frames 0..{info.video.frames} exactly")
@@ -414,8 +428,12 @@ def encode_rung_per_shot(
         names, cpu = [], 0.0
         for number, piece in enumerate(pieces):
             name = folder / f"shot{number:05d}.mp4"
-            cpu += run(shot_encode_argv(src, info.video, piece, width, height, keyframes, preset, name,
-                                        CODECS[codec])).cpu_s
+            lead = min(preroll, piece.start_frame)
+            encoded = folder / f"shot{number:05d}-preroll.mp4" if lead else name
+            cpu += run(shot_encode_argv(src, info.video, piece, width, height, keyframes, preset, encoded,
+                                        CODECS[codec], preroll=lead)).cpu_s
+            if lead:
+                drop_leading_frames(encoded, lead, name)
             names.append(name)
         listing = folder / "pieces.txt"
         listing.write_text("".join(f"file '{n.name}'\n" for n in names))
@@ -429,6 +447,31 @@ def encode_rung_per_shot(
         finally:
             partial.unlink(missing_ok=True)
     return replace(rendition, path=out, target_kbps=target_kbps, cpu_s=cpu)
+
+
+def drop_leading_frames(path: Path, frames: int, out: Path) -> None:
+    """Copy ``path`` without its first ``frames`` frames (a closed GOP of their own): packets only.
+
+    The frame after them must be a keyframe. Timestamps move back by the dropped frames, so the
+    copy starts at 0 as a fresh encode of the rest would.
+    """
+    with av.open(str(path)) as source:
+        stream = source.streams.video[0]
+        packets = [p for p in source.demux(stream) if p.size and p.pts is not None and p.dts is not None]
+        order = sorted(packets, key=lambda p: p.pts)
+        if len(order) <= frames or not order[frames].is_keyframe:
+            raise StageError(f"{path.name}: frame {frames} is not a keyframe after the pre-roll; nothing to cut at")
+        cut = order[frames].pts
+        if any(p.pts < cut for p in packets[packets.index(order[frames]):]):
+            raise StageError(f"{path.name}: a pre-roll frame is coded after the keyframe; the GOPs are not closed")
+        with av.open(str(out), "w", format="mp4") as sink:
+            copy = sink.add_stream_from_template(stream, opaque=True)
+            for packet in packets:
+                if packet.pts >= cut:
+                    packet.pts -= cut
+                    packet.dts -= cut
+                    packet.stream = copy
+                    sink.mux(packet)
 
 
 def _partial_name(out: Path) -> Path:

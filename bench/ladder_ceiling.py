@@ -1,0 +1,186 @@
+"""How much the equal-slope allocation can gain at all: the per-shot ceiling, measured without trials.
+
+    .venv/bin/python bench/ladder_ceiling.py --grid-cache /tmp/grid-cache --json ceiling.json
+    .venv/bin/python bench/ladder_ceiling.py --clips c01_composite_hardcuts_12s_1280x720.mp4 --no-episode
+
+bench/ladder.py measures reelflow's per-shot ladders against the exhaustive per-title hull; this
+measures the best any per-shot ladder could do with the same encoder, so that a shortfall can be
+put down to the allocation's rule or to the trials' estimates. Per clip, every candidate height x
+CRF 18..38 step 4 (bench/ladder.py's grid) is encoded exactly as a per-shot rung is: the allocation
+units (shots cut at the segment grid) one by one at the final preset, joined; each is scored on every
+frame at display size and split by unit. From those measured points:
+
+- ``per-title (split)``: every unit at the same height and CRF (the exhaustive method on the
+  split encodes; close to 0% against the whole-title grid, which checks the yardstick);
+- ``per-shot ceiling``: the equal-slope title hull (hull.title_hull) at each height, with perfect
+  knowledge of every unit's rate and quality on this grid, one height per point as a rung has.
+
+Both are compared with bench/ladder.py's exhaustive hull (whole-title encodes, from --grid-cache or
+encoded here) at every whole VMAF from 50 to 95, the range a ladder spans, by
+``bdrate.bd_rate_at_points``; negative is fewer bits for the same quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import statistics
+import sys
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ladder import DEFAULT_CLIPS, GRID_CRFS, MEDIA_DIR, exhaustive, make_episode
+from reelflow.encoding.analysis import allocation_units, measure_delivered
+from reelflow.encoding.bdrate import BdRateError, bd_rate_at_points
+from reelflow.encoding.encode import ShotCrf, encode_rung_per_shot, keyframe_frames
+from reelflow.encoding.hull import Allocation, RdPoint, ShotPoints, per_title_hull, title_hull, upper_hull
+from reelflow.encoding.probe import probe
+from reelflow.encoding.shots import detect_shots
+from reelflow.encoding.trials import candidate_heights, trial_size
+from reelflow.encoding.vmaf import measure_rung_vmaf
+from reelflow.infra.settings import Settings, load_settings
+
+QUALITIES = tuple(float(v) for v in range(50, 96))   # where a ladder's rungs sit: bottom to the 95 ceiling
+
+log = logging.getLogger("bench.ladder_ceiling")
+
+
+@dataclass
+class Ceiling:
+    clip: str
+    shots: int
+    units: int
+    heights: list[int]
+    split_per_title_vs_exhaustive: float | None
+    per_shot_ceiling_vs_exhaustive: float | None
+    per_shot_ceiling_vs_split_per_title: float | None
+    per_height: dict[str, float | None]     # per-shot ceiling vs per-title (split) at one height
+    encode_cpu_s: float
+
+
+def _dense(curve: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """A (kbps, VMAF) hull read at every whole VMAF of QUALITIES it reaches.
+
+    Rates are linear between hull points: a chord is a time-share of its two ends, which a per-shot
+    allocation can realise (and an equal-slope one does, one unit at a time).
+    """
+    curve = sorted(curve)
+    out = []
+    for q in QUALITIES:
+        for (k0, v0), (k1, v1) in itertools.pairwise(curve):
+            if v0 <= q <= v1 and v1 > v0:
+                out.append((k0 + (q - v0) / (v1 - v0) * (k1 - k0), q))
+                break
+    return out
+
+
+def _envelope(hulls: Sequence[Sequence[Allocation]]) -> list[tuple[float, float]]:
+    """The upper hull over several heights' hulls: the best height at each rate, as a ladder may choose."""
+    points = [RdPoint(a.kbps, a.vmaf, 0, 0, 0.0) for h in hulls for a in h]
+    return [(p.kbps, p.vmaf) for p in upper_hull(points)]
+
+
+def _at_points(anchor: Sequence[tuple[float, float]], test: Sequence[tuple[float, float]]) -> float | None:
+    try:
+        return round(bd_rate_at_points(anchor, test), 2)
+    except BdRateError as exc:
+        log.warning("BD-rate not defined: %s", exc)
+        return None
+
+
+def ceiling_clip(src: Path, settings: Settings, jobs: int, grid_cache: Path | None) -> Ceiling:
+    info = probe(src)
+    video = info.video
+    found = detect_shots(src, settings.shots, info=info).shots
+    keyframes = keyframe_frames([s.start_frame for s in found], video.frames, video.fps, settings.encode.segment_s)
+    units = allocation_units(found, keyframes, info, settings)
+    heights = list(candidate_heights(video, settings.trials))
+    fps = video.fps
+    with tempfile.TemporaryDirectory(prefix="bench-ceiling-") as tmp, ThreadPoolExecutor(jobs) as pool:
+        work = Path(tmp)
+
+        def one(height: int, crf: int) -> tuple[int, int, tuple[float, ...], tuple[float, ...], float]:
+            width, _ = trial_size(video, height)
+            pieces = [ShotCrf(u.start_frame, u.end_frame, crf) for u in units]
+            rendition = encode_rung_per_shot(src, info, width, height, pieces, keyframes,
+                                             settings.encode.preset, work / f"{height}-{crf}.mp4", reuse=False,
+                                             preroll=settings.encode.preroll_frames)
+            delivered = measure_delivered(rendition, measure_rung_vmaf(rendition.path, info), units, info)
+            rendition.path.unlink()
+            return height, crf, delivered.shot_kbps, delivered.shot_vmaf, rendition.cpu_s
+
+        done = list(pool.map(lambda hc: one(*hc), itertools.product(heights, GRID_CRFS)))
+        grid, _ = exhaustive(src, info, found, keyframes, settings, work, grid_cache)
+    exhaustive_hull = [(p.kbps, p.vmaf) for p in upper_hull(grid)]
+    shots = [ShotPoints(u.index, float(u.frames / fps), tuple(
+        RdPoint(kbps[i], vmaf[i], trial_size(video, h)[0], h, float(c)) for h, c, kbps, vmaf, _ in done))
+        for i, u in enumerate(units)]
+    by_height = {h: [ShotPoints(s.index, s.duration_s, tuple(p for p in s.points if p.height == h)) for s in shots]
+                 for h in heights}
+    per_shot = {h: title_hull(s) for h, s in by_height.items()}
+    per_title = {h: per_title_hull(s) for h, s in by_height.items()}
+    ceiling = _dense(_envelope(list(per_shot.values())))
+    split = _dense(_envelope(list(per_title.values())))
+    per_height = {str(h): _at_points([(a.kbps, a.vmaf) for a in per_title[h]],
+                                     _dense([(a.kbps, a.vmaf) for a in per_shot[h]])) for h in heights}
+    return Ceiling(clip=src.name, shots=len(found), units=len(units), heights=heights,
+                   split_per_title_vs_exhaustive=_at_points(exhaustive_hull, split),
+                   per_shot_ceiling_vs_exhaustive=_at_points(exhaustive_hull, ceiling),
+                   per_shot_ceiling_vs_split_per_title=_at_points(split, ceiling),
+                   per_height=per_height, encode_cpu_s=round(sum(d[4] for d in done), 1))
+
+
+def table(results: Sequence[Ceiling]) -> str:
+    lines = ["| clip | shots | units | per-title (split) vs exhaustive % | per-shot ceiling vs exhaustive % | "
+             "per-shot ceiling vs per-title (split) % | per height: ceiling vs per-title % |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        heights = ", ".join(f"{h}p {v}" for h, v in r.per_height.items())
+        lines.append(f"| {r.clip} | {r.shots} | {r.units} | {r.split_per_title_vs_exhaustive} | "
+                     f"{r.per_shot_ceiling_vs_exhaustive} | {r.per_shot_ceiling_vs_split_per_title} | {heights} |")
+
+    def mean(key: str) -> str:
+        values = [getattr(r, key) for r in results if getattr(r, key) is not None]
+        return f"{statistics.fmean(values):.2f}" if values else "-"
+
+    lines.append(f"| **mean** | | | {mean('split_per_title_vs_exhaustive')} | {mean('per_shot_ceiling_vs_exhaustive')} "
+                 f"| {mean('per_shot_ceiling_vs_split_per_title')} | |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", nargs="*", default=list(DEFAULT_CLIPS), help="clip names in ../shared/media")
+    parser.add_argument("--no-episode", action="store_true", help="skip the 60 s episode")
+    parser.add_argument("--jobs", type=int, default=2, help="encodes and VMAF runs at once (CPU is per process)")
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--grid-cache", type=Path, help="bench/ladder.py's cache of exhaustive grids")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    settings = load_settings(None)
+    if settings.encode.codec != "h264":
+        parser.error(f"encode.codec is {settings.encode.codec}; the exhaustive grid is x264's")
+    results: list[Ceiling] = []
+    sources = [MEDIA_DIR / c for c in args.clips]
+    with tempfile.TemporaryDirectory(prefix="bench-episode-") as tmp:
+        if not args.no_episode:
+            episode = (args.grid_cache or Path(tmp)) / "episode_60s_640x360.mp4"
+            sources.append(episode if episode.exists() else make_episode(episode))
+        for src in sources:
+            log.info("clip %s", src.name)
+            results.append(ceiling_clip(src, settings, args.jobs, args.grid_cache))
+            print(table(results[-1:]).splitlines()[2], flush=True)
+            if args.json:
+                args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
+    print()
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
