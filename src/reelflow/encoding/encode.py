@@ -457,19 +457,21 @@ def drop_leading_frames(path: Path, frames: int, out: Path) -> None:
     """
     with av.open(str(path)) as source:
         stream = source.streams.video[0]
-        packets = [p for p in source.demux(stream) if p.size and p.pts is not None and p.dts is not None]
-        order = sorted(packets, key=lambda p: p.pts)
-        if len(order) <= frames or not order[frames].is_keyframe:
+        # (pts, dts, packet) in decode order; packets without timestamps are the demuxer's flush
+        packets = [(p.pts, p.dts, p) for p in source.demux(stream) if p.size and p.pts is not None
+                   and p.dts is not None]
+        order = sorted(packets, key=lambda t: t[0])
+        if len(order) <= frames or not order[frames][2].is_keyframe:
             raise StageError(f"{path.name}: frame {frames} is not a keyframe after the pre-roll; nothing to cut at")
-        cut = order[frames].pts
-        if any(p.pts < cut for p in packets[packets.index(order[frames]):]):
+        cut = order[frames][0]
+        first_kept = next(i for i, t in enumerate(packets) if t[2] is order[frames][2])
+        if any(pts < cut for pts, _, _ in packets[first_kept:]):
             raise StageError(f"{path.name}: a pre-roll frame is coded after the keyframe; the GOPs are not closed")
         with av.open(str(out), "w", format="mp4") as sink:
             copy = sink.add_stream_from_template(stream, opaque=True)
-            for packet in packets:
-                if packet.pts >= cut:
-                    packet.pts -= cut
-                    packet.dts -= cut
+            for pts, dts, packet in packets:
+                if pts >= cut:
+                    packet.pts, packet.dts = pts - cut, dts - cut
                     packet.stream = copy
                     sink.mux(packet)
 
