@@ -49,11 +49,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from reelflow.encoding.analysis import (
+    Delivered,
     LadderAnalysis,
     allocation_units,
     encode_planned_rung,
     measure_delivered,
+    recheck_shift,
     with_feedback,
+    with_recheck,
 )
 from reelflow.encoding.bdrate import BdRateError, bd_rate, bd_rate_at_points
 from reelflow.encoding.encode import Rendition, encode_video_rung, keyframe_frames, ladder_for_source
@@ -99,8 +102,10 @@ class Ladder:
     rungs: list[str]
     encode_cpu_s: float
     planned: list[tuple[float, float]] = field(default_factory=list)   # (kbps, VMAF) the plan promised
-    feedback_cpu_s: float = 0.0           # the probe's VMAF, and its encode if discarded: analysis, not final
+    feedback_cpu_s: float = 0.0           # the probe's VMAF and its encode if discarded, and first encodes of
+                                          # rechecked rungs with their VMAF: analysis, not final
     feedback: dict[str, Any] | None = None
+    rechecks: list[dict[str, Any]] = field(default_factory=list)   # rungs encoded twice (the first is analysis)
 
 
 @dataclass
@@ -159,15 +164,28 @@ def deliver_planned(name: str, src: Path, info: MediaInfo, analysis: LadderAnaly
     made.update(zip([r.name for r in rest], pool.map(
         lambda r: encode_planned_rung(src, info, r, shots, keyframes, settings.encode, folder), rest), strict=True))
 
-    def scored(rung: PlannedRung) -> tuple[float, float, float]:
+    def scored(rung: PlannedRung) -> Delivered:
         rendition = made[rung.name]
-        delivered = measure_delivered(rendition, measure_rung_vmaf(rendition.path, info), shots, info)
-        return delivered.kbps, delivered.vmaf.mean, rendition.cpu_s
+        return measure_delivered(rendition, measure_rung_vmaf(rendition.path, info), shots, info)
 
-    done = list(pool.map(scored, analysis.rungs))
-    return Ladder(name, [(k, v) for k, v, _ in done], [r.name for r in analysis.rungs], sum(c for _, _, c in done),
-                  planned=[(r.kbps, r.vmaf) for r in analysis.rungs], feedback_cpu_s=analysis.feedback_cpu_s,
-                  feedback=analysis.feedback.to_dict() if analysis.feedback else None)
+    delivered = dict(zip([r.name for r in analysis.rungs], pool.map(scored, analysis.rungs), strict=True))
+    # as in the flow: a rung still off its plan is encoded once more, the first encode counted as analysis
+    shifts = {r.name: recheck_shift(r, delivered[r.name].vmaf.mean, analysis.points, settings.ladder)
+              for r in analysis.rungs}
+    for rung in analysis.rungs:
+        if shifts[rung.name]:
+            analysis = with_recheck(analysis, rung.name, shifts[rung.name], delivered[rung.name].vmaf.mean,
+                                    made[rung.name].cpu_s + delivered[rung.name].vmaf.cpu_s)
+    again = [r for r in analysis.rungs if shifts[r.name]]
+    made.update(zip([r.name for r in again], pool.map(
+        lambda r: encode_planned_rung(src, info, r, shots, keyframes, settings.encode, folder), again), strict=True))
+    delivered.update(zip([r.name for r in again], pool.map(scored, again), strict=True))
+    return Ladder(name, [(delivered[r.name].kbps, delivered[r.name].vmaf.mean) for r in analysis.rungs],
+                  [r.name for r in analysis.rungs], sum(made[r.name].cpu_s for r in analysis.rungs),
+                  planned=[(r.kbps, r.vmaf) for r in analysis.rungs],
+                  feedback_cpu_s=analysis.feedback_cpu_s + analysis.recheck_cpu_s,
+                  feedback=analysis.feedback.to_dict() if analysis.feedback else None,
+                  rechecks=[r.to_dict() for r in analysis.rechecks])
 
 
 def exhaustive(src: Path, info: MediaInfo, shots: Sequence[Shot], keyframes: Sequence[int], settings: Settings,
@@ -313,21 +331,23 @@ def _mean(values: Sequence[float | None]) -> float | None:
 def table(results: Sequence[ClipResult]) -> str:
     head = ("| clip | shots | BD per-shot vs exhaustive | BD per-title vs exhaustive | BD exhaustive vs fixed | "
             "BD per-shot vs fixed | BD per-title vs fixed | analysis/final CPU | grid/final CPU | "
-            "planned-delivered VMAF (per-shot rungs) | top rung VMAF (per-shot) |")
-    lines = [head, "|" + "---|" * 11]
+            "planned-delivered VMAF (per-shot rungs) | top rung VMAF (per-shot) | rechecked: first miss |")
+    lines = [head, "|" + "---|" * 12]
     for r in results:
         final = r.per_shot.encode_cpu_s
         errors = [p[1] - d[1] for p, d in zip(r.per_shot.planned, r.per_shot.points, strict=True)]
+        rechecked = ", ".join(f"{c['rung']} {c['first_error']:+.2f}" for c in r.per_shot.rechecks) or "-"
         lines.append(
             f"| {r.clip} ({r.size}) | {r.shots} | {r.bd['per_shot_vs_exhaustive']} | "
             f"{r.bd['per_title_vs_exhaustive']} | {r.bd['exhaustive_vs_fixed']} | {r.bd['per_shot_vs_fixed']} | "
             f"{r.bd['per_title_vs_fixed']} | {r.analysis_cpu_s / final:.2f} | {r.grid_cpu_s / final:.1f} | "
-            f"{', '.join(f'{e:+.2f}' for e in errors)} | {max(r.per_shot.points, key=lambda p: p[0])[1]:.2f} |")
+            f"{', '.join(f'{e:+.2f}' for e in errors)} | {max(r.per_shot.points, key=lambda p: p[0])[1]:.2f} | "
+            f"{rechecked} |")
     keys = ["per_shot_vs_exhaustive", "per_title_vs_exhaustive", "exhaustive_vs_fixed", "per_shot_vs_fixed",
             "per_title_vs_fixed"]
     lines.append("| **mean** | | " + " | ".join(str(_mean([r.bd[k] for r in results])) for k in keys) + " | "
                  f"{_mean([r.analysis_cpu_s / r.per_shot.encode_cpu_s for r in results])} | "
-                 f"{_mean([r.grid_cpu_s / r.per_shot.encode_cpu_s for r in results])} | | |")
+                 f"{_mean([r.grid_cpu_s / r.per_shot.encode_cpu_s for r in results])} | | | |")
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -17,10 +18,12 @@ from reelflow.encoding.analysis import (
     LadderAnalysis,
     crf_shift,
     crf_slope,
+    recheck_shift,
     rung_file_name,
     shifted_rung,
     shot_crfs,
     with_feedback,
+    with_recheck,
 )
 from reelflow.encoding.hull import RdPoint, ShotPoints
 from reelflow.encoding.ladder import PlannedRung, ShotPlan
@@ -177,6 +180,27 @@ def test_feedback_moves_every_rung_by_the_probe_error_between_its_slope_and_the_
                           score_is_delivered=True)
     assert again.feedback_cpu_s == pytest.approx(9.5)       # a discarded probe's score is nobody's delivered one
     assert moved.feedback.to_dict()["crf_shifts"] == [-2.0, -1.41]
+
+
+def test_recheck_moves_only_a_rung_off_its_plan_by_its_own_miss_and_counts_the_first_encode() -> None:
+    points = [_unit(0, 2.0, {20: 96, 24: 88, 28: 84}), _unit(1, 2.0, {20: 96, 24: 88, 28: 84})]
+    rungs = [_rung(360, [26, 26], 86.0), dataclasses.replace(_rung(360, [22, 22], 92.0), kbps=600.0)]
+    config = load_settings(None).ladder
+    assert config.recheck_vmaf == 1.0
+    assert recheck_shift(rungs[0], 85.2, points, config) == 0.0          # within 1.0 of the plan: kept
+    shift = recheck_shift(rungs[1], 90.5, points, config)                # 1.5 short at -2 VMAF/CRF
+    assert shift == pytest.approx(-0.75)
+    assert recheck_shift(rungs[1], 94.0, points, config) == pytest.approx(1.0)   # over the plan: cheaper
+    assert recheck_shift(rungs[1], 80.0, points, config.model_copy(update={"recheck_vmaf": None})) == 0.0
+    before = _analysis(rungs, points)
+    after = with_recheck(before, rungs[1].name, shift, first_vmaf=90.5, first_cpu_s=7.0)
+    assert after.rungs[0] == rungs[0] and after.rungs[1].crfs == (21.25, 21.25)
+    assert (after.rungs[1].kbps, after.rungs[1].vmaf) == (rungs[1].kbps, rungs[1].vmaf)   # the aim stays
+    assert after.recheck_cpu_s == 7.0 and after.cpu_s == pytest.approx(before.cpu_s + 7.0)
+    assert after.rechecks[0].to_dict() == {"rung": rungs[1].name, "planned_vmaf": 92.0, "first_vmaf": 90.5,
+                                           "first_error": 1.5, "crf_shift": -0.75, "cpu_s": 7.0}
+    with pytest.raises(StageError, match="not in the ladder"):
+        with_recheck(before, "1080p_9000k", -1.0, 80.0, 1.0)
 
 
 def test_feedback_needs_a_rung() -> None:

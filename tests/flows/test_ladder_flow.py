@@ -98,7 +98,8 @@ def test_the_cheapest_rung_was_checked_against_its_plan_first(report: dict[str, 
     assert report["cpu_s"]["analysis_feedback"] == pytest.approx(feedback["cpu_s"], abs=0.02)
     assert (feedback["cpu_s"] > 0) == feedback["applied"]   # a kept probe's score is the delivered one
     assert report["cpu_s"]["analysis"] == pytest.approx(
-        report["cpu_s"]["analysis_sample"] + report["cpu_s"]["analysis_trials"] + feedback["cpu_s"], abs=0.05)
+        report["cpu_s"]["analysis_sample"] + report["cpu_s"]["analysis_trials"] + feedback["cpu_s"]
+        + report["cpu_s"]["analysis_recheck"], abs=0.05)
     # a kept probe is the bottom rung's final encode, and its score the delivered one
     if not feedback["applied"]:
         assert feedback["probe_vmaf"] == pytest.approx(bottom["delivered"]["vmaf"], abs=2e-3)
@@ -109,9 +110,11 @@ def test_rungs_share_keyframes_at_shot_starts_and_on_the_grid(
     _, record, _ = per_shot_run
     wanted = sorted({0, *record["shots"]["cuts"], 96, 192})
     encodes = sorted(load_settings(ladder_config).storage.work_dir.rglob("encode-*/*p_*k-*.mp4"))
-    # every rung, and the feedback's first encode of the bottom rung when its CRFs were moved
-    feedback = json.loads(Path(record["ladder"]["report"]).read_text())["feedback"]
-    assert len(encodes) == len([r for r in record["renditions"] if r["kind"] == "video"]) + feedback["applied"]
+    # every rung, the feedback's first encode of the bottom rung when its CRFs were moved, and the
+    # first encodes of rungs encoded again
+    report = json.loads(Path(record["ladder"]["report"]).read_text())
+    assert len(encodes) == len([r for r in record["renditions"] if r["kind"] == "video"]) + \
+        report["feedback"]["applied"] + len(report["rechecks"])
     for path in encodes:
         frames, keys = read_keyframes(path)
         assert frames == 240 and keys == wanted, path.name
@@ -144,8 +147,10 @@ def test_an_hevc_title_goes_through_the_same_ladder_and_packaging(
     """libx265 trials, hull, per-shot rungs joined from pieces, packaged: the manifests say HEVC."""
     store = tmp_path / "store"
     config = tmp_path / "hevc.toml"
+    # and every rung checked again against its plan (a recheck threshold no encode meets)
     config.write_text(ladder_config.read_text().replace('[encode]\npreset = "veryfast"\n',
-                                                        '[encode]\ncodec = "hevc"\npreset = "veryfast"\n'))
+                                                        '[encode]\ncodec = "hevc"\npreset = "veryfast"\n')
+                      .replace('[ladder]\n', '[ladder]\nrecheck_vmaf = 0.001\n'))
     settings = load_settings(config)
     assert (settings.encode.codec, settings.trials.preset) == ("hevc", "ultrafast")
     record = ingest_flow(settings)(str(sintel_fight), title_id="sintel-hevc", storage=str(store),
@@ -162,3 +167,11 @@ def test_an_hevc_title_goes_through_the_same_ladder_and_packaging(
     encodes = sorted(settings.storage.work_dir.rglob(f"encode-*/{report['rungs'][-1]['file']['name']}"))
     frames, keys = read_keyframes(encodes[0])
     assert frames == 240 and keys == sorted({0, *record["shots"]["cuts"], 96, 192})
+    # every rung was encoded again with its CRFs moved by its first miss; the first encodes are analysis
+    rechecks = report["rechecks"]
+    assert sorted(r["rung"] for r in rechecks) == sorted(r["name"] for r in report["rungs"])
+    for check in rechecks:
+        assert check["crf_shift"] * check["first_error"] < 0 and check["cpu_s"] > 0   # short: lower CRF
+    assert report["cpu_s"]["analysis_recheck"] == pytest.approx(sum(r["cpu_s"] for r in rechecks), abs=0.05)
+    first = sum(abs(r["first_error"]) for r in rechecks)
+    assert sum(abs(r["vmaf_error"]) for r in report["rungs"]) < first    # the second encodes are closer

@@ -76,6 +76,29 @@ class Feedback:
 
 
 @dataclass(frozen=True)
+class Recheck:
+    """A rung encoded again because its first encode missed the plan by more than ``ladder.recheck_vmaf``.
+
+    The feedback step corrects the whole ladder from its cheapest rung; a rung the trials misjudged
+    on its own (the winner's curse of an allocation that favours the units the trials overrate) can
+    still miss. Its every-frame score is measured anyway for the report, so the check is free; the
+    second encode moves its CRFs by the miss at the rung's own slope, and the first encode and its
+    VMAF are analysis, not final.
+    """
+
+    rung: str                 # the planned rung's name
+    planned_vmaf: float
+    first_vmaf: float         # the first encode, every frame
+    shift: float              # CRF moved for the second encode
+    cpu_s: float              # the first encode and its VMAF
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rung": self.rung, "planned_vmaf": round(self.planned_vmaf, 3), "first_vmaf": round(self.first_vmaf, 3),
+                "first_error": round(self.planned_vmaf - self.first_vmaf, 3), "crf_shift": round(self.shift, 2),
+                "cpu_s": round(self.cpu_s, 2)}
+
+
+@dataclass(frozen=True)
 class LadderAnalysis:
     """What the trials measured and the rungs chosen from them, for one title."""
 
@@ -86,6 +109,7 @@ class LadderAnalysis:
     units: tuple[Shot, ...] = ()           # what each gets its own CRF: shots, or shots cut at the segment grid
     fixed: tuple[tuple[int, int, int], ...] = field(default=())   # (width, height, kbps) of the reference ladder
     feedback: Feedback | None = None       # set by with_feedback; rungs then carry the moved CRFs
+    rechecks: tuple[Recheck, ...] = ()     # set by with_recheck; those rungs carry their second CRFs
 
     @property
     def points(self) -> list[ShotPoints]:
@@ -104,10 +128,14 @@ class LadderAnalysis:
         return self.feedback.cpu_s if self.feedback is not None else 0.0
 
     @property
+    def recheck_cpu_s(self) -> float:
+        return sum(r.cpu_s for r in self.rechecks)
+
+    @property
     def cpu_s(self) -> float:
-        """Everything the analysis cost: the sample (cut, pruning, calibration), every shot's trials and
-        the feedback probe."""
-        return self.sample_cpu_s + self.trials_cpu_s + self.feedback_cpu_s
+        """Everything the analysis cost: the sample (cut, pruning, calibration), every shot's trials,
+        the feedback probe and the first encodes of rechecked rungs."""
+        return self.sample_cpu_s + self.trials_cpu_s + self.feedback_cpu_s + self.recheck_cpu_s
 
 
 def analyse_ladder(
@@ -210,6 +238,29 @@ def with_feedback(analysis: LadderAnalysis, measured: VmafResult, probe_encode_c
     log.info("feedback: %s delivered VMAF %.2f against %.2f planned; %s", probe.name, measured.mean, probe.vmaf,
              "CRFs moved by " + ", ".join(f"{d:+.2f}" for d in shifts) if applied else "plan kept")
     return replace(analysis, rungs=rungs, feedback=feedback)
+
+
+def recheck_shift(rung: PlannedRung, delivered_vmaf: float, points: Sequence[ShotPoints],
+                  config: LadderConfig) -> float:
+    """The CRF move for a second encode of a rung that missed its plan by more than ``recheck_vmaf``
+    (its miss at its own slope); 0.0 when it met the plan or the trials give no slope."""
+    error = rung.vmaf - delivered_vmaf
+    if config.recheck_vmaf is None or abs(error) <= config.recheck_vmaf:
+        return 0.0
+    return crf_shift(error, crf_slope(rung, points))
+
+
+def with_recheck(analysis: LadderAnalysis, name: str, shift: float, first_vmaf: float,
+                 first_cpu_s: float) -> LadderAnalysis:
+    """The analysis with rung ``name``'s CRFs moved by ``shift`` for its second encode (``recheck_shift``)."""
+    old = next((r for r in analysis.rungs if r.name == name), None)
+    if old is None:
+        raise StageError(f"rung {name} is not in the ladder; nothing to recheck")
+    record = Recheck(rung=name, planned_vmaf=old.vmaf, first_vmaf=first_vmaf, shift=shift, cpu_s=first_cpu_s)
+    log.info("recheck: %s delivered VMAF %.2f against %.2f planned; encoding it again with CRFs moved by %+.2f",
+             name, first_vmaf, old.vmaf, shift)
+    return replace(analysis, rungs=tuple(shifted_rung(r, shift) if r.name == name else r for r in analysis.rungs),
+                   rechecks=(*analysis.rechecks, record))
 
 
 def allocation_units(shots: Sequence[Shot], keyframes: Sequence[int], info: MediaInfo,
@@ -354,11 +405,13 @@ def ladder_report(
                            "vmaf_offset": [list(r) for r in plan.correction.vmaf_offset]},
         },
         "feedback": analysis.feedback.to_dict() if analysis.feedback is not None else None,
+        "rechecks": [r.to_dict() for r in analysis.rechecks],
         "cpu_s": {
             "analysis": round(analysis.cpu_s, 2),
             "analysis_sample": round(analysis.sample_cpu_s, 2),
             "analysis_trials": round(analysis.trials_cpu_s, 2),
             "analysis_feedback": round(analysis.feedback_cpu_s, 2),
+            "analysis_recheck": round(analysis.recheck_cpu_s, 2),
             "final_encodes": round(final_cpu, 2),
             "delivered_vmaf": round(delivered_cpu_s, 2),
             "analysis_over_final": round(analysis.cpu_s / final_cpu, 3) if final_cpu > 0 else None,

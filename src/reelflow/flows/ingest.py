@@ -728,8 +728,10 @@ def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int
     """Each planned rung encoded shot by shot, then scored on every frame.
 
     With ``ladder.feedback`` the cheapest rung goes first and is checked against its plan
-    (analysis.with_feedback); the others follow with the CRFs that check leaves. Returns the video
-    renditions in rung order and the outcome with the final rungs, renditions and delivered quality.
+    (analysis.with_feedback); the others follow with the CRFs that check leaves. A rung whose
+    delivered VMAF still misses its plan by more than ``ladder.recheck_vmaf`` is encoded and scored
+    once more (analysis.with_recheck). Returns the video renditions in rung order and the outcome
+    with the final rungs, renditions and delivered quality.
     """
     assert ladder.analysis is not None
     result = ladder.analysis
@@ -761,6 +763,23 @@ def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int
         scores = delivered_vmaf_task.map([v for _, v in todo], unmapped(found), unmapped(info), unmapped(encode_dir),
                                          unmapped(remote))
         delivered.update({r.name: f.result() for (r, _), f in zip(todo, scores, strict=True)})
+        shifts = {r.name: analysis.recheck_shift(r, delivered[r.name].vmaf.mean, result.points, settings.ladder)
+                  for r in result.rungs}
+        again = [r for r in result.rungs if shifts[r.name]]
+        for rung in again:       # the first encode and its VMAF become analysis
+            first = renditions[rung.name]
+            result = analysis.with_recheck(result, rung.name, shifts[rung.name], delivered[rung.name].vmaf.mean,
+                                           first.cpu_s + delivered[rung.name].vmaf.cpu_s)
+        if again:
+            second = [r for r in result.rungs if shifts.get(r.name)]
+            encoded = _fetched([f.result() for f in encode_planned_rung_task.map(source, second, *common)],
+                               encode_dir, remote)
+            scores = delivered_vmaf_task.map(encoded, unmapped(found), unmapped(info), unmapped(encode_dir),
+                                             unmapped(remote))
+            for rung, rendition, score in zip(second, encoded, scores, strict=True):
+                renditions[rung.name] = rendition
+                delivered[rung.name] = score.result()
+            video = [renditions[r.name] for r in result.rungs]
     return video, dataclasses.replace(ladder, analysis=result, renditions=renditions, delivered=delivered)
 
 

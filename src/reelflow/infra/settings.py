@@ -139,10 +139,10 @@ class EncodeConfig(_Config):
     preset: str = Field("medium", description="Encoder preset of the final encodes (x264/x265 names; SVT-AV1 "
                         "0-13).")
     segment_s: float = Field(4.0, gt=0.5, le=30, description="Segment grid: a keyframe every this many seconds.")
-    preroll_frames: int = Field(6, ge=0, le=120, description="Frames before each piece of a per-shot rung that its "
-                                "encode starts with, at the piece's CRF, and the join drops: the encoder's rate "
-                                "control then starts the piece as it would inside a whole-title run (docs/"
-                                "benchmarks.md: without it a rung of pieces needs 0.7-2.0% more bits).")
+    preroll_frames: int = Field(6, ge=0, le=120, description="Frames before each piece of a per-shot rung that "
+                                "its encode starts with, at the piece's CRF, and the join drops, so the encoder's "
+                                "rate control starts the piece as inside a whole-title run (docs/benchmarks.md: "
+                                "pieces without it need 0.7-2.0% more bits than one run; 0 turns it off).")
     maxrate_factor: float = Field(1.5, ge=1, description="VBV maxrate as a multiple of the rung's bitrate.")
     bufsize_s: float = Field(2.0, gt=0, description="VBV buffer, in seconds of the rung's bitrate.")
     audio_kbps: int = Field(128, ge=32, le=512)
@@ -263,6 +263,10 @@ class LadderConfig(_Config):
                                     "a kept probe's every-frame score is also its delivered score.")
     measure_delivered: bool = Field(True, description="Score every delivered rung with VMAF on every frame "
                                     "(the report's delivered column; costs about one VMAF run per rung).")
+    recheck_vmaf: float | None = Field(1.0, gt=0, description="A delivered rung whose VMAF misses its plan by more "
+                                       "than this is encoded once more, its CRFs moved by the miss at its own "
+                                       "dVMAF/dCRF; the first encode and its VMAF count as analysis (encoding/"
+                                       "analysis.py: Recheck). None: never. Needs measure_delivered.")
 
     @model_validator(mode="after")
     def _consistent(self) -> LadderConfig:
