@@ -80,10 +80,11 @@ class Recheck:
     """A rung encoded again because its first encode missed the plan by more than ``ladder.recheck_vmaf``.
 
     The feedback step corrects the whole ladder from its cheapest rung; a rung the trials misjudged
-    on its own (the winner's curse of an allocation that favours the units the trials overrate) can
-    still miss. Its every-frame score is measured anyway for the report, so the check is free; the
-    second encode moves its CRFs by the miss at the rung's own slope, and the first encode and its
-    VMAF are analysis, not final.
+    on its own can still miss (on ../shared/media the two upper rungs of Tears of Steel and of the
+    hard-cut composite came out 1.1-1.3 VMAF under their plan after the feedback: docs/benchmarks.md).
+    Its every-frame score is measured anyway for the report, so the check is free; the second
+    encode moves its CRFs by the miss at the rung's own slope, and the first encode and its VMAF
+    are analysis, not final.
     """
 
     rung: str                 # the planned rung's name

@@ -376,7 +376,7 @@ def shot_encode_argv(
     gop = max(1, piece.end_frame - first)
     return [
         ffmpeg_exe(), "-hide_banner", "-nostdin", "-y",
-        "-ss", f"{start:.6f}",                       # exact input seek, half a frame early: frame start_frame
+        "-ss", f"{start:.6f}",                       # exact input seek, half a frame early: frame `first`
         "-i", str(src),
         "-map", f"0:{video.index}", "-an", "-sn", "-dn",
         "-map_metadata", "-1", "-map_chapters", "-1",
