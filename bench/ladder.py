@@ -36,17 +36,18 @@ The episode joins the 640x360 clips and Big Buck Bunny's 30 s (scaled to 640x360
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import statistics
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from reelflow.encoding.analysis import (
     Delivered,
@@ -91,6 +92,7 @@ EPISODE_PARTS = ("02_tears_of_steel_10s_640x360.mp4", "03_sintel_fight_10s_640x3
 GRID_CRFS = (18, 22, 26, 30, 34, 38)
 
 log = logging.getLogger("bench.ladder")
+Result = TypeVar("Result")   # one clip's figures: a dataclass
 
 
 @dataclass
@@ -351,8 +353,9 @@ def table(results: Sequence[ClipResult]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def clip_options(description: str | None, argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
+    """The options of the ladder benchmarks (clips, episode, jobs, JSON, grid cache) and H.264 settings."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", nargs="*", default=list(DEFAULT_CLIPS), help="clip names in ../shared/media")
     parser.add_argument("--no-episode", action="store_true", help="skip the 60 s episode")
     parser.add_argument("--jobs", type=int, default=2, help="encodes and VMAF runs at once (CPU is per process)")
@@ -365,21 +368,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the fixed reference is Apple's H.264 ladder and the grid is x264's: another codec would not be
         # compared with the same encoder, which is what every figure here means
         parser.error(f"encode.codec is {settings.encode.codec}; this benchmark compares H.264 ladders only")
-    results: list[ClipResult] = []
+    return args, settings
+
+
+@contextlib.contextmanager
+def clip_sources(args: argparse.Namespace) -> Iterator[list[Path]]:
+    """The clips to run, and the episode (made once and kept in the grid cache, if there is one)."""
     sources = [MEDIA_DIR / c for c in args.clips]
     with tempfile.TemporaryDirectory(prefix="bench-episode-") as tmp:
         if not args.no_episode:
             episode = (args.grid_cache or Path(tmp)) / "episode_60s_640x360.mp4"
             sources.append(episode if episode.exists() else make_episode(episode))
+        yield sources
+
+
+def run_clips(args: argparse.Namespace, one: Callable[[Path], Result],
+              table_of: Callable[[Sequence[Result]], str]) -> list[Result]:
+    """Each clip (and the episode) through ``one``: its row printed as it comes, the JSON rewritten after
+    each, the whole table at the end. A table's row for one clip is its third line."""
+    results: list[Result] = []
+    with clip_sources(args) as sources:
         for src in sources:
             log.info("clip %s", src.name)
-            result = bench_clip(src, settings, args.jobs, args.grid_cache)
-            results.append(result)
-            print(table([result]).splitlines()[-2], flush=True)
+            results.append(one(src))
+            print(table_of(results[-1:]).splitlines()[2], flush=True)
             if args.json:
-                args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
+                args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))  # type: ignore[call-overload]
     print()
-    print(table(results))
+    print(table_of(results))
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, settings = clip_options(__doc__, argv)
+    run_clips(args, lambda src: bench_clip(src, settings, args.jobs, args.grid_cache), table)
     return 0
 
 

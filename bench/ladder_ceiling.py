@@ -22,9 +22,7 @@ encoded here) at every whole VMAF from 50 to 95, the range a ladder spans, by
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import logging
 import math
 import statistics
@@ -32,11 +30,11 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ladder import DEFAULT_CLIPS, GRID_CRFS, MEDIA_DIR, exhaustive, make_episode
+from ladder import GRID_CRFS, clip_options, exhaustive, run_clips
 from reelflow.encoding.analysis import allocation_units, measure_delivered
 from reelflow.encoding.bdrate import BdRateError, bd_rate_at_points
 from reelflow.encoding.encode import ShotCrf, encode_rung_per_shot, keyframe_frames
@@ -45,7 +43,7 @@ from reelflow.encoding.probe import probe
 from reelflow.encoding.shots import detect_shots
 from reelflow.encoding.trials import candidate_heights, trial_size
 from reelflow.encoding.vmaf import measure_rung_vmaf
-from reelflow.infra.settings import Settings, load_settings
+from reelflow.infra.settings import Settings
 
 QUALITIES = tuple(float(v) for v in range(50, 96))   # where a ladder's rungs sit: bottom to the 95 ceiling
 
@@ -161,31 +159,8 @@ def table(results: Sequence[Ceiling]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", nargs="*", default=list(DEFAULT_CLIPS), help="clip names in ../shared/media")
-    parser.add_argument("--no-episode", action="store_true", help="skip the 60 s episode")
-    parser.add_argument("--jobs", type=int, default=2, help="encodes and VMAF runs at once (CPU is per process)")
-    parser.add_argument("--json", type=Path, help="also write every figure to this file")
-    parser.add_argument("--grid-cache", type=Path, help="bench/ladder.py's cache of exhaustive grids")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    settings = load_settings(None)
-    if settings.encode.codec != "h264":
-        parser.error(f"encode.codec is {settings.encode.codec}; the exhaustive grid is x264's")
-    results: list[Ceiling] = []
-    sources = [MEDIA_DIR / c for c in args.clips]
-    with tempfile.TemporaryDirectory(prefix="bench-episode-") as tmp:
-        if not args.no_episode:
-            episode = (args.grid_cache or Path(tmp)) / "episode_60s_640x360.mp4"
-            sources.append(episode if episode.exists() else make_episode(episode))
-        for src in sources:
-            log.info("clip %s", src.name)
-            results.append(ceiling_clip(src, settings, args.jobs, args.grid_cache))
-            print(table(results[-1:]).splitlines()[2], flush=True)
-            if args.json:
-                args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
-    print()
-    print(table(results))
+    args, settings = clip_options(__doc__, argv)
+    run_clips(args, lambda src: ceiling_clip(src, settings, args.jobs, args.grid_cache), table)
     return 0
 
 
