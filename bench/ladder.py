@@ -353,14 +353,18 @@ def table(results: Sequence[ClipResult]) -> str:
     return "\n".join(lines)
 
 
-def clip_options(description: str | None, argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
-    """The options of the ladder benchmarks (clips, episode, jobs, JSON, grid cache) and H.264 settings."""
+def clip_options(description: str | None, argv: Sequence[str] | None, *,
+                 extra: Callable[[argparse.ArgumentParser], Any] | None = None) -> tuple[argparse.Namespace, Settings]:
+    """The options of the ladder benchmarks (clips, episode, jobs, JSON, grid cache, and ``extra``'s), and
+    H.264 settings."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", nargs="*", default=list(DEFAULT_CLIPS), help="clip names in ../shared/media")
     parser.add_argument("--no-episode", action="store_true", help="skip the 60 s episode")
     parser.add_argument("--jobs", type=int, default=2, help="encodes and VMAF runs at once (CPU is per process)")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--grid-cache", type=Path, help="keep the exhaustive grid's points here, per clip")
+    if extra is not None:
+        extra(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     settings = load_settings(None)

@@ -23,6 +23,7 @@ encoded here) at every whole VMAF from 50 to 95, the range a ladder spans, by
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import statistics
@@ -30,17 +31,17 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ladder import GRID_CRFS, clip_options, exhaustive, run_clips
+from ladder import GRID_CRFS, MEDIA_DIR, clip_options, exhaustive, run_clips
 from reelflow.encoding.analysis import allocation_units, measure_delivered
 from reelflow.encoding.bdrate import BdRateError, bd_rate_at_points
 from reelflow.encoding.encode import ShotCrf, encode_rung_per_shot, keyframe_frames
 from reelflow.encoding.hull import Allocation, RdPoint, ShotPoints, per_title_hull, title_hull, upper_hull
-from reelflow.encoding.probe import probe
-from reelflow.encoding.shots import detect_shots
+from reelflow.encoding.probe import MediaInfo, probe
+from reelflow.encoding.shots import Shot, detect_shots
 from reelflow.encoding.trials import candidate_heights, trial_size
 from reelflow.encoding.vmaf import measure_rung_vmaf
 from reelflow.infra.settings import Settings
@@ -95,14 +96,69 @@ def _at_points(anchor: Sequence[tuple[float, float]], test: Sequence[tuple[float
         return None
 
 
-def ceiling_clip(src: Path, settings: Settings, jobs: int, grid_cache: Path | None) -> Ceiling:
+def _densified(points: Sequence[RdPoint]) -> tuple[RdPoint, ...]:
+    """One unit's encodes with points at every whole CRF between them: log rate and VMAF linear in CRF.
+
+    The exhaustive hull is read with log rate linear in VMAF between its CRF-4 encodes, which is
+    about what an encode at a CRF between gives; a unit's hull of chords between the same encodes
+    would be read worse than that, and the allocation charged for the grid's coarseness.
+    """
+    out: list[RdPoint] = []
+    for height in sorted({p.height for p in points}):
+        own = sorted((p for p in points if p.height == height), key=lambda p: p.crf)
+        out.append(own[0])
+        for a, b in itertools.pairwise(own):
+            for crf in range(int(a.crf) + 1, int(b.crf) + 1):
+                t = (crf - a.crf) / (b.crf - a.crf)
+                out.append(b if crf == b.crf else RdPoint(
+                    math.exp(math.log(a.kbps) + t * math.log(b.kbps / a.kbps)), a.vmaf + t * (b.vmaf - a.vmaf),
+                    a.width, height, float(crf)))
+    return tuple(out)
+
+
+def figures(clip: str, shots: int, units: Sequence[ShotPoints], exhaustive_hull: Sequence[tuple[float, float]],
+            encode_cpu_s: float) -> Ceiling:
+    """The ceiling and the split per-title curve from every unit's measured encodes, against the grid."""
+    dense = [ShotPoints(u.index, u.duration_s, _densified(u.points)) for u in units]
+    heights = sorted({p.height for u in units for p in u.points}, reverse=True)
+    by_height = {h: [ShotPoints(u.index, u.duration_s, tuple(p for p in u.points if p.height == h)) for u in dense]
+                 for h in heights}
+    per_shot = {h: title_hull(u) for h, u in by_height.items()}
+    per_title = {h: per_title_hull(u) for h, u in by_height.items()}
+    ceiling = _dense(_envelope(list(per_shot.values())))
+    split = _dense(_envelope(list(per_title.values())))
+    per_height = {str(h): _at_points([(a.kbps, a.vmaf) for a in per_title[h]],
+                                     _dense([(a.kbps, a.vmaf) for a in per_shot[h]])) for h in heights}
+    return Ceiling(clip=clip, shots=shots, units=len(units), heights=heights,
+                   split_per_title_vs_exhaustive=_at_points(exhaustive_hull, split),
+                   per_shot_ceiling_vs_exhaustive=_at_points(exhaustive_hull, ceiling),
+                   per_shot_ceiling_vs_split_per_title=_at_points(split, ceiling),
+                   per_height=per_height, encode_cpu_s=encode_cpu_s,
+                   units_measured=[{"duration_s": u.duration_s,
+                                    "points": [[p.height, p.crf, round(p.kbps, 2), round(p.vmaf, 3)] for p in u.points]}
+                                   for u in units])
+
+
+def _title(src: Path, settings: Settings) -> tuple[MediaInfo, tuple[Shot, ...], tuple[int, ...], tuple[Shot, ...]]:
+    """The title as the flow sees it: probe, shots, keyframes, allocation units."""
     info = probe(src)
     video = info.video
     found = detect_shots(src, settings.shots, info=info).shots
     keyframes = keyframe_frames([s.start_frame for s in found], video.frames, video.fps, settings.encode.segment_s)
-    units = allocation_units(found, keyframes, info, settings)
+    return info, found, keyframes, allocation_units(found, keyframes, info, settings)
+
+
+def _exhaustive_hull(src: Path, settings: Settings, grid_cache: Path | None) -> list[tuple[float, float]]:
+    info, found, keyframes, _ = _title(src, settings)
+    with tempfile.TemporaryDirectory(prefix="bench-ceiling-") as tmp:
+        grid, _ = exhaustive(src, info, found, keyframes, settings, Path(tmp), grid_cache)
+    return [(p.kbps, p.vmaf) for p in upper_hull(grid)]
+
+
+def ceiling_clip(src: Path, settings: Settings, jobs: int, grid_cache: Path | None) -> Ceiling:
+    info, found, keyframes, units = _title(src, settings)
+    video = info.video
     heights = list(candidate_heights(video, settings.trials))
-    fps = video.fps
     with tempfile.TemporaryDirectory(prefix="bench-ceiling-") as tmp, ThreadPoolExecutor(jobs) as pool:
         work = Path(tmp)
 
@@ -117,27 +173,24 @@ def ceiling_clip(src: Path, settings: Settings, jobs: int, grid_cache: Path | No
             return height, crf, delivered.shot_kbps, delivered.shot_vmaf, rendition.cpu_s
 
         done = list(pool.map(lambda hc: one(*hc), itertools.product(heights, GRID_CRFS)))
-        grid, _ = exhaustive(src, info, found, keyframes, settings, work, grid_cache)
-    exhaustive_hull = [(p.kbps, p.vmaf) for p in upper_hull(grid)]
-    shots = [ShotPoints(u.index, float(u.frames / fps), tuple(
+    measured = [ShotPoints(u.index, float(u.frames / video.fps), tuple(
         RdPoint(kbps[i], vmaf[i], trial_size(video, h)[0], h, float(c)) for h, c, kbps, vmaf, _ in done))
         for i, u in enumerate(units)]
-    by_height = {h: [ShotPoints(s.index, s.duration_s, tuple(p for p in s.points if p.height == h)) for s in shots]
-                 for h in heights}
-    per_shot = {h: title_hull(s) for h, s in by_height.items()}
-    per_title = {h: per_title_hull(s) for h, s in by_height.items()}
-    ceiling = _dense(_envelope(list(per_shot.values())))
-    split = _dense(_envelope(list(per_title.values())))
-    per_height = {str(h): _at_points([(a.kbps, a.vmaf) for a in per_title[h]],
-                                     _dense([(a.kbps, a.vmaf) for a in per_shot[h]])) for h in heights}
-    return Ceiling(clip=src.name, shots=len(found), units=len(units), heights=heights,
-                   split_per_title_vs_exhaustive=_at_points(exhaustive_hull, split),
-                   per_shot_ceiling_vs_exhaustive=_at_points(exhaustive_hull, ceiling),
-                   per_shot_ceiling_vs_split_per_title=_at_points(split, ceiling),
-                   per_height=per_height, encode_cpu_s=round(sum(d[4] for d in done), 1),
-                   units_measured=[{"duration_s": s.duration_s,
-                                    "points": [[p.height, p.crf, round(p.kbps, 2), round(p.vmaf, 3)] for p in s.points]}
-                                   for s in shots])
+    return figures(src.name, len(found), measured, _exhaustive_hull(src, settings, grid_cache),
+                   round(sum(d[4] for d in done), 1))
+
+
+def recomputed(entry: dict[str, Any], settings: Settings, grid_cache: Path | None) -> Ceiling:
+    """A clip's figures again from the units measured by an earlier run (its JSON), without encoding."""
+    src = MEDIA_DIR / entry["clip"]
+    if not src.exists() and grid_cache is not None:
+        src = grid_cache / entry["clip"]                   # the episode lives in the grid cache
+    info = probe(src)
+    units = [ShotPoints(i, u["duration_s"], tuple(RdPoint(kbps, vmaf, trial_size(info.video, h)[0], h, crf)
+                                                  for h, crf, kbps, vmaf in u["points"]))
+             for i, u in enumerate(entry["units_measured"])]
+    return figures(entry["clip"], entry["shots"], units, _exhaustive_hull(src, settings, grid_cache),
+                   entry["encode_cpu_s"])
 
 
 def table(results: Sequence[Ceiling]) -> str:
@@ -159,7 +212,16 @@ def table(results: Sequence[Ceiling]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, settings = clip_options(__doc__, argv)
+    args, settings = clip_options(__doc__, argv, extra=lambda parser: parser.add_argument(
+        "--recompute", type=Path, help="an earlier run's JSON: the figures again from its measured units, "
+                                       "no encoding (--clips is ignored)"))
+    if args.recompute is not None:
+        entries = json.loads(args.recompute.read_text())
+        results = [recomputed(e, settings, args.grid_cache) for e in entries]
+        if args.json:
+            args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
+        print(table(results))
+        return 0
     run_clips(args, lambda src: ceiling_clip(src, settings, args.jobs, args.grid_cache), table)
     return 0
 
