@@ -233,7 +233,8 @@ def _bd(anchor: Sequence[tuple[float, float]], test: Sequence[tuple[float, float
         return None
 
 
-def _at_points(hull: Sequence[tuple[float, float]], ladder: Sequence[tuple[float, float]]) -> float | None:
+def at_points(hull: Sequence[tuple[float, float]], ladder: Sequence[tuple[float, float]]) -> float | None:
+    """``bdrate.bd_rate_at_points``, or None (and a warning) where it is not defined."""
     try:
         return bd_rate_at_points(hull, ladder)
     except BdRateError as exc:
@@ -282,8 +283,8 @@ def bench_clip(src: Path, settings: Settings, jobs: int, grid_cache: Path | None
         grid, grid_cpu = exhaustive(src, info, found, keyframes, settings, work, grid_cache)
     hull = [(p.kbps, p.vmaf) for p in upper_hull(grid)]
     ps, pt, fx = _monotone(per_shot.points), _monotone(per_title.points), _monotone(fixed.points)
-    on_hull = {"per_shot": _at_points(hull, per_shot.points), "per_title": _at_points(hull, per_title.points),
-               "fixed": _at_points(hull, fixed.points)}
+    on_hull = {"per_shot": at_points(hull, per_shot.points), "per_title": at_points(hull, per_title.points),
+               "fixed": at_points(hull, fixed.points)}
     bd = {
         "per_shot_vs_exhaustive": _versus(on_hull["per_shot"], 0.0),
         "per_title_vs_exhaustive": _versus(on_hull["per_title"], 0.0),

@@ -35,9 +35,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ladder import GRID_CRFS, MEDIA_DIR, clip_options, exhaustive, run_clips
+from ladder import GRID_CRFS, MEDIA_DIR, at_points, clip_options, exhaustive, run_clips
 from reelflow.encoding.analysis import allocation_units, measure_delivered
-from reelflow.encoding.bdrate import BdRateError, bd_rate_at_points
 from reelflow.encoding.encode import ShotCrf, encode_rung_per_shot, keyframe_frames
 from reelflow.encoding.hull import Allocation, RdPoint, ShotPoints, per_title_hull, title_hull, upper_hull
 from reelflow.encoding.probe import MediaInfo, probe
@@ -89,11 +88,8 @@ def _envelope(hulls: Sequence[Sequence[Allocation]]) -> list[tuple[float, float]
 
 
 def _at_points(anchor: Sequence[tuple[float, float]], test: Sequence[tuple[float, float]]) -> float | None:
-    try:
-        return round(bd_rate_at_points(anchor, test), 2)
-    except BdRateError as exc:
-        log.warning("BD-rate not defined: %s", exc)
-        return None
+    figure = at_points(anchor, test)
+    return None if figure is None else round(figure, 2)
 
 
 def _densified(points: Sequence[RdPoint]) -> tuple[RdPoint, ...]:
