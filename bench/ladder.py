@@ -55,9 +55,8 @@ from reelflow.encoding.analysis import (
     allocation_units,
     encode_planned_rung,
     measure_delivered,
-    recheck_shift,
+    rechecked,
     with_feedback,
-    with_recheck,
 )
 from reelflow.encoding.bdrate import BdRateError, bd_rate, bd_rate_at_points
 from reelflow.encoding.encode import Rendition, encode_video_rung, keyframe_frames, ladder_for_source
@@ -172,13 +171,7 @@ def deliver_planned(name: str, src: Path, info: MediaInfo, analysis: LadderAnaly
 
     delivered = dict(zip([r.name for r in analysis.rungs], pool.map(scored, analysis.rungs), strict=True))
     # as in the flow: a rung still off its plan is encoded once more, the first encode counted as analysis
-    shifts = {r.name: recheck_shift(r, delivered[r.name].vmaf.mean, analysis.points, settings.ladder)
-              for r in analysis.rungs}
-    for rung in analysis.rungs:
-        if shifts[rung.name]:
-            analysis = with_recheck(analysis, rung.name, shifts[rung.name], delivered[rung.name].vmaf.mean,
-                                    made[rung.name].cpu_s + delivered[rung.name].vmaf.cpu_s)
-    again = [r for r in analysis.rungs if shifts[r.name]]
+    analysis, again = rechecked(analysis, delivered, made, settings.ladder)
     made.update(zip([r.name for r in again], pool.map(
         lambda r: encode_planned_rung(src, info, r, shots, keyframes, settings.encode, folder), again), strict=True))
     delivered.update(zip([r.name for r in again], pool.map(scored, again), strict=True))

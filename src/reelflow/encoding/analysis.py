@@ -264,6 +264,18 @@ def with_recheck(analysis: LadderAnalysis, name: str, shift: float, first_vmaf: 
                    rechecks=(*analysis.rechecks, record))
 
 
+def rechecked(analysis: LadderAnalysis, delivered: Mapping[str, Delivered], renditions: Mapping[str, Rendition],
+              config: LadderConfig) -> tuple[LadderAnalysis, list[PlannedRung]]:
+    """The analysis after every delivered rung was checked against its plan, and the rungs to encode
+    again (their first encode and its VMAF now analysis). Keys are the planned rung names."""
+    shifts = {r.name: recheck_shift(r, delivered[r.name].vmaf.mean, analysis.points, config) for r in analysis.rungs}
+    again = [name for name, shift in shifts.items() if shift]
+    for name in again:
+        analysis = with_recheck(analysis, name, shifts[name], delivered[name].vmaf.mean,
+                                renditions[name].cpu_s + delivered[name].vmaf.cpu_s)
+    return analysis, [r for r in analysis.rungs if r.name in again]
+
+
 def allocation_units(shots: Sequence[Shot], keyframes: Sequence[int], info: MediaInfo,
                      settings: Settings) -> tuple[Shot, ...]:
     """What gets its own CRF in a rung: the shots, or (``allocate_per = "segment"``) their pieces

@@ -763,20 +763,13 @@ def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int
         scores = delivered_vmaf_task.map([v for _, v in todo], unmapped(found), unmapped(info), unmapped(encode_dir),
                                          unmapped(remote))
         delivered.update({r.name: f.result() for (r, _), f in zip(todo, scores, strict=True)})
-        shifts = {r.name: analysis.recheck_shift(r, delivered[r.name].vmaf.mean, result.points, settings.ladder)
-                  for r in result.rungs}
-        again = [r for r in result.rungs if shifts[r.name]]
-        for rung in again:       # the first encode and its VMAF become analysis
-            first = renditions[rung.name]
-            result = analysis.with_recheck(result, rung.name, shifts[rung.name], delivered[rung.name].vmaf.mean,
-                                           first.cpu_s + delivered[rung.name].vmaf.cpu_s)
+        result, again = analysis.rechecked(result, delivered, renditions, settings.ladder)
         if again:
-            second = [r for r in result.rungs if shifts.get(r.name)]
-            encoded = _fetched([f.result() for f in encode_planned_rung_task.map(source, second, *common)],
+            encoded = _fetched([f.result() for f in encode_planned_rung_task.map(source, again, *common)],
                                encode_dir, remote)
             scores = delivered_vmaf_task.map(encoded, unmapped(found), unmapped(info), unmapped(encode_dir),
                                              unmapped(remote))
-            for rung, rendition, score in zip(second, encoded, scores, strict=True):
+            for rung, rendition, score in zip(again, encoded, scores, strict=True):
                 renditions[rung.name] = rendition
                 delivered[rung.name] = score.result()
             video = [renditions[r.name] for r in result.rungs]
