@@ -50,18 +50,16 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from reelflow.encoding.analysis import (
-    Delivered,
     LadderAnalysis,
     allocation_units,
+    deliver_rungs,
     encode_planned_rung,
     measure_delivered,
-    rechecked,
-    with_feedback,
 )
 from reelflow.encoding.bdrate import BdRateError, bd_rate, bd_rate_at_points
-from reelflow.encoding.encode import Rendition, encode_video_rung, keyframe_frames, ladder_for_source
+from reelflow.encoding.encode import encode_video_rung, keyframe_frames, ladder_for_source
 from reelflow.encoding.hull import RdPoint, ShotPoints, upper_hull
-from reelflow.encoding.ladder import PlannedRung, select_ladder
+from reelflow.encoding.ladder import select_ladder
 from reelflow.encoding.probe import MediaInfo, probe
 from reelflow.encoding.shots import Shot, detect_shots
 from reelflow.encoding.trials import (
@@ -103,10 +101,8 @@ class Ladder:
     rungs: list[str]
     encode_cpu_s: float
     planned: list[tuple[float, float]] = field(default_factory=list)   # (kbps, VMAF) the plan promised
-    feedback_cpu_s: float = 0.0           # the probe's VMAF and its encode if discarded, and first encodes of
-                                          # rechecked rungs with their VMAF: analysis, not final
-    feedback: dict[str, Any] | None = None
-    rechecks: list[dict[str, Any]] = field(default_factory=list)   # rungs encoded twice (the first is analysis)
+    discarded_cpu_s: float = 0.0          # first encodes of rechecked rungs with their VMAF: analysis, not final
+    checks: list[dict[str, Any]] = field(default_factory=list)     # analysis.RungCheck per rung, cheapest first
 
 
 @dataclass
@@ -146,41 +142,20 @@ def deliver_fixed(src: Path, info: MediaInfo, keyframes: Sequence[int], settings
 
 
 def deliver_planned(name: str, src: Path, info: MediaInfo, analysis: LadderAnalysis, keyframes: Sequence[int],
-                    settings: Settings, work: Path, pool: ThreadPoolExecutor) -> Ladder:
-    """Encode and score the rungs as the flow does: with ``ladder.feedback``, the cheapest rung first,
-    checked on a frame subsample (analysis.with_feedback), then the rest with the CRFs it leaves."""
+                    settings: Settings, work: Path) -> Ladder:
+    """Encode and score the rungs as the flow does (analysis.deliver_rungs: cheapest first, each
+    carrying the miss of the one below, rechecked if still off its plan)."""
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
     shots = analysis.units
-    made: dict[str, Rendition] = {}
-    if settings.ladder.feedback and analysis.rungs:
-        bottom = analysis.rungs[0]
-        first = encode_planned_rung(src, info, bottom, shots, keyframes, settings.encode, folder)
-        score = measure_rung_vmaf(first.path, info, subsample=settings.ladder.feedback_subsample)
-        # as in the flow: a kept probe's every-frame score is its delivered score, not analysis
-        analysis = with_feedback(analysis, score, first.cpu_s, settings.ladder, score_is_delivered=score.subsample == 1)
-        if analysis.rungs[0] == bottom:
-            made[bottom.name] = first
-    rest = [r for r in analysis.rungs if r.name not in made]
-    made.update(zip([r.name for r in rest], pool.map(
-        lambda r: encode_planned_rung(src, info, r, shots, keyframes, settings.encode, folder), rest), strict=True))
-
-    def scored(rung: PlannedRung) -> Delivered:
-        rendition = made[rung.name]
-        return measure_delivered(rendition, measure_rung_vmaf(rendition.path, info), shots, info)
-
-    delivered = dict(zip([r.name for r in analysis.rungs], pool.map(scored, analysis.rungs), strict=True))
-    # as in the flow: a rung still off its plan is encoded once more, the first encode counted as analysis
-    analysis, again = rechecked(analysis, delivered, made, settings.ladder)
-    made.update(zip([r.name for r in again], pool.map(
-        lambda r: encode_planned_rung(src, info, r, shots, keyframes, settings.encode, folder), again), strict=True))
-    delivered.update(zip([r.name for r in again], pool.map(scored, again), strict=True))
+    analysis, made, delivered = deliver_rungs(
+        analysis, lambda r: encode_planned_rung(src, info, r, shots, keyframes, settings.encode, folder),
+        lambda rendition: measure_delivered(rendition, measure_rung_vmaf(rendition.path, info), shots, info),
+        settings.ladder)
     return Ladder(name, [(delivered[r.name].kbps, delivered[r.name].vmaf.mean) for r in analysis.rungs],
                   [r.name for r in analysis.rungs], sum(made[r.name].cpu_s for r in analysis.rungs),
-                  planned=[(r.kbps, r.vmaf) for r in analysis.rungs],
-                  feedback_cpu_s=analysis.feedback_cpu_s + analysis.recheck_cpu_s,
-                  feedback=analysis.feedback.to_dict() if analysis.feedback else None,
-                  rechecks=[r.to_dict() for r in analysis.rechecks])
+                  planned=[(r.kbps, r.vmaf) for r in analysis.rungs], discarded_cpu_s=analysis.discarded_cpu_s,
+                  checks=[c.to_dict() for c in analysis.checks])
 
 
 def exhaustive(src: Path, info: MediaInfo, shots: Sequence[Shot], keyframes: Sequence[int], settings: Settings,
@@ -269,9 +244,12 @@ def bench_clip(src: Path, settings: Settings, jobs: int, grid_cache: Path | None
             return LadderAnalysis(mode=mode, plan=plan, shots=tuple(measured), units=units,
                                   rungs=tuple(select_ladder(points, settings.ladder, mode)))
 
-        per_shot = deliver_planned("per-shot", src, info, planned("per-shot"), keyframes, settings, work, pool)
-        per_title = deliver_planned("per-title", src, info, planned("per-title"), keyframes, settings, work, pool)
-        analysis_cpu += per_shot.feedback_cpu_s
+        # each ladder's rungs go one after another (each carries the one below): the two ladders side by side
+        per_shot_job = pool.submit(deliver_planned, "per-shot", src, info, planned("per-shot"), keyframes, settings,
+                                   work)
+        per_title = deliver_planned("per-title", src, info, planned("per-title"), keyframes, settings, work)
+        per_shot = per_shot_job.result()
+        analysis_cpu += per_shot.discarded_cpu_s
         fixed = deliver_fixed(src, info, keyframes, settings, work, pool)
         grid, grid_cpu = exhaustive(src, info, found, keyframes, settings, work, grid_cache)
     hull = [(p.kbps, p.vmaf) for p in upper_hull(grid)]
@@ -332,7 +310,8 @@ def table(results: Sequence[ClipResult]) -> str:
     for r in results:
         final = r.per_shot.encode_cpu_s
         errors = [p[1] - d[1] for p, d in zip(r.per_shot.planned, r.per_shot.points, strict=True)]
-        rechecked = ", ".join(f"{c['rung']} {c['first_error']:+.2f}" for c in r.per_shot.rechecks) or "-"
+        rechecked = ", ".join(f"{c['rung']} {c['first_error']:+.2f}" for c in r.per_shot.checks
+                              if c["rechecked"]) or "-"
         lines.append(
             f"| {r.clip} ({r.size}) | {r.shots} | {r.bd['per_shot_vs_exhaustive']} | "
             f"{r.bd['per_title_vs_exhaustive']} | {r.bd['exhaustive_vs_fixed']} | {r.bd['per_shot_vs_fixed']} | "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import subprocess
 import sys
@@ -15,16 +14,17 @@ import pytest
 
 from reelflow.encoding.analysis import (
     MAX_CRF_SHIFT,
+    Delivered,
     LadderAnalysis,
     crf_shift,
     crf_slope,
+    deliver_rungs,
     recheck_shift,
     rung_file_name,
     shifted_rung,
     shot_crfs,
-    with_feedback,
-    with_recheck,
 )
+from reelflow.encoding.encode import Rendition
 from reelflow.encoding.hull import RdPoint, ShotPoints
 from reelflow.encoding.ladder import PlannedRung, ShotPlan
 from reelflow.encoding.shots import Shot
@@ -107,7 +107,7 @@ def test_rung_file_names_change_with_the_plan() -> None:
     assert rung_file_name(a).startswith("360p_500k-") and rung_file_name(a) != rung_file_name(b)
 
 
-# --- feedback from the first final encode ---------------------------------------------------------
+# --- the closed loop over the final encodes ---------------------------------------------------------
 
 def _unit(index: int, duration_s: float, vmaf_at_crf: dict[int, float], height: int = 360) -> ShotPoints:
     return ShotPoints(index=index, duration_s=duration_s,
@@ -151,58 +151,92 @@ def test_shifted_rung_keeps_the_plan_and_the_crf_range() -> None:
     assert rung_file_name(moved) != rung_file_name(rung)     # a moved rung is a different encode
 
 
-def test_feedback_keeps_a_plan_that_held_and_counts_only_the_probe_vmaf() -> None:
-    points = [_unit(0, 2.0, {20: 90, 24: 86, 28: 82}), _unit(1, 2.0, {20: 92, 24: 88, 28: 84})]
-    rungs = [_rung(360, [26, 27], 84.0), _rung(360, [21, 22], 89.0)]
+class _Encoder:
+    """A model of the final encodes for the closed loop: a rung at CRF c delivers the trials' VMAF at c
+    (the units' points, linear between) minus the title's error at that rung (``misses``, by height
+    then CRF order: what the trials got wrong); each encode costs 3 CPU s and its VMAF 0.5."""
+
+    def __init__(self, points: list[ShotPoints], misses: dict[str, float]) -> None:
+        self.points, self.misses, self.encoded = points, misses, []
+
+    def encode(self, rung: PlannedRung) -> Rendition:
+        self.encoded.append((rung.name, rung.crfs))
+        return Rendition(kind="video", path=Path(f"/nowhere/{rung_file_name(rung)}"), codec="h264", kbps=rung.kbps,
+                         duration_s=4.0, width=rung.width, height=rung.height, target_kbps=round(rung.kbps),
+                         cpu_s=3.0)
+
+    def measure(self, rendition: Rendition) -> Delivered:
+        name, crfs = self.encoded[-1]
+        vmafs = []
+        for unit, crf in zip(self.points, crfs, strict=True):
+            at = sorted((p.crf, p.vmaf) for p in unit.points)
+            lo = max((c for c in at if c[0] <= crf), default=at[0])
+            hi = min((c for c in at if c[0] > crf), default=at[-1])
+            vmafs.append(lo[1] if hi[0] == lo[0] else lo[1] + (crf - lo[0]) * (hi[1] - lo[1]) / (hi[0] - lo[0]))
+        mean = sum(vmafs) / len(vmafs) - self.misses[name]
+        return Delivered(kbps=rendition.kbps, vmaf=_score(mean), shot_kbps=(), shot_vmaf=())
+
+
+def _ladder(vmafs: list[float], crfs: list[float]) -> tuple[list[PlannedRung], list[ShotPoints]]:
+    # two units alike, -2 VMAF per CRF everywhere: VMAF 100 - 2 (CRF - 14)
+    points = [_unit(i, 2.0, {c: 100 - 2 * (c - 14) for c in range(14, 40, 2)}) for i in range(2)]
+    rungs = [dataclasses.replace(_rung(360, [c, c], v), kbps=150.0 * 1.7 ** i)
+             for i, (v, c) in enumerate(zip(vmafs, crfs, strict=True))]
+    return rungs, points
+
+
+def test_deliver_rungs_carries_each_miss_into_the_next_rung_and_rechecks_what_still_misses() -> None:
+    rungs, points = _ladder([70.0, 78.0, 86.0, 94.0], [29.0, 25.0, 21.0, 17.0])
+    # the trials over-estimate the title by a miss that grows with the rung, as on Tears of Steel
+    model = _Encoder(points, {rungs[0].name: 0.8, rungs[1].name: 1.4, rungs[2].name: 3.0, rungs[3].name: 3.3})
     config = load_settings(None).ladder
-    kept = with_feedback(_analysis(rungs, points), _score(83.7), probe_encode_cpu_s=9.0, config=config)
-    assert kept.rungs == tuple(rungs) and kept.feedback is not None and not kept.feedback.applied
-    assert kept.feedback.error == pytest.approx(0.3) and kept.feedback_cpu_s == 0.5
-    assert kept.cpu_s == pytest.approx(2.0 + 0.5)           # trials (1 per unit) and the probe's VMAF
-    # ... unless that VMAF is the bottom rung's delivered score, which the report pays for anyway
-    reused = with_feedback(_analysis(rungs, points), _score(83.7), 9.0, config, score_is_delivered=True)
-    assert reused.feedback_cpu_s == 0.0 and reused.rungs == tuple(rungs)
+    before = _analysis(rungs, points)
+    after, made, delivered = deliver_rungs(before, model.encode, model.measure, config)
+    checks = {c.rung: c for c in after.checks}
+    assert [c.rung for c in after.checks] == [r.name for r in rungs]              # cheapest first
+    bottom, second, third, top = (checks[r.name] for r in rungs)
+    # the bottom rung: 0.8 short, within 1.0, kept; nothing carried into it
+    assert (bottom.carried_shift, bottom.first_error, bottom.rechecked) == (0.0, pytest.approx(0.8), False)
+    # the second carries the bottom's 0.8 (over feedback_vmaf 0.5): 0.4 CRF lower, then 0.6 short
+    assert second.carried_vmaf == pytest.approx(0.8) and second.carried_shift == pytest.approx(-0.4)
+    assert second.first_error == pytest.approx(0.6) and not second.rechecked
+    # the third carries 1.4 and still misses by 1.6: encoded again at its own miss (0.8 CRF lower)
+    assert third.carried_vmaf == pytest.approx(1.4) and third.first_error == pytest.approx(1.6)
+    assert third.rechecked and third.recheck_shift == pytest.approx(-0.8) and third.cpu_s == pytest.approx(3.5)
+    # the top carries what the third missed at its plan (3.0, not the 0.0 left after its recheck)
+    assert top.carried_vmaf == pytest.approx(3.0) and top.first_error == pytest.approx(0.3) and not top.rechecked
+    assert [r.crfs for r in after.rungs] == [(29.0, 29.0), (24.6, 24.6), (19.5, 19.5), (15.5, 15.5)]
+    assert [(r.kbps, r.vmaf) for r in after.rungs] == [(r.kbps, r.vmaf) for r in rungs]   # the aim stays
+    assert [abs(r.vmaf - delivered[r.name].vmaf.mean) <= 1.0 for r in after.rungs] == [True] * 4
+    assert len(model.encoded) == 5 and set(made) == {r.name for r in rungs}
+    # only the third's first encode and its VMAF are analysis
+    assert after.discarded_cpu_s == pytest.approx(3.5) and after.cpu_s == pytest.approx(before.cpu_s + 3.5)
+    assert after.checks[2].to_dict() == {
+        "rung": rungs[2].name, "planned_vmaf": 86.0, "carried_vmaf": 1.4, "carried_crf_shift": -0.7,
+        "first_vmaf": 84.4, "first_error": 1.6, "rechecked": True, "recheck_crf_shift": -0.8, "cpu_s": 3.5}
 
 
-def test_feedback_moves_every_rung_by_the_probe_error_between_its_slope_and_the_probes() -> None:
-    # slope -1/CRF around the bottom rung's CRFs, -2/CRF around the top rung's: the top moves by
-    # 2 VMAF over sqrt(1 x 2), between a uniform CRF shift (2) and the error at its own slope (1)
-    points = [_unit(0, 2.0, {20: 96, 24: 88, 28: 84}), _unit(1, 2.0, {20: 96, 24: 88, 28: 84})]
-    rungs = [_rung(360, [26, 26], 86.0), _rung(360, [22, 22], 92.0)]
-    moved = with_feedback(_analysis(rungs, points), _score(84.0), probe_encode_cpu_s=9.0,
-                          config=load_settings(None).ladder)
-    assert moved.feedback is not None and moved.feedback.applied and moved.feedback.error == pytest.approx(2.0)
-    assert moved.feedback.shifts == pytest.approx((-2.0, -math.sqrt(2)))
-    assert [r.crfs for r in moved.rungs] == [(24.0, 24.0), (20.59, 20.59)]
-    assert [(r.kbps, r.vmaf) for r in moved.rungs] == [(r.kbps, r.vmaf) for r in rungs]  # the aim stays
-    assert moved.feedback_cpu_s == pytest.approx(9.5)       # the discarded probe encode is analysis
-    again = with_feedback(_analysis(rungs, points), _score(84.0), 9.0, load_settings(None).ladder,
-                          score_is_delivered=True)
-    assert again.feedback_cpu_s == pytest.approx(9.5)       # a discarded probe's score is nobody's delivered one
-    assert moved.feedback.to_dict()["crf_shifts"] == [-2.0, -1.41]
+def test_deliver_rungs_without_feedback_only_rechecks_and_without_measuring_only_encodes() -> None:
+    rungs, points = _ladder([70.0, 78.0], [29.0, 25.0])
+    misses = {rungs[0].name: 0.9, rungs[1].name: -1.2}
+    config = load_settings(None).ladder.model_copy(update={"feedback": False})
+    model = _Encoder(points, misses)
+    after, _, delivered = deliver_rungs(_analysis(rungs, points), model.encode, model.measure, config)
+    assert [c.carried_shift for c in after.checks] == [0.0, 0.0]           # nothing carried
+    assert [c.rechecked for c in after.checks] == [False, True]            # 1.2 over the plan: 0.6 CRF higher
+    assert after.rungs[1].crfs == (25.6, 25.6) and len(model.encoded) == 3
+    blind = _Encoder(points, misses)
+    unmeasured = config.model_copy(update={"measure_delivered": False, "feedback": True})
+    after, made, delivered = deliver_rungs(_analysis(rungs, points), blind.encode, blind.measure, unmeasured)
+    assert after.checks == () and delivered == {} and len(made) == 2 and after.rungs == tuple(rungs)
 
 
-def test_recheck_moves_only_a_rung_off_its_plan_by_its_own_miss_and_counts_the_first_encode() -> None:
+def test_recheck_shift_is_the_miss_at_the_rungs_own_slope_beyond_the_tolerance() -> None:
     points = [_unit(0, 2.0, {20: 96, 24: 88, 28: 84}), _unit(1, 2.0, {20: 96, 24: 88, 28: 84})]
     rungs = [_rung(360, [26, 26], 86.0), dataclasses.replace(_rung(360, [22, 22], 92.0), kbps=600.0)]
     config = load_settings(None).ladder
     assert config.recheck_vmaf == 1.0
     assert recheck_shift(rungs[0], 85.2, points, config) == 0.0          # within 1.0 of the plan: kept
-    shift = recheck_shift(rungs[1], 90.5, points, config)                # 1.5 short at -2 VMAF/CRF
-    assert shift == pytest.approx(-0.75)
-    assert recheck_shift(rungs[1], 94.0, points, config) == pytest.approx(1.0)   # over the plan: cheaper
+    assert recheck_shift(rungs[1], 90.5, points, config) == pytest.approx(-0.75)   # 1.5 short at -2 VMAF/CRF
+    assert recheck_shift(rungs[1], 94.0, points, config) == pytest.approx(1.0)     # over the plan: cheaper
     assert recheck_shift(rungs[1], 80.0, points, config.model_copy(update={"recheck_vmaf": None})) == 0.0
-    before = _analysis(rungs, points)
-    after = with_recheck(before, rungs[1].name, shift, first_vmaf=90.5, first_cpu_s=7.0)
-    assert after.rungs[0] == rungs[0] and after.rungs[1].crfs == (21.25, 21.25)
-    assert (after.rungs[1].kbps, after.rungs[1].vmaf) == (rungs[1].kbps, rungs[1].vmaf)   # the aim stays
-    assert after.recheck_cpu_s == 7.0 and after.cpu_s == pytest.approx(before.cpu_s + 7.0)
-    assert after.rechecks[0].to_dict() == {"rung": rungs[1].name, "planned_vmaf": 92.0, "first_vmaf": 90.5,
-                                           "first_error": 1.5, "crf_shift": -0.75, "cpu_s": 7.0}
-    with pytest.raises(StageError, match="not in the ladder"):
-        with_recheck(before, "1080p_9000k", -1.0, 80.0, 1.0)
-
-
-def test_feedback_needs_a_rung() -> None:
-    with pytest.raises(StageError, match="planned rung"):
-        with_feedback(_analysis([], []), _score(80.0), 1.0, load_settings(None).ladder)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -84,25 +85,28 @@ def test_delivered_rungs_are_scored_on_every_frame_beside_the_plan(report: dict[
     assert cpu["analysis"] > 0 and cpu["final_encodes"] > 0 and cpu["delivered_vmaf"] > 0
 
 
-def test_the_cheapest_rung_was_checked_against_its_plan_first(report: dict[str, Any]) -> None:
-    feedback = report["feedback"]
-    bottom = report["rungs"][0]
-    assert feedback["rung"] == bottom["name"]
-    assert feedback["planned_vmaf"] == pytest.approx(bottom["planned"]["vmaf"], abs=2e-3)
-    assert feedback["probe_frames_scored"] == 240                            # every frame
-    assert feedback["error"] == pytest.approx(feedback["planned_vmaf"] - feedback["probe_vmaf"], abs=2e-3)
-    assert len(feedback["crf_shifts"]) == len(report["rungs"])
-    assert feedback["applied"] == (abs(feedback["error"]) > 0.5) == any(feedback["crf_shifts"])
-    # moved the way the error says: short of the plan, lower CRFs (more bits)
-    assert all(d * feedback["error"] <= 0 for d in feedback["crf_shifts"])
-    assert report["cpu_s"]["analysis_feedback"] == pytest.approx(feedback["cpu_s"], abs=0.02)
-    assert (feedback["cpu_s"] > 0) == feedback["applied"]   # a kept probe's score is the delivered one
-    assert report["cpu_s"]["analysis"] == pytest.approx(
-        report["cpu_s"]["analysis_sample"] + report["cpu_s"]["analysis_trials"] + feedback["cpu_s"]
-        + report["cpu_s"]["analysis_recheck"], abs=0.05)
-    # a kept probe is the bottom rung's final encode, and its score the delivered one
-    if not feedback["applied"]:
-        assert feedback["probe_vmaf"] == pytest.approx(bottom["delivered"]["vmaf"], abs=2e-3)
+def test_rungs_were_encoded_cheapest_first_each_carrying_the_miss_below(report: dict[str, Any]) -> None:
+    checks = report["checks"]
+    rungs = report["rungs"]
+    assert [c["rung"] for c in checks] == [r["name"] for r in rungs]
+    assert checks[0]["carried_vmaf"] == 0.0 and checks[0]["carried_crf_shift"] == 0.0   # nothing below the bottom
+    for below, check in pairwise(checks):
+        # what the rung below missed by at its plan: its first miss plus what it had carried and made up
+        at_plan = below["first_error"] + (below["carried_vmaf"] if below["carried_crf_shift"] else 0.0)
+        assert check["carried_vmaf"] == pytest.approx(at_plan, abs=2e-3)
+        # made up the way the miss says (short of the plan: lower CRFs), unless it is within 0.5
+        assert (check["carried_crf_shift"] != 0.0) == (abs(check["carried_vmaf"]) > 0.5)
+        assert check["carried_crf_shift"] * check["carried_vmaf"] <= 0
+    for rung, check in zip(rungs, checks, strict=True):
+        assert check["planned_vmaf"] == pytest.approx(rung["planned"]["vmaf"], abs=2e-3)
+        assert check["first_error"] == pytest.approx(check["planned_vmaf"] - check["first_vmaf"], abs=2e-3)
+        assert check["rechecked"] == (abs(check["first_error"]) > 1.0) == (check["cpu_s"] > 0)
+        if not check["rechecked"]:       # a kept first encode is the final one, its score the delivered one
+            assert check["first_vmaf"] == pytest.approx(rung["delivered"]["vmaf"], abs=2e-3)
+    cpu = report["cpu_s"]
+    assert cpu["analysis_discarded"] == pytest.approx(sum(c["cpu_s"] for c in checks), abs=0.05)
+    assert cpu["analysis"] == pytest.approx(cpu["analysis_sample"] + cpu["analysis_trials"]
+                                            + cpu["analysis_discarded"], abs=0.05)
 
 
 def test_rungs_share_keyframes_at_shot_starts_and_on_the_grid(
@@ -110,11 +114,10 @@ def test_rungs_share_keyframes_at_shot_starts_and_on_the_grid(
     _, record, _ = per_shot_run
     wanted = sorted({0, *record["shots"]["cuts"], 96, 192})
     encodes = sorted(load_settings(ladder_config).storage.work_dir.rglob("encode-*/*p_*k-*.mp4"))
-    # every rung, the feedback's first encode of the bottom rung when its CRFs were moved, and the
-    # first encodes of rungs encoded again
+    # every rung, and the first encodes of rungs encoded again
     report = json.loads(Path(record["ladder"]["report"]).read_text())
     assert len(encodes) == len([r for r in record["renditions"] if r["kind"] == "video"]) + \
-        report["feedback"]["applied"] + len(report["rechecks"])
+        sum(c["rechecked"] for c in report["checks"])
     for path in encodes:
         frames, keys = read_keyframes(path)
         assert frames == 240 and keys == wanted, path.name
@@ -168,10 +171,11 @@ def test_an_hevc_title_goes_through_the_same_ladder_and_packaging(
     frames, keys = read_keyframes(encodes[0])
     assert frames == 240 and keys == sorted({0, *record["shots"]["cuts"], 96, 192})
     # every rung was encoded again with its CRFs moved by its first miss; the first encodes are analysis
-    rechecks = report["rechecks"]
-    assert sorted(r["rung"] for r in rechecks) == sorted(r["name"] for r in report["rungs"])
-    for check in rechecks:
-        assert check["crf_shift"] * check["first_error"] < 0 and check["cpu_s"] > 0   # short: lower CRF
-    assert report["cpu_s"]["analysis_recheck"] == pytest.approx(sum(r["cpu_s"] for r in rechecks), abs=0.05)
-    first = sum(abs(r["first_error"]) for r in rechecks)
+    checks = report["checks"]
+    assert [c["rung"] for c in checks] == [r["name"] for r in report["rungs"]]
+    for check in checks:
+        assert check["rechecked"] and check["cpu_s"] > 0
+        assert check["recheck_crf_shift"] * check["first_error"] < 0    # short of the plan: lower CRF
+    assert report["cpu_s"]["analysis_discarded"] == pytest.approx(sum(c["cpu_s"] for c in checks), abs=0.05)
+    first = sum(abs(c["first_error"]) for c in checks)
     assert sum(abs(r["vmaf_error"]) for r in report["rungs"]) < first    # the second encodes are closer

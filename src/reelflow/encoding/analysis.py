@@ -2,9 +2,9 @@
 
 ``analyse_ladder`` is what ``reelflow ladder`` and bench/ladder.py call; the ingest flow runs the
 same steps (``plan_trials``, ``trial_shots`` per group, ``select_ladder``) as tasks so that the
-shot groups fan out and each step is cached. Before the rungs are encoded, ``with_feedback``
-checks the plan against one real final encode (the cheapest rung) and moves the CRFs if the
-title's trials were off. ``ladder_report`` builds the report stored with the title: every trial
+shot groups fan out and each step is cached. ``deliver_rungs`` encodes the rungs cheapest first
+and checks each against its plan, carrying what one missed by into the next (``RungCheck``).
+``ladder_report`` builds the report stored with the title: every trial
 point, the hulls, the rungs with their per-shot CRFs, planned against delivered quality, and the
 CPU seconds of each stage.
 """
@@ -12,9 +12,8 @@ CPU seconds of each stage.
 from __future__ import annotations
 
 import logging
-import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,64 +37,47 @@ PLAN_TOLERANCE_VMAF = 1.0
 
 
 @dataclass(frozen=True)
-class Feedback:
-    """The plan checked against one final encode (the cheapest rung) before the others are made.
+class RungCheck:
+    """One rung as the closed loop encoded it: cheapest first, each checked against its plan.
 
-    The trials predict the final preset's quality at each CRF from a faster preset and a correction
-    measured on a sample of the title. Where that sample misjudges the title, the whole title is off
-    by about one VMAF offset at equal CRF (docs/benchmarks.md: +2.2 on every rung of Tears of Steel,
-    +2.7 on the hard-cut composite), and points slide along the true curve rather than leave it. On
-    others the error shrinks towards the top as a uniform CRF offset would (talking head +2.9 at
-    the bottom, +0.9 at the top). Measured on ../shared/media, moving each rung by the probe's error
-    at its own slope (a uniform VMAF offset) leaves Tears within 0.5 but overshoots the talking
-    head's top rung by 1.4; one CRF shift for all (a uniform CRF offset) does the opposite (Tears'
-    top still +1.4). So each rung moves by the error over the geometric mean of the probe's slope
-    and its own (``crf_shift``): between the two models, whichever the title follows.
-    """
-
-    rung: str                      # the probed rung's planned name
-    planned_vmaf: float
-    measured_vmaf: float           # the probe encode's VMAF (every frame, or ladder.feedback_subsample)
-    frames_scored: int
-    shifts: tuple[float, ...]      # CRF moved, per rung in ascending rate; all 0 when the plan held
-    cpu_s: float                   # analysis CPU: the probe's VMAF, and its encode when it was discarded
-
-    @property
-    def error(self) -> float:
-        return self.planned_vmaf - self.measured_vmaf
-
-    @property
-    def applied(self) -> bool:
-        return any(self.shifts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"rung": self.rung, "planned_vmaf": round(self.planned_vmaf, 3),
-                "probe_vmaf": round(self.measured_vmaf, 3), "probe_frames_scored": self.frames_scored,
-                "error": round(self.error, 3), "applied": self.applied,
-                "crf_shifts": [round(d, 2) for d in self.shifts], "cpu_s": round(self.cpu_s, 2)}
-
-
-@dataclass(frozen=True)
-class Recheck:
-    """A rung encoded again because its first encode missed the plan by more than ``ladder.recheck_vmaf``.
-
-    The feedback step corrects the whole ladder from its cheapest rung; a rung the trials misjudged
-    on its own can still miss (on ../shared/media the two upper rungs of Tears of Steel and of the
-    hard-cut composite came out 1.1-1.3 VMAF under their plan after the feedback: docs/benchmarks.md).
-    Its every-frame score is measured anyway for the report, so the check is free; the second
-    encode moves its CRFs by the miss at the rung's own slope, and the first encode and its VMAF
-    are analysis, not final.
+    The trials predict the final preset's quality from a faster preset and a correction measured
+    on a sample of the title. Where that sample misjudges the title, every rung misses its plan in
+    the same direction (docs/benchmarks.md: 1-2.5 VMAF on 7 of 8 titles of ../shared/media), and the
+    miss drifts smoothly from rung to rung (Tears of Steel +1.1 at the bottom, up to +2.4 at the top;
+    the talking head +2.3 at the bottom, about +1.9 higher up). So the rungs are encoded in
+    ascending rate, and each carries the error of the rung below at its plan (``carried_vmaf``,
+    made up at its own dVMAF/dCRF before its first encode, when above ``ladder.feedback_vmaf``).
+    Every encode is scored on every frame anyway (the delivered column of the report), so the
+    check is free; a rung still more than ``ladder.recheck_vmaf`` off its plan is encoded once more,
+    moved by its own miss, and only then is a first encode and its VMAF analysis, not final.
     """
 
     rung: str                 # the planned rung's name
     planned_vmaf: float
+    carried_vmaf: float       # the rung below's error at its plan, made up before the first encode
+    carried_shift: float      # CRF moved for that (0.0: nothing carried)
     first_vmaf: float         # the first encode, every frame
-    shift: float              # CRF moved for the second encode
-    cpu_s: float              # the first encode and its VMAF
+    recheck_shift: float      # CRF moved again for a second encode; 0.0 when the first was kept
+    cpu_s: float              # analysis: the first encode and its VMAF, when a second replaced it
+
+    @property
+    def first_error(self) -> float:
+        return self.planned_vmaf - self.first_vmaf
+
+    @property
+    def rechecked(self) -> bool:
+        return self.recheck_shift != 0.0
+
+    @property
+    def error_at_plan(self) -> float:
+        """What the first encode says the plan missed by before anything was carried (the next rung's carry)."""
+        return self.first_error + self.carried_vmaf if self.carried_shift else self.first_error
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rung": self.rung, "planned_vmaf": round(self.planned_vmaf, 3), "first_vmaf": round(self.first_vmaf, 3),
-                "first_error": round(self.planned_vmaf - self.first_vmaf, 3), "crf_shift": round(self.shift, 2),
+        return {"rung": self.rung, "planned_vmaf": round(self.planned_vmaf, 3),
+                "carried_vmaf": round(self.carried_vmaf, 3), "carried_crf_shift": round(self.carried_shift, 2),
+                "first_vmaf": round(self.first_vmaf, 3), "first_error": round(self.first_error, 3),
+                "rechecked": self.rechecked, "recheck_crf_shift": round(self.recheck_shift, 2),
                 "cpu_s": round(self.cpu_s, 2)}
 
 
@@ -109,8 +91,7 @@ class LadderAnalysis:
     rungs: tuple[PlannedRung, ...]         # ascending rate; empty in fixed mode
     units: tuple[Shot, ...] = ()           # what each gets its own CRF: shots, or shots cut at the segment grid
     fixed: tuple[tuple[int, int, int], ...] = field(default=())   # (width, height, kbps) of the reference ladder
-    feedback: Feedback | None = None       # set by with_feedback; rungs then carry the moved CRFs
-    rechecks: tuple[Recheck, ...] = ()     # set by with_recheck; those rungs carry their second CRFs
+    checks: tuple[RungCheck, ...] = ()     # set by deliver_rungs; the rungs then carry the CRFs encoded
 
     @property
     def points(self) -> list[ShotPoints]:
@@ -125,18 +106,15 @@ class LadderAnalysis:
         return sum(s.cpu_s for s in self.shots)
 
     @property
-    def feedback_cpu_s(self) -> float:
-        return self.feedback.cpu_s if self.feedback is not None else 0.0
-
-    @property
-    def recheck_cpu_s(self) -> float:
-        return sum(r.cpu_s for r in self.rechecks)
+    def discarded_cpu_s(self) -> float:
+        """The first encodes that a second replaced, and their VMAF."""
+        return sum(c.cpu_s for c in self.checks)
 
     @property
     def cpu_s(self) -> float:
         """Everything the analysis cost: the sample (cut, pruning, calibration), every shot's trials,
-        the feedback probe and the first encodes of rechecked rungs."""
-        return self.sample_cpu_s + self.trials_cpu_s + self.feedback_cpu_s + self.recheck_cpu_s
+        and the discarded first encodes of rechecked rungs."""
+        return self.sample_cpu_s + self.trials_cpu_s + self.discarded_cpu_s
 
 
 def analyse_ladder(
@@ -160,7 +138,7 @@ def analyse_ladder(
     return LadderAnalysis(mode=mode, plan=plan, shots=measured, rungs=tuple(rungs), fixed=fixed, units=units)
 
 
-# --- feedback from one final encode ------------------------------------------------------------
+# --- the closed loop: rungs encoded cheapest first, each checked against its plan -----------------
 
 # Where the trials show no slope (quality saturated near 100), a rung's CRFs move at most this far.
 MAX_CRF_SHIFT = 4.0
@@ -197,13 +175,6 @@ def crf_shift(error: float, slope: float | None) -> float:
     return max(-MAX_CRF_SHIFT, min(MAX_CRF_SHIFT, error / slope))
 
 
-def _between(probe_slope: float | None, rung_slope: float | None) -> float | None:
-    """The geometric mean of two (negative) slopes: a rung's shift between the two error models."""
-    if probe_slope is None or rung_slope is None or probe_slope >= 0 or rung_slope >= 0:
-        return rung_slope if probe_slope is None else (probe_slope if rung_slope is None else None)
-    return -math.sqrt(probe_slope * rung_slope)
-
-
 def shifted_rung(rung: PlannedRung, delta: float) -> PlannedRung:
     """The rung with every unit's CRF moved by ``delta``; planned rate and quality stay (they are the aim)."""
     def moved(p: ShotPlan) -> ShotPlan:
@@ -211,34 +182,11 @@ def shifted_rung(rung: PlannedRung, delta: float) -> PlannedRung:
     return replace(rung, shots=tuple(moved(p) for p in rung.shots))
 
 
-def with_feedback(analysis: LadderAnalysis, measured: VmafResult, probe_encode_cpu_s: float,
-                  config: LadderConfig, *, score_is_delivered: bool = False) -> LadderAnalysis:
-    """The analysis after its cheapest rung was encoded and ``measured`` (Feedback says why).
-
-    Within ``config.feedback_vmaf`` of the plan the rungs stay and the probe encode is the bottom
-    rung's final encode; otherwise every rung's CRFs move and the probe encode counts as analysis.
-    The probe's VMAF counts as analysis too, unless the plan held and that score is the bottom
-    rung's delivered score (``score_is_delivered``: every frame, and delivered rungs are measured),
-    which the report pays for anyway.
-    """
-    if not analysis.rungs:
-        raise StageError("feedback needs a planned rung to check")
-    probe = analysis.rungs[0]
-    error = probe.vmaf - measured.mean
-    rungs = analysis.rungs
-    shifts = tuple(0.0 for _ in rungs)
-    if abs(error) > config.feedback_vmaf:
-        at_probe = crf_slope(probe, analysis.points)
-        shifts = tuple(crf_shift(error, _between(at_probe, crf_slope(r, analysis.points))) for r in rungs)
-        rungs = tuple(shifted_rung(r, d) for r, d in zip(rungs, shifts, strict=True))
-    applied = any(shifts)
-    feedback = Feedback(rung=probe.name, planned_vmaf=probe.vmaf, measured_vmaf=measured.mean,
-                        frames_scored=measured.frames, shifts=shifts,
-                        cpu_s=(probe_encode_cpu_s + measured.cpu_s) if applied else
-                        (0.0 if score_is_delivered else measured.cpu_s))
-    log.info("feedback: %s delivered VMAF %.2f against %.2f planned; %s", probe.name, measured.mean, probe.vmaf,
-             "CRFs moved by " + ", ".join(f"{d:+.2f}" for d in shifts) if applied else "plan kept")
-    return replace(analysis, rungs=rungs, feedback=feedback)
+def carried_shift(rung: PlannedRung, carried_vmaf: float, points: Sequence[ShotPoints], config: LadderConfig) -> float:
+    """The CRF move that makes up the error carried from the rung below (0.0 within ``feedback_vmaf``, or off)."""
+    if not config.feedback or abs(carried_vmaf) <= config.feedback_vmaf:
+        return 0.0
+    return crf_shift(carried_vmaf, crf_slope(rung, points))
 
 
 def recheck_shift(rung: PlannedRung, delivered_vmaf: float, points: Sequence[ShotPoints],
@@ -251,29 +199,44 @@ def recheck_shift(rung: PlannedRung, delivered_vmaf: float, points: Sequence[Sho
     return crf_shift(error, crf_slope(rung, points))
 
 
-def with_recheck(analysis: LadderAnalysis, name: str, shift: float, first_vmaf: float,
-                 first_cpu_s: float) -> LadderAnalysis:
-    """The analysis with rung ``name``'s CRFs moved by ``shift`` for its second encode (``recheck_shift``)."""
-    old = next((r for r in analysis.rungs if r.name == name), None)
-    if old is None:
-        raise StageError(f"rung {name} is not in the ladder; nothing to recheck")
-    record = Recheck(rung=name, planned_vmaf=old.vmaf, first_vmaf=first_vmaf, shift=shift, cpu_s=first_cpu_s)
-    log.info("recheck: %s delivered VMAF %.2f against %.2f planned; encoding it again with CRFs moved by %+.2f",
-             name, first_vmaf, old.vmaf, shift)
-    return replace(analysis, rungs=tuple(shifted_rung(r, shift) if r.name == name else r for r in analysis.rungs),
-                   rechecks=(*analysis.rechecks, record))
+def deliver_rungs(
+    analysis: LadderAnalysis, encode: Callable[[PlannedRung], Rendition],
+    measure: Callable[[Rendition], Delivered], config: LadderConfig,
+) -> tuple[LadderAnalysis, dict[str, Rendition], dict[str, Delivered]]:
+    """The planned rungs encoded and scored cheapest first, each checked against its plan (RungCheck).
 
-
-def rechecked(analysis: LadderAnalysis, delivered: Mapping[str, Delivered], renditions: Mapping[str, Rendition],
-              config: LadderConfig) -> tuple[LadderAnalysis, list[PlannedRung]]:
-    """The analysis after every delivered rung was checked against its plan, and the rungs to encode
-    again (their first encode and its VMAF now analysis). Keys are the planned rung names."""
-    shifts = {r.name: recheck_shift(r, delivered[r.name].vmaf.mean, analysis.points, config) for r in analysis.rungs}
-    again = [name for name, shift in shifts.items() if shift]
-    for name in again:
-        analysis = with_recheck(analysis, name, shifts[name], delivered[name].vmaf.mean,
-                                renditions[name].cpu_s + delivered[name].vmaf.cpu_s)
-    return analysis, [r for r in analysis.rungs if r.name in again]
+    ``encode`` makes a rung's final encode at the CRFs it carries and ``measure`` scores it on every
+    frame; the flow passes its tasks, bench/ladder.py plain calls. Without ``measure_delivered``
+    nothing is scored, carried or rechecked. Returns the analysis with the CRFs as encoded and the
+    checks, and the renditions and measurements by planned rung name.
+    """
+    made: dict[str, Rendition] = {}
+    delivered: dict[str, Delivered] = {}
+    carried = 0.0
+    for i, planned in enumerate(analysis.rungs):
+        moved = carried_shift(planned, carried, analysis.points, config) if config.measure_delivered else 0.0
+        rung = shifted_rung(planned, moved) if moved else planned
+        rendition = encode(rung)
+        check = None
+        if config.measure_delivered:
+            score = measure(rendition)
+            again = recheck_shift(rung, score.vmaf.mean, analysis.points, config)
+            check = RungCheck(rung=rung.name, planned_vmaf=rung.vmaf, carried_vmaf=carried, carried_shift=moved,
+                              first_vmaf=score.vmaf.mean, recheck_shift=again,
+                              cpu_s=rendition.cpu_s + score.vmaf.cpu_s if again else 0.0)
+            log.info("%s: delivered VMAF %.2f against %.2f planned (carried %+.2f: CRFs %+.2f)%s", rung.name,
+                     score.vmaf.mean, rung.vmaf, carried, moved,
+                     f"; encoding it again with CRFs moved by {again:+.2f}" if again else "")
+            if again:
+                rung = shifted_rung(rung, again)
+                rendition = encode(rung)
+                score = measure(rendition)
+            delivered[rung.name] = score
+            carried = check.error_at_plan
+        made[rung.name] = rendition
+        analysis = replace(analysis, rungs=(*analysis.rungs[:i], rung, *analysis.rungs[i + 1:]),
+                           checks=analysis.checks + ((check,) if check is not None else ()))
+    return analysis, made, delivered
 
 
 def allocation_units(shots: Sequence[Shot], keyframes: Sequence[int], info: MediaInfo,
@@ -308,7 +271,7 @@ def encode_planned_rung(
     """The rung's final encode: shot by shot at its planned CRFs, joined, keyframes verified."""
     return encode_rung_per_shot(src, info, rung.width, rung.height, shot_crfs(rung, shots), keyframes, config.preset,
                                 out_dir / rung_file_name(rung, config.codec), target_kbps=round(rung.kbps),
-                                codec=config.codec, preroll=config.preroll_frames)
+                                codec=config.codec, preroll=config.preroll_frames, jobs=config.parallel_encodes)
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -417,14 +380,12 @@ def ladder_report(
                            "rate_ratio": [list(r) for r in plan.correction.rate_ratio],
                            "vmaf_offset": [list(r) for r in plan.correction.vmaf_offset]},
         },
-        "feedback": analysis.feedback.to_dict() if analysis.feedback is not None else None,
-        "rechecks": [r.to_dict() for r in analysis.rechecks],
+        "checks": [c.to_dict() for c in analysis.checks],
         "cpu_s": {
             "analysis": round(analysis.cpu_s, 2),
             "analysis_sample": round(analysis.sample_cpu_s, 2),
             "analysis_trials": round(analysis.trials_cpu_s, 2),
-            "analysis_feedback": round(analysis.feedback_cpu_s, 2),
-            "analysis_recheck": round(analysis.recheck_cpu_s, 2),
+            "analysis_discarded": round(analysis.discarded_cpu_s, 2),
             "final_encodes": round(final_cpu, 2),
             "delivered_vmaf": round(delivered_cpu_s, 2),
             "analysis_over_final": round(analysis.cpu_s / final_cpu, 3) if final_cpu > 0 else None,

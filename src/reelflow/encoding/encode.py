@@ -17,6 +17,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -407,11 +408,12 @@ def encode_rung_per_shot(
     reuse: bool = True,
     codec: CodecName = "h264",
     preroll: int = 0,
+    jobs: int = 1,
 ) -> Rendition:
     """A rung encoded shot by shot, each at its own CRF, joined without re-encoding, then verified.
 
     With ``preroll``, each shot's encode starts up to that many frames earlier, at the shot's CRF,
-    and those frames are dropped before the join (``preroll_frames``).
+    and those frames are dropped before the join (``preroll_frames``). ``jobs`` shots are encoded at once.
     """
     if not pieces or pieces[0].start_frame != 0 or pieces[-1].end_frame != info.video.frames or any(
             a.end_frame != b.start_frame for a, b in itertools.pairwise(pieces)):
@@ -425,16 +427,20 @@ def encode_rung_per_shot(
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{out.stem}-", dir=out.parent) as tmp:
         folder = Path(tmp)
-        names, cpu = [], 0.0
-        for number, piece in enumerate(pieces):
+        def encode_piece(number: int, piece: ShotCrf) -> tuple[Path, float]:
             name = folder / f"shot{number:05d}.mp4"
             lead = min(preroll, piece.start_frame)
             encoded = folder / f"shot{number:05d}-preroll.mp4" if lead else name
-            cpu += run(shot_encode_argv(src, info.video, piece, width, height, keyframes, preset, encoded,
-                                        CODECS[codec], preroll=lead)).cpu_s
+            cpu_s = run(shot_encode_argv(src, info.video, piece, width, height, keyframes, preset, encoded,
+                                         CODECS[codec], preroll=lead)).cpu_s
             if lead:
                 drop_leading_frames(encoded, lead, name)
-            names.append(name)
+            return name, cpu_s
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            done = list(pool.map(encode_piece, range(len(pieces)), pieces))
+        names = [name for name, _ in done]
+        cpu = sum(cpu_s for _, cpu_s in done)
         listing = folder / "pieces.txt"
         listing.write_text("".join(f"file '{n.name}'\n" for n in names))
         partial = _partial_name(out)

@@ -364,19 +364,6 @@ def encode_planned_rung_task(source: Path, rung: PlannedRung, shot_list: tuple[s
     return rendition
 
 
-@task(name="feedback VMAF", cache_policy=NO_CACHE, task_run_name="probe {rendition.name}")
-def feedback_vmaf_task(rendition: Rendition, info: probe.MediaInfo, subsample: int, work: Path,
-                       remote: WorkStore | None = None) -> vmaf.VmafResult:
-    """The first encoded rung scored (every frame, or every n-th) to check the plan before the other rungs."""
-    if remote is not None:
-        _, info = _task_source(info.path, info, remote)
-        rendition = dataclasses.replace(rendition, path=remote.fetch(f"{work.name}/{rendition.path.name}"))
-    score = vmaf.measure_rung_vmaf(rendition.path, info, subsample=subsample)
-    get_run_logger().info("%s probe: VMAF %.2f on %d frames; %.1f CPU s", rendition.name, score.mean,
-                          score.frames, score.cpu_s)
-    return score
-
-
 @task(name="delivered VMAF", cache_policy=NO_CACHE, task_run_name="VMAF {rendition.name}")
 def delivered_vmaf_task(rendition: Rendition, shot_list: tuple[shots.Shot, ...], info: probe.MediaInfo,
                         work: Path, remote: WorkStore | None = None) -> Delivered:
@@ -725,54 +712,27 @@ def analyse_ladder(source: Path, sha: str, info: probe.MediaInfo, shot_list: sho
 def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int, ...], settings: Settings,
                        ladder: LadderOutcome, encode_dir: Path,
                        remote: WorkStore | None = None) -> tuple[list[Rendition], LadderOutcome]:
-    """Each planned rung encoded shot by shot, then scored on every frame.
+    """Each planned rung encoded shot by shot, cheapest first, then scored on every frame.
 
-    With ``ladder.feedback`` the cheapest rung goes first and is checked against its plan
-    (analysis.with_feedback); the others follow with the CRFs that check leaves. A rung whose
-    delivered VMAF still misses its plan by more than ``ladder.recheck_vmaf`` is encoded and scored
-    once more (analysis.with_recheck). Returns the video renditions in rung order and the outcome
-    with the final rungs, renditions and delivered quality.
+    analysis.deliver_rungs closes the loop: with ``ladder.feedback`` each rung carries what the rung
+    below missed its plan by, and a rung still more than ``ladder.recheck_vmaf`` off is encoded and
+    scored once more. Rungs go one after another (each needs the one below), so a rung's pieces are
+    encoded ``encode.parallel_encodes`` at once instead. Returns the video renditions in rung order
+    and the outcome with the final rungs, renditions and delivered quality.
     """
     assert ladder.analysis is not None
-    result = ladder.analysis
-    found = result.units
-    common = (unmapped(found), unmapped(keyframes), unmapped(info), unmapped(settings.encode), unmapped(encode_dir),
-              unmapped(remote))
-    made: dict[str, Rendition] = {}
-    delivered: dict[str, Delivered] = {}
-    if settings.ladder.feedback and result.rungs:
-        bottom = result.rungs[0]
-        first = encode_planned_rung_task.submit(source, bottom, *(c.value for c in common)).result()
-        probe_score = feedback_vmaf_task.submit(first, info, settings.ladder.feedback_subsample, encode_dir,
-                                                remote).result()
-        score_is_delivered = probe_score.subsample == 1 and settings.ladder.measure_delivered
-        result = analysis.with_feedback(result, probe_score, first.cpu_s, settings.ladder,
-                                        score_is_delivered=score_is_delivered)
-        if result.rungs[0] == bottom:                   # the plan held: the probe is the final encode
-            made[bottom.name] = first
-            if score_is_delivered:                      # and its score the delivered one
-                delivered[bottom.name] = analysis.measure_delivered(
-                    _fetched([first], encode_dir, remote)[0], probe_score, found, info)
-    rungs = [r for r in result.rungs if r.name not in made]
-    futures = encode_planned_rung_task.map(source, rungs, *common)
-    made.update({r.name: f.result() for r, f in zip(rungs, futures, strict=True)})
+    found = ladder.analysis.units
+
+    def encode_rung(rung: PlannedRung) -> Rendition:
+        return encode_planned_rung_task.submit(source, rung, found, keyframes, info, settings.encode, encode_dir,
+                                               remote).result()
+
+    def measure(rendition: Rendition) -> Delivered:
+        return delivered_vmaf_task.submit(rendition, found, info, encode_dir, remote).result()
+
+    result, made, delivered = analysis.deliver_rungs(ladder.analysis, encode_rung, measure, settings.ladder)
     video = _fetched([made[r.name] for r in result.rungs], encode_dir, remote)
     renditions = {r.name: v for r, v in zip(result.rungs, video, strict=True)}
-    if settings.ladder.measure_delivered:
-        todo = [(r, v) for r, v in zip(result.rungs, video, strict=True) if r.name not in delivered]
-        scores = delivered_vmaf_task.map([v for _, v in todo], unmapped(found), unmapped(info), unmapped(encode_dir),
-                                         unmapped(remote))
-        delivered.update({r.name: f.result() for (r, _), f in zip(todo, scores, strict=True)})
-        result, again = analysis.rechecked(result, delivered, renditions, settings.ladder)
-        if again:
-            encoded = _fetched([f.result() for f in encode_planned_rung_task.map(source, again, *common)],
-                               encode_dir, remote)
-            scores = delivered_vmaf_task.map(encoded, unmapped(found), unmapped(info), unmapped(encode_dir),
-                                             unmapped(remote))
-            for rung, rendition, score in zip(again, encoded, scores, strict=True):
-                renditions[rung.name] = rendition
-                delivered[rung.name] = score.result()
-            video = [renditions[r.name] for r in result.rungs]
     return video, dataclasses.replace(ladder, analysis=result, renditions=renditions, delivered=delivered)
 
 

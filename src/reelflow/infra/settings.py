@@ -147,7 +147,8 @@ class EncodeConfig(_Config):
     bufsize_s: float = Field(2.0, gt=0, description="VBV buffer, in seconds of the rung's bitrate.")
     audio_kbps: int = Field(128, ge=32, le=512)
     audio_rate: Literal[44100, 48000] = 48000
-    parallel_encodes: int = Field(2, ge=1, description="Rungs encoded at once by the flow.")
+    parallel_encodes: int = Field(2, ge=1, description="Rungs of a fixed ladder, or pieces of a "
+                                  "measured rung (its rungs go one after another), encoded at once.")
 
 
 class PackageConfig(_Config):
@@ -252,21 +253,17 @@ class LadderConfig(_Config):
     min_vmaf_step: float = Field(6.0, ge=0, description="Adjacent rungs about this much VMAF apart, or more.")
     max_rungs: int = Field(10, ge=1)
     heights: tuple[int, ...] | None = Field(None, description="Resolutions a rung may have; None: every one tried.")
-    feedback: bool = Field(True, description="Encode the cheapest rung first and, if its VMAF misses the plan "
-                           "by more than feedback_vmaf, move every rung's CRFs by what the miss is worth between "
-                           "its slope and the probe's (encoding/analysis.py: Feedback); the discarded encode "
-                           "counts as analysis.")
-    feedback_vmaf: float = Field(0.5, ge=0, description="A probe this close to its plan keeps the plan.")
-    feedback_subsample: int = Field(1, ge=1, description="The probe's VMAF on every n-th frame (1 or coprime "
-                                    "with 6). 1 by default: on ../shared/media a subsample is off by up to 1.2 "
-                                    "VMAF on one rung (step 7 on Caminandes), as much as the error to correct; "
-                                    "a kept probe's every-frame score is also its delivered score.")
+    feedback: bool = Field(True, description="Encode the rungs cheapest first and carry each one's miss of its plan "
+                           "into the next: that rung's CRFs move by the miss at its own dVMAF/dCRF before it is "
+                           "encoded (encoding/analysis.py: RungCheck). Needs measure_delivered.")
+    feedback_vmaf: float = Field(0.5, ge=0, description="A carried miss this small moves nothing.")
     measure_delivered: bool = Field(True, description="Score every delivered rung with VMAF on every frame "
-                                    "(the report's delivered column; costs about one VMAF run per rung).")
+                                    "(the report's delivered column, and what feedback and rechecks act on: "
+                                    "without it neither runs; costs about one VMAF run per rung).")
     recheck_vmaf: float | None = Field(1.0, gt=0, description="A delivered rung whose VMAF misses its plan by more "
                                        "than this is encoded once more, its CRFs moved by the miss at its own "
-                                       "dVMAF/dCRF; the first encode and its VMAF count as analysis (encoding/"
-                                       "analysis.py: Recheck). None: never. Needs measure_delivered.")
+                                       "dVMAF/dCRF; the first encode and its VMAF count as analysis. None: never. "
+                                       "Needs measure_delivered.")
 
     @model_validator(mode="after")
     def _consistent(self) -> LadderConfig:
@@ -276,9 +273,6 @@ class LadderConfig(_Config):
             raise ValueError(f"top_vmaf_aim {self.top_vmaf_aim} is outside [{self.top_vmaf_min}, {self.top_vmaf_max}]")
         if self.min_step_ratio > self.max_step_ratio:
             raise ValueError(f"min_step_ratio {self.min_step_ratio} is above max_step_ratio {self.max_step_ratio}")
-        if self.feedback_subsample > 1 and (self.feedback_subsample % 2 == 0 or self.feedback_subsample % 3 == 0):
-            raise ValueError(f"feedback_subsample {self.feedback_subsample} shares a factor with B-frame/GOP "
-                             "periods; use 1 or a step coprime with 6 (5, 7, 11, 13)")
         return self
 
     @property
