@@ -134,6 +134,9 @@ def test_crf_slope_is_the_duration_weighted_slope_around_each_planned_crf() -> N
     points = [_unit(0, 1.0, {20: 90, 24: 86, 28: 82}), _unit(1, 3.0, {20: 95, 24: 90, 28: 82})]
     assert crf_slope(_rung(360, [22.5, 25.0], 85), points) == pytest.approx((1 * -1 + 3 * -2) / 4)
     assert crf_slope(_rung(720, [22.5, 25.0], 85), points) is None      # nothing tried at that height
+    # carried beyond the CRFs tried (or onto the last one): the slope of the two nearest points
+    assert crf_slope(_rung(360, [28.0, 19.0], 85), points) == pytest.approx((1 * -1 + 3 * -1.25) / 4)
+    assert crf_slope(_rung(360, [29.5, 29.5], 85), points) == pytest.approx((1 * -1 + 3 * -2) / 4)
 
 
 def test_crf_shift_makes_up_the_error_and_is_bounded() -> None:

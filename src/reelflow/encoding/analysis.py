@@ -148,7 +148,8 @@ def crf_slope(rung: PlannedRung, points: Sequence[ShotPoints]) -> float | None:
     """Duration-weighted dVMAF/dCRF of the rung's units around their planned CRFs, at its height.
 
     From each unit's points at the rung's height (the trials' probes and the points interpolated
-    between them), the two around the planned CRF; None where no unit has two points there.
+    between them), the two around the planned CRF, or the two nearest it where a carried move took
+    it beyond the CRFs tried; None where no unit has two points there.
     """
     by_index = {s.index: s for s in points}
     total, weight = 0.0, 0.0
@@ -157,12 +158,11 @@ def crf_slope(rung: PlannedRung, points: Sequence[ShotPoints]) -> float | None:
         if unit is None:
             raise StageError(f"rung {rung.name} plans unit {plan.index}, which has no trial points")
         at = sorted({(p.crf, p.vmaf) for p in unit.points if p.height == rung.height})
-        below = [c for c in at if c[0] <= plan.crf]
-        above = [c for c in at if c[0] > plan.crf]
-        lo = below[-1] if below else (at[0] if at else None)
-        hi = above[0] if above else (at[-1] if at else None)
-        if lo is None or hi is None or hi[0] <= lo[0]:
+        if len(at) < 2:
             continue
+        above = next((i for i, c in enumerate(at) if c[0] > plan.crf), len(at))
+        i = min(max(above, 1), len(at) - 1)          # at[i - 1] <= CRF < at[i], clamped to the ends
+        lo, hi = at[i - 1], at[i]
         total += unit.duration_s * (hi[1] - lo[1]) / (hi[0] - lo[0])
         weight += unit.duration_s
     return total / weight if weight else None
