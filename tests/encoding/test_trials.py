@@ -123,6 +123,14 @@ def test_plan_measures_the_correction_on_a_sample(sintel_fight: Path, tmp_path: 
     ratio, _ = plan.correction.at(360, 27)
     assert 0.5 < ratio < 1.6                                        # medium's rate, relative to the trial's
     assert plan.cpu_s > 0 and not any(tmp_path.iterdir())
+    # the sample chose the heights: the trial preset ran at every candidate, the final one where calibrated
+    assert {t.height for t in plan.sample_trials} == {360, 234}
+    assert {t.height for t in plan.calibration_trials} == set(plan.correction.heights)
+    # without pruning, the trial preset runs on the sample only where the final preset is measured too
+    unpruned = plan_trials(sintel_fight, info, shots, config.model_copy(update={"prune": False}), tmp_path)
+    assert {t.height for t in unpruned.sample_trials} == set(unpruned.correction.heights)
+    assert unpruned.heights == (360, 234) and unpruned.skipped == ()
+    assert unpruned.cpu_s < plan.cpu_s
 
 
 def _trial(height: int, crf: int, kbps: float, vmaf: float) -> Trial:

@@ -567,16 +567,20 @@ def plan_trials(
 
     if config.preset == config.final_preset:
         raise ConfigError(f"the trial preset is the final one ({config.preset!r}): nothing to correct or save")
-    # One run per preset over all candidates: a run per height (to stop early) would decode the
-    # sample and start encoders again each time, for trials of 15% of the title at most.
-    sample_trials = tuple(grid(candidates, config.preset, crfs))
+    # The trial preset on the sample: at every candidate where the sample chooses the heights
+    # (pruning) or shapes two-probe shots (curvature), else only where the final preset is measured
+    # against it. One run per preset: a run per height (to stop early) would decode the sample and
+    # start encoders again each time, for trials of 15% of the title at most.
+    calibrated = _calibration_heights(candidates, config.calibration_heights) if config.calibrate else []
+    everywhere = config.prune or config.shot_crfs == "outer"
+    sample_heights = candidates if everywhere else calibrated
+    sample_trials = tuple(grid(sample_heights, config.preset, crfs)) if sample_heights else ()
     cpu += sum(t.cpu_s for t in sample_trials)
     calibration: tuple[Trial, ...] = ()
     correction = FIXED_CORRECTION
     if config.calibrate:
         # The final preset at the CRFs the shots are tried at: the correction is interpolated between them.
-        calibration = tuple(grid(_calibration_heights(candidates, config.calibration_heights), config.final_preset,
-                                 config.crfs_per_shot))
+        calibration = tuple(grid(calibrated, config.final_preset, config.crfs_per_shot))
         cpu += sum(t.cpu_s for t in calibration)
         correction = _measured_correction(sample_trials, calibration, config)
     elif config.codec != "h264" or (config.preset, config.final_preset, config.x264_params) != (
