@@ -41,10 +41,11 @@ class RungCheck:
     """One rung as the closed loop encoded it: cheapest first, each checked against its plan.
 
     The trials predict the final preset's quality from a faster preset and a correction measured
-    on a sample of the title. Where that sample misjudges the title, every rung misses its plan in
-    the same direction (docs/benchmarks.md: 1-2.5 VMAF on 7 of 8 titles of ../shared/media), and the
-    miss drifts smoothly from rung to rung (Tears of Steel +1.1 at the bottom, up to +2.4 at the top;
-    the talking head +2.3 at the bottom, about +1.9 higher up). So the rungs are encoded in
+    on a sample of the title, and a sample of a few seconds misjudges the gap between the presets
+    by 1-2 VMAF. Then every rung misses its plan in the same direction (docs/benchmarks.md: by
+    1.0-2.5 at the cheapest rung on 6 of 8 titles of ../shared/media), and the miss changes slowly
+    from rung to rung (Tears of Steel +1.1 at the bottom rising to +2.2 at the top; the talking head
+    +2.3 falling to +0.9). So the rungs are encoded in
     ascending rate, and each carries the error of the rung below at its plan (``carried_vmaf``,
     made up at its own dVMAF/dCRF before its first encode, when above ``ladder.feedback_vmaf``).
     Every encode is scored on every frame anyway (the delivered column of the report), so the
@@ -70,7 +71,8 @@ class RungCheck:
 
     @property
     def error_at_plan(self) -> float:
-        """What the first encode says the plan missed by before anything was carried (the next rung's carry)."""
+        """What the first encode says the plan missed by before anything was carried (the next rung's
+        carry). A carried move clamped at MAX_CRF_SHIFT made up less than it carried; that is ignored."""
         return self.first_error + self.carried_vmaf if self.carried_shift else self.first_error
 
     def to_dict(self) -> dict[str, Any]:

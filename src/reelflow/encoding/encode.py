@@ -427,6 +427,7 @@ def encode_rung_per_shot(
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{out.stem}-", dir=out.parent) as tmp:
         folder = Path(tmp)
+
         def encode_piece(number: int, piece: ShotCrf) -> tuple[Path, float]:
             name = folder / f"shot{number:05d}.mp4"
             lead = min(preroll, piece.start_frame)
