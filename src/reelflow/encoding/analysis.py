@@ -42,8 +42,9 @@ class RungCheck:
 
     The trials predict the final preset's quality from a faster preset and a correction measured
     on a sample of the title, and a sample of a few seconds misjudges the gap between the presets
-    by 1-2 VMAF. Then every rung misses its plan in the same direction (docs/benchmarks.md: by
-    1.0-2.5 at the cheapest rung on 6 of 8 titles of ../shared/media), and the miss changes slowly
+    by up to about 2 VMAF (bench/calibration_sample.py). Then every rung misses its plan in the
+    same direction (docs/benchmarks.md: by 1.0-2.5 at the cheapest rung on 6 of 8 titles of
+    ../shared/media), and the miss changes slowly
     from rung to rung (Tears of Steel +1.1 at the bottom rising to +2.2 at the top; the talking head
     +2.3 falling to +0.9). So the rungs are encoded in
     ascending rate, and each carries the error of the rung below at its plan (``carried_vmaf``,
