@@ -44,10 +44,9 @@ class RungCheck:
     on a sample of the title, and a sample of a few seconds misjudges the gap between the presets
     by up to about 2 VMAF (bench/calibration_sample.py). Then every rung misses its plan in the
     same direction (docs/benchmarks.md: by 1.0-2.5 at the cheapest rung on 6 of 8 titles of
-    ../shared/media), and the miss changes slowly
-    from rung to rung (Tears of Steel +1.1 at the bottom rising to +2.2 at the top; the talking head
-    +2.3 falling to +0.9). So the rungs are encoded in
-    ascending rate, and each carries the error of the rung below at its plan (``carried_vmaf``,
+    ../shared/media), and the miss changes slowly from rung to rung (Tears of Steel +1.1 at the
+    bottom rising to +2.2 at the top; the talking head +2.3 falling to +0.9). So the rungs are
+    encoded in ascending rate, and each carries the error of the rung below at its plan (``carried_vmaf``,
     made up at its own dVMAF/dCRF before its first encode, when above ``ladder.feedback_vmaf``).
     Every encode is scored on every frame anyway (the delivered column of the report), so the
     check is free; a rung still more than ``ladder.recheck_vmaf`` off its plan is encoded once more,
