@@ -151,7 +151,7 @@ def deliver_planned(name: str, src: Path, info: MediaInfo, analysis: LadderAnaly
     analysis, made, delivered = deliver_rungs(
         analysis, lambda r: encode_planned_rung(src, info, r, shots, keyframes, settings.encode, folder),
         lambda rendition: measure_delivered(rendition, measure_rung_vmaf(rendition.path, info), shots, info),
-        settings.ladder)
+        settings.ladder, lambda rendition, step: measure_rung_vmaf(rendition.path, info, subsample=step))
     return Ladder(name, [(delivered[r.name].kbps, delivered[r.name].vmaf.mean) for r in analysis.rungs],
                   [r.name for r in analysis.rungs], sum(made[r.name].cpu_s for r in analysis.rungs),
                   planned=[(r.kbps, r.vmaf) for r in analysis.rungs], discarded_cpu_s=analysis.discarded_cpu_s,

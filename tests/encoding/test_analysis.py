@@ -159,8 +159,9 @@ class _Encoder:
     (the units' points, linear between) minus the title's error at that rung (``misses``, by height
     then CRF order: what the trials got wrong); each encode costs 3 CPU s and its VMAF 0.5."""
 
-    def __init__(self, points: list[ShotPoints], misses: dict[str, float]) -> None:
+    def __init__(self, points: list[ShotPoints], misses: dict[str, float], quick_bias: float = 0.0) -> None:
         self.points, self.misses, self.encoded = points, misses, []
+        self.quick_bias, self.measured, self.quick_steps = quick_bias, [], []
 
     def encode(self, rung: PlannedRung) -> Rendition:
         self.encoded.append((rung.name, rung.crfs))
@@ -177,7 +178,15 @@ class _Encoder:
             hi = min((c for c in at if c[0] > crf), default=at[-1])
             vmafs.append(lo[1] if hi[0] == lo[0] else lo[1] + (crf - lo[0]) * (hi[1] - lo[1]) / (hi[0] - lo[0]))
         mean = sum(vmafs) / len(vmafs) - self.misses[name]
+        self.measured.append(self.encoded[-1])
         return Delivered(kbps=rendition.kbps, vmaf=_score(mean), shot_kbps=(), shot_vmaf=())
+
+    def quick(self, rendition: Rendition, step: int) -> VmafResult:
+        """The subsampled check: the full score off by ``quick_bias``, at 0.2 CPU s."""
+        self.quick_steps.append(step)
+        full = self.measure(rendition).vmaf.mean
+        self.measured.pop()
+        return _score(full + self.quick_bias, cpu_s=0.2)
 
 
 def _ladder(vmafs: list[float], crfs: list[float]) -> tuple[list[PlannedRung], list[ShotPoints]]:
@@ -216,7 +225,41 @@ def test_deliver_rungs_carries_each_miss_into_the_next_rung_and_rechecks_what_st
     assert after.discarded_cpu_s == pytest.approx(3.5) and after.cpu_s == pytest.approx(before.cpu_s + 3.5)
     assert after.checks[2].to_dict() == {
         "rung": rungs[2].name, "planned_vmaf": 86.0, "carried_vmaf": 1.4, "carried_crf_shift": -0.7,
-        "first_vmaf": 84.4, "first_error": 1.6, "rechecked": True, "recheck_crf_shift": -0.8, "cpu_s": 3.5}
+        "first_vmaf": 84.4, "first_error": 1.6, "rechecked": True, "recheck_crf_shift": -0.8,
+        "quick_vmaf": None, "first_vmaf_step": 1, "cpu_s": 3.5}
+
+
+def test_the_cheapest_rung_is_checked_on_a_subsample_and_encoded_again_before_its_full_score() -> None:
+    rungs, points = _ladder([70.0, 78.0, 86.0], [29.0, 25.0, 21.0])
+    config = load_settings(None).ladder
+    assert config.first_check_subsample == 5
+    # the bottom rung 1.6 short (the quick check reads 1.5): encoded again at once, never scored in full
+    model = _Encoder(points, {rungs[0].name: 1.6, rungs[1].name: 1.8, rungs[2].name: 1.7}, quick_bias=0.1)
+    after, _, delivered = deliver_rungs(_analysis(rungs, points), model.encode, model.measure, config, model.quick)
+    bottom, second, _ = after.checks
+    assert model.quick_steps == [5]                                      # the cheapest rung only
+    assert (bottom.first_step, bottom.quick_vmaf, bottom.first_vmaf) == (5, pytest.approx(68.5), pytest.approx(68.5))
+    assert bottom.rechecked and bottom.recheck_shift == pytest.approx(-0.75)
+    assert bottom.cpu_s == pytest.approx(3.0 + 0.2)                      # its first encode and the quick check
+    assert model.measured == [model.encoded[1], model.encoded[2], model.encoded[3]]   # not the discarded one
+    assert second.carried_vmaf == pytest.approx(1.5) and not second.rechecked and second.quick_vmaf is None
+    assert after.discarded_cpu_s == pytest.approx(3.2) and len(delivered) == 3
+    # 0.6 short (the check reads 0.5): scored in full as every rung is; only the check is analysis
+    model = _Encoder(points, {rungs[0].name: 0.6, rungs[1].name: 0.6, rungs[2].name: 0.6}, quick_bias=0.1)
+    after, _, _ = deliver_rungs(_analysis(rungs, points), model.encode, model.measure, config, model.quick)
+    bottom = after.checks[0]
+    assert (bottom.first_step, bottom.first_vmaf, bottom.quick_vmaf) == (1, pytest.approx(69.4), pytest.approx(69.5))
+    assert not bottom.rechecked and bottom.cpu_s == pytest.approx(0.2) and len(model.encoded) == 3
+    # the check sees 0.9 where the full score finds 1.1: the full score still encodes it again
+    model = _Encoder(points, {rungs[0].name: 1.1, rungs[1].name: 0.0, rungs[2].name: 0.0}, quick_bias=0.2)
+    after, _, _ = deliver_rungs(_analysis(rungs, points), model.encode, model.measure, config, model.quick)
+    assert after.checks[0].rechecked and after.checks[0].first_step == 1
+    assert after.checks[0].cpu_s == pytest.approx(3.0 + 0.5 + 0.2)
+    # off (step 1): no check
+    model = _Encoder(points, {r.name: 1.6 for r in rungs})
+    off = config.model_copy(update={"first_check_subsample": 1})
+    after, _, _ = deliver_rungs(_analysis(rungs, points), model.encode, model.measure, off, model.quick)
+    assert model.quick_steps == [] and after.checks[0].first_step == 1 and after.checks[0].rechecked
 
 
 def test_deliver_rungs_without_feedback_only_rechecks_and_without_measuring_only_encodes() -> None:

@@ -57,6 +57,8 @@ def test_unknown_env_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_value_and_bad_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="parallel_encodes"):
         load_settings(encode={"parallel_encodes": 0})
+    with pytest.raises(ConfigError, match="first_check_subsample 9 shares a factor"):
+        load_settings(ladder={"first_check_subsample": 9})
     broken = tmp_path / "broken.toml"
     broken.write_text("[encode\n")
     with pytest.raises(ConfigError, match="not valid TOML"):

@@ -51,15 +51,25 @@ class RungCheck:
     Every encode is scored on every frame anyway (the delivered column of the report), so the
     check is free; a rung still more than ``ladder.recheck_vmaf`` off its plan is encoded once more,
     moved by its own miss, and only then is a first encode and its VMAF analysis, not final.
+
+    The cheapest rung carries nothing, so it is the one most often encoded twice (6 of 8 titles in
+    session 5), and a full VMAF run at the source's display size costs far more than its encode
+    (the hard-cut composite's 270p rung: 11.8 CPU s, mostly VMAF at 720p). So its first encode is
+    scored on every ``ladder.first_check_subsample``-th frame first (``quick_vmaf``; about a third
+    of a full run at 5, within 0.1 VMAF of it on the talking head's rungs); a miss beyond
+    ``recheck_vmaf`` there re-encodes it at once, and the full run scores only the encode that
+    stays. Otherwise the full run decides as for every rung.
     """
 
     rung: str                 # the planned rung's name
     planned_vmaf: float
     carried_vmaf: float       # the rung below's error at its plan, made up before the first encode
     carried_shift: float      # CRF moved for that (0.0: nothing carried)
-    first_vmaf: float         # the first encode, every frame
+    first_vmaf: float         # the first encode: every frame, or (first_step > 1) the quick check's subsample
     recheck_shift: float      # CRF moved again for a second encode; 0.0 when the first was kept
-    cpu_s: float              # analysis: the first encode and its VMAF, when a second replaced it
+    cpu_s: float              # analysis: the quick check, and the first encode with its VMAF when replaced
+    quick_vmaf: float | None = None   # the quick check of the first encode, where one ran
+    first_step: int = 1       # VMAF subsample step first_vmaf was measured at (1: every frame)
 
     @property
     def first_error(self) -> float:
@@ -80,7 +90,8 @@ class RungCheck:
                 "carried_vmaf": round(self.carried_vmaf, 3), "carried_crf_shift": round(self.carried_shift, 2),
                 "first_vmaf": round(self.first_vmaf, 3), "first_error": round(self.first_error, 3),
                 "rechecked": self.rechecked, "recheck_crf_shift": round(self.recheck_shift, 2),
-                "cpu_s": round(self.cpu_s, 2)}
+                "quick_vmaf": None if self.quick_vmaf is None else round(self.quick_vmaf, 3),
+                "first_vmaf_step": self.first_step, "cpu_s": round(self.cpu_s, 2)}
 
 
 @dataclass(frozen=True)
@@ -204,13 +215,16 @@ def recheck_shift(rung: PlannedRung, delivered_vmaf: float, points: Sequence[Sho
 def deliver_rungs(
     analysis: LadderAnalysis, encode: Callable[[PlannedRung], Rendition],
     measure: Callable[[Rendition], Delivered], config: LadderConfig,
+    quick: Callable[[Rendition, int], VmafResult] | None = None,
 ) -> tuple[LadderAnalysis, dict[str, Rendition], dict[str, Delivered]]:
     """The planned rungs encoded and scored cheapest first, each checked against its plan (RungCheck).
 
     ``encode`` makes a rung's final encode at the CRFs it carries and ``measure`` scores it on every
-    frame; the flow passes its tasks, bench/ladder.py plain calls. Without ``measure_delivered``
-    nothing is scored, carried or rechecked. Returns the analysis with the CRFs as encoded and the
-    checks, and the renditions and measurements by planned rung name.
+    frame; ``quick`` scores it on every n-th frame (the cheapest rung's first check; without it that
+    rung is checked on every frame like the others). The flow passes its tasks, bench/ladder.py plain
+    calls. Without ``measure_delivered`` nothing is scored, carried or rechecked. Returns the
+    analysis with the CRFs as encoded and the checks, and the renditions and measurements by planned
+    rung name.
     """
     made: dict[str, Rendition] = {}
     delivered: dict[str, Delivered] = {}
@@ -221,13 +235,22 @@ def deliver_rungs(
         rendition = encode(rung)
         check = None
         if config.measure_delivered:
-            score = measure(rendition)
-            again = recheck_shift(rung, score.vmaf.mean, analysis.points, config)
+            step = config.first_check_subsample if i == 0 else 1
+            quick_score = quick(rendition, step) if quick is not None and step > 1 else None
+            again = recheck_shift(rung, quick_score.mean, analysis.points, config) if quick_score else 0.0
+            if again:          # off on the subsample already: the full run scores only the second encode
+                first_vmaf, discarded = quick_score.mean, rendition.cpu_s  # type: ignore[union-attr]
+            else:
+                step, score = 1, measure(rendition)
+                first_vmaf = score.vmaf.mean
+                again = recheck_shift(rung, first_vmaf, analysis.points, config)
+                discarded = rendition.cpu_s + score.vmaf.cpu_s if again else 0.0
             check = RungCheck(rung=rung.name, planned_vmaf=rung.vmaf, carried_vmaf=carried, carried_shift=moved,
-                              first_vmaf=score.vmaf.mean, recheck_shift=again,
-                              cpu_s=rendition.cpu_s + score.vmaf.cpu_s if again else 0.0)
-            log.info("%s: delivered VMAF %.2f against %.2f planned (carried %+.2f: CRFs %+.2f)%s", rung.name,
-                     score.vmaf.mean, rung.vmaf, carried, moved,
+                              first_vmaf=first_vmaf, recheck_shift=again,
+                              cpu_s=discarded + (quick_score.cpu_s if quick_score else 0.0),
+                              quick_vmaf=quick_score.mean if quick_score else None, first_step=step)
+            log.info("%s: delivered VMAF %.2f%s against %.2f planned (carried %+.2f: CRFs %+.2f)%s", rung.name,
+                     first_vmaf, f" (every {step}th frame)" if step > 1 else "", rung.vmaf, carried, moved,
                      f"; encoding it again with CRFs moved by {again:+.2f}" if again else "")
             if again:
                 rung = shifted_rung(rung, again)

@@ -380,6 +380,19 @@ def delivered_vmaf_task(rendition: Rendition, shot_list: tuple[shots.Shot, ...],
     return delivered
 
 
+@task(name="quick VMAF", cache_policy=NO_CACHE, task_run_name="quick VMAF {rendition.name}")
+def quick_vmaf_task(rendition: Rendition, step: int, info: probe.MediaInfo, work: Path,
+                    remote: WorkStore | None = None) -> vmaf.VmafResult:
+    """A rung's first encode scored on every ``step``-th frame: the cheapest rung's check (analysis.RungCheck)."""
+    if remote is not None:
+        _, info = _task_source(info.path, info, remote)
+        rendition = dataclasses.replace(rendition, path=remote.fetch(f"{work.name}/{rendition.path.name}"))
+    score = vmaf.measure_rung_vmaf(rendition.path, info, subsample=step)
+    get_run_logger().info("%s checked: VMAF %.2f on every %dth frame; %.1f CPU s", rendition.name, score.mean,
+                          step, score.cpu_s)
+    return score
+
+
 @task(name="encode audio", cache_policy=NO_CACHE)
 def encode_audio_task(source: Path, info: probe.MediaInfo, config: EncodeConfig, work: Path) -> Rendition:
     out = work / "audio.mp4"
@@ -730,7 +743,10 @@ def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int
     def measure(rendition: Rendition) -> Delivered:
         return delivered_vmaf_task.submit(rendition, found, info, encode_dir, remote).result()
 
-    result, made, delivered = analysis.deliver_rungs(ladder.analysis, encode_rung, measure, settings.ladder)
+    def quick(rendition: Rendition, step: int) -> vmaf.VmafResult:
+        return quick_vmaf_task.submit(rendition, step, info, encode_dir, remote).result()
+
+    result, made, delivered = analysis.deliver_rungs(ladder.analysis, encode_rung, measure, settings.ladder, quick)
     video = _fetched([made[r.name] for r in result.rungs], encode_dir, remote)
     renditions = {r.name: v for r, v in zip(result.rungs, video, strict=True)}
     return video, dataclasses.replace(ladder, analysis=result, renditions=renditions, delivered=delivered)

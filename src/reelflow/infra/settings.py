@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 import re
 import tomllib
@@ -264,9 +265,17 @@ class LadderConfig(_Config):
                                        "than this is encoded once more, its CRFs moved by the miss at its own "
                                        "dVMAF/dCRF; the first encode and its VMAF count as analysis. None: never. "
                                        "Needs measure_delivered.")
+    first_check_subsample: int = Field(5, ge=1, description="The cheapest rung carries nothing from below, so it "
+                                       "takes the trials' whole error and is the one most often encoded twice: its "
+                                       "first encode is scored on every n-th frame first (about a third of a full "
+                                       "run at 5), and a miss beyond recheck_vmaf there re-encodes it at once. 1: "
+                                       "off; else 1 or coprime with 6 (vmaf.py).")
 
     @model_validator(mode="after")
     def _consistent(self) -> LadderConfig:
+        if self.first_check_subsample > 1 and math.gcd(self.first_check_subsample, 6) != 1:
+            raise ValueError(f"first_check_subsample {self.first_check_subsample} shares a factor with B-frame/GOP "
+                             "periods; use 1 or a step coprime with 6 (5, 7, 11)")
         if self.top_vmaf_min > self.top_vmaf_max:
             raise ValueError(f"top_vmaf_min {self.top_vmaf_min} is above top_vmaf_max {self.top_vmaf_max}")
         if self.top_vmaf_aim is not None and not self.top_vmaf_min <= self.top_vmaf_aim <= self.top_vmaf_max:
