@@ -250,8 +250,13 @@ def test_the_cheapest_rung_is_checked_on_a_subsample_and_encoded_again_before_it
     bottom = after.checks[0]
     assert (bottom.first_step, bottom.first_vmaf, bottom.quick_vmaf) == (1, pytest.approx(69.4), pytest.approx(69.5))
     assert not bottom.rechecked and bottom.cpu_s == pytest.approx(0.2) and len(model.encoded) == 3
-    # the check sees 0.9 where the full score finds 1.1: the full score still encodes it again
-    model = _Encoder(points, {rungs[0].name: 1.1, rungs[1].name: 0.0, rungs[2].name: 0.0}, quick_bias=0.2)
+    # 0.8 short: within recheck_vmaf, but beyond first_check_vmaf (0.7), so encoded again at once
+    assert config.first_check_vmaf == 0.7
+    model = _Encoder(points, {rungs[0].name: 0.8, rungs[1].name: 0.0, rungs[2].name: 0.0})
+    after, _, _ = deliver_rungs(_analysis(rungs, points), model.encode, model.measure, config, model.quick)
+    assert after.checks[0].rechecked and after.checks[0].first_step == 5
+    # the check sees 0.6 where the full score finds 1.1: the full score still encodes it again
+    model = _Encoder(points, {rungs[0].name: 1.1, rungs[1].name: 0.0, rungs[2].name: 0.0}, quick_bias=0.5)
     after, _, _ = deliver_rungs(_analysis(rungs, points), model.encode, model.measure, config, model.quick)
     assert after.checks[0].rechecked and after.checks[0].first_step == 1
     assert after.checks[0].cpu_s == pytest.approx(3.0 + 0.5 + 0.2)

@@ -23,6 +23,7 @@ from reelflow.encoding.trials import (
     curvatures,
     group_shots,
     measure_shot,
+    place_probes,
     plan_trials,
     predict_points,
     prune_heights,
@@ -201,6 +202,45 @@ def test_lower_heights_are_kept_where_they_alone_reach_low_rates() -> None:
     config = TrialConfig(min_kbps=100)
     pts = _curve(720, [(3000, 96), (1500, 92), (700, 84)]) + _curve(360, [(600, 80), (300, 70), (150, 55)])
     assert reaches_hull(360, pts, config)
+
+
+def _log_curve(height: int, kbps_at_20: float, vmaf_at_20: float, vmaf_per_crf: float) -> list[RdPoint]:
+    # every CRF 20..34: rate falls 10% per CRF, VMAF linearly
+    return [RdPoint(kbps_at_20 * math.exp(-0.1 * d), vmaf_at_20 - vmaf_per_crf * d, even16(height), height, 20.0 + d)
+            for d in range(15)]
+
+
+def test_probes_are_placed_around_where_the_sample_puts_each_height_on_the_hull() -> None:
+    config = TrialConfig(min_kbps=400)
+    assert (config.crfs, config.probe_margin, config.probe_two_span) == ((20, 27, 34), 3, 10)
+    pts = (_log_curve(720, 3000, 97, 1.2)     # on the hull only at CRF 20 and 21 (VMAF 97 and 95.8)
+           + _log_curve(540, 2000, 85, 1.5)   # under the others everywhere
+           + _log_curve(360, 900, 88, 1.5))   # the hull up to 900 kbps; at 400 kbps or more: CRF 20-28
+    placed = dict(place_probes(pts, [720, 540, 360], config))
+    # 720p: its first point at or above the top (CRF 21; above it, CRF 20, is never bought) give or
+    # take 3, cut at CRF 20 and so reaching 6 up instead: two probes
+    assert placed[720] == (20, 26)
+    assert placed[540] == (20, 27, 34)        # never on the hull: every CRF of crfs
+    assert placed[360] == (20, 25, 31)        # CRF 20-28 and 3 beyond: 11 wide, so three probes
+    wider = dict(place_probes(pts, [720, 540, 360], config.model_copy(update={"probe_two_span": 12})))
+    assert wider[360] == (20, 31)
+
+
+def test_placed_probes_are_what_every_shot_is_tried_at(sintel_fight: Path, tmp_path: Path) -> None:
+    info = probe(sintel_fight)
+    shots = bound_shots([58, 76, 96, 118, 140, 176, 209], info.video.frames, info.video.fps,
+                        min_shot_s=0.5, max_shot_s=20)
+    config = TrialConfig(heights=(360, 234), crf_step=0, shot_crfs="placed", calibration_heights=1)
+    plan = plan_trials(sintel_fight, info, shots, config, tmp_path)
+    assert [h for h, _ in plan.probes] == list(plan.heights)
+    for height, crfs in plan.probes:
+        assert plan.crfs_at(height) == crfs and 2 <= len(crfs) <= 3 and crfs == tuple(sorted(crfs))
+        assert crfs[0] >= 20 and crfs[-1] <= 34 and crfs[-1] - crfs[0] >= 6
+    tried = trial_shots(sintel_fight, info, shots[2:4], config, tmp_path, plan=plan)
+    for unit in tried:
+        for height, crfs in plan.probes:
+            assert sorted(t.crf for t in unit.trials if t.height == height) == list(crfs)
+            assert sorted(p.crf for p in unit.points.points if p.height == height) == list(crfs)
 
 
 def test_sample_pieces_sit_inside_shots_and_spread_over_the_title() -> None:

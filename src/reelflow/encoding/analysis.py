@@ -57,8 +57,11 @@ class RungCheck:
     (the hard-cut composite's 270p rung: 11.8 CPU s, mostly VMAF at 720p). So its first encode is
     scored on every ``ladder.first_check_subsample``-th frame first (``quick_vmaf``; about a third
     of a full run at 5, within 0.1 VMAF of it on the talking head's rungs); a miss beyond
-    ``recheck_vmaf`` there re-encodes it at once, and the full run scores only the encode that
-    stays. Otherwise the full run decides as for every rung.
+    ``first_check_vmaf`` (0.7) there re-encodes it at once, and the full run scores only the encode
+    that stays. That is less than ``recheck_vmaf``: a subsample read of 0.9 may be a full miss of
+    1.1 (Tears of Steel's 1.11 and Caminandes' -1.12 went through that way), and a needless second
+    encode of the cheapest rung costs far less than a full VMAF run thrown away. Otherwise the full
+    run decides as for every rung.
     """
 
     rung: str                 # the planned rung's name
@@ -237,7 +240,9 @@ def deliver_rungs(
         if config.measure_delivered:
             step = config.first_check_subsample if i == 0 else 1
             quick_score = quick(rendition, step) if quick is not None and step > 1 else None
-            again = recheck_shift(rung, quick_score.mean, analysis.points, config) if quick_score else 0.0
+            again = 0.0
+            if quick_score is not None and abs(rung.vmaf - quick_score.mean) > config.first_check_vmaf:
+                again = crf_shift(rung.vmaf - quick_score.mean, crf_slope(rung, analysis.points))
             if again:          # off on the subsample already: the full run scores only the second encode
                 first_vmaf, discarded = quick_score.mean, rendition.cpu_s  # type: ignore[union-attr]
             else:
@@ -399,6 +404,7 @@ def ladder_report(
         "rules": settings.ladder.model_dump(mode="json"),
         "analysis": None if plan is None else {
             "heights_tried": list(plan.heights), "heights_skipped": list(plan.skipped), "crfs": list(plan.crfs),
+            "crfs_per_height": {str(h): list(plan.crfs_at(h)) for h in plan.heights},
             "sample_frames": plan.sample_frames,
             "correction": {"measured": plan.correction.measured, "heights": list(plan.correction.heights),
                            "crfs": list(plan.correction.crfs),

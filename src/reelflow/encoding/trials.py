@@ -160,6 +160,12 @@ class TrialPlan:
     # per height: the second divided difference of corrected (log kbps, VMAF) over the sample's
     # three CRFs, the shape that two probes per shot are interpolated with
     curvature: tuple[tuple[int, float, float], ...] = ()
+    # per height, where they differ from ``crfs`` (shot_crfs = "placed"): the CRFs every shot is tried at
+    probes: tuple[tuple[int, tuple[int, ...]], ...] = ()
+
+    def crfs_at(self, height: int) -> tuple[int, ...]:
+        """The CRFs every shot is tried at at this height."""
+        return dict(self.probes).get(height, self.crfs)
 
 
 @dataclass(frozen=True)
@@ -215,7 +221,7 @@ def trial_encodes_argv(
     src: Path,
     shot: Shot,
     sizes: Sequence[Size],
-    crfs: Sequence[float],
+    crfs: Sequence[float] | Mapping[int, Sequence[float]],
     fps: Fraction,
     preset: str,
     outs: Mapping[tuple[int, float], Path],
@@ -228,8 +234,9 @@ def trial_encodes_argv(
 ) -> list[str]:
     """One ffmpeg run encoding a shot (or a run of shots) at every size x CRF, decoding and scaling once.
 
-    ``outs`` maps (height, crf) to an output path (NUT: per-frame packet sizes, no muxing overhead
-    in the sizes); ``keyframes`` are frames relative to the cut's start that get IDR frames as in
+    ``crfs`` are the same at every size or given per height; ``outs`` maps (height, crf) to an
+    output path (NUT: per-frame packet sizes, no muxing overhead in the sizes); ``keyframes`` are
+    frames relative to the cut's start that get IDR frames as in
     the final encodes (the starts of the shots in a run, the segment grid); ``start_s`` is the
     source video stream's first timestamp.
     """
@@ -239,16 +246,18 @@ def trial_encodes_argv(
         argv += ["-seek_timestamp", "1",                                  # -ss in the stream's own time
                  "-ss", f"{seek_s(shot.start_frame, fps, start_s):.6f}"]  # half a frame early: exact frame
     argv += ["-i", str(src)]
+    per_height = crfs if isinstance(crfs, Mapping) else {h: crfs for _, h in sizes}
     graph = [f"[0:v:0]trim=end_frame={shot.frames},"                      # frame-exact end of the cut
              f"setpts=N*{fps.denominator}/{fps.numerator}/TB,"            # frame n at n/fps
              f"split={len(sizes)}" + "".join(f"[s{i}]" for i in range(len(sizes)))]
     for i, (width, height) in enumerate(sizes):
+        count = len(per_height[height])
         graph.append(f"[s{i}]scale={width}:{height}:flags=lanczos,setsar=1,format=yuv420p,"
-                     f"split={len(crfs)}" + "".join(f"[e{i}_{j}]" for j in range(len(crfs))))
+                     f"split={count}" + "".join(f"[e{i}_{j}]" for j in range(count)))
     argv += ["-filter_complex", ";".join(graph)]
     forced = sorted({0, *(k for k in keyframes if 0 < k < shot.frames)})
     for i, (_, height) in enumerate(sizes):
-        for j, crf in enumerate(crfs):
+        for j, crf in enumerate(per_height[height]):
             argv += [
                 "-map", f"[e{i}_{j}]", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
                 # as encode.py's shot encodes: no keyframe but the forced ones, closed GOPs
@@ -321,14 +330,16 @@ def frame_sizes(path: Path, frames: int) -> list[int]:
 
 
 def trial_grid(
-    src: Path, info: MediaInfo, shots: Sequence[Shot], sizes: Sequence[Size], crfs: Sequence[int], preset: str,
-    config: TrialConfig, out_dir: Path, *, start_s: float, keyframes: Sequence[int] = (), x264_params: str = "",
+    src: Path, info: MediaInfo, shots: Sequence[Shot], sizes: Sequence[Size],
+    crfs: Sequence[int] | Mapping[int, Sequence[int]], preset: str, config: TrialConfig, out_dir: Path, *,
+    start_s: float, keyframes: Sequence[int] = (), x264_params: str = "",
 ) -> dict[int, list[Trial]]:
     """Trials of consecutive shots at every size x CRF, by shot index: one encode run, one VMAF run.
 
-    The shots are encoded as one stream per size and CRF with an IDR frame at each shot start
-    (closed GOPs: no frame refers across it, so each shot codes as on its own), and scored in one
-    run with each shot as a piece. ``keyframes`` are source frame numbers (the segment grid).
+    The shots are encoded as one stream per size and CRF (``crfs`` the same at every size, or per
+    height) with an IDR frame at each shot start (closed GOPs: no frame refers across it, so each
+    shot codes as on its own), and scored in one run with each shot as a piece. ``keyframes`` are
+    source frame numbers (the segment grid).
     """
     if not shots or any(a.end_frame != b.start_frame for a, b in pairwise(shots)):
         raise StageError("trial runs take consecutive shots")
@@ -339,15 +350,16 @@ def trial_grid(
                 start_s=shots[0].start_s, end_s=shots[-1].end_s, boundary=shots[0].boundary)
     starts = [s.start_frame - first for s in shots]
     forced = [*starts, *(k - first for k in keyframes if first < k < span.end_frame)]
+    per_height = crfs if isinstance(crfs, Mapping) else {h: crfs for _, h in sizes}
     outs: dict[tuple[int, float], Path] = {(h, c): out_dir / f"{h}p_crf{c}_{preset}.nut"
-                                           for _, h in sizes for c in crfs}
+                                           for _, h in sizes for c in per_height[h]}
     try:
-        encoded = run(trial_encodes_argv(src, span, sizes, crfs, video.fps, preset, outs, start_s=start_s,
+        encoded = run(trial_encodes_argv(src, span, sizes, per_height, video.fps, preset, outs, start_s=start_s,
                                          keyframes=forced, threads=config.threads, x264_params=x264_params,
                                          codec=CODECS[config.codec]))
     except ToolFailed as exc:
         raise StageError(f"trial encodes of frames {first}-{span.end_frame} failed: {exc}") from exc
-    order = [(w, h, c) for w, h in sizes for c in crfs]
+    order = [(w, h, c) for w, h in sizes for c in per_height[h]]
     pieces = [(s.start_frame - first, s.end_frame - first, subsample_for(s.frames, config)) for s in shots]
     results: list[VmafResult] = measure_vmaf_many(
         [outs[(h, c)] for _, h, c in order], src, width=video.display_width, height=video.height, fps=video.fps,
@@ -533,6 +545,38 @@ def prune_heights(points: Sequence[RdPoint], candidates: Sequence[int], config: 
     return tuple(sorted(final, reverse=True))
 
 
+def place_probes(points: Sequence[RdPoint], heights: Sequence[int],
+                 config: TrialConfig) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """Per height, the CRFs every shot is tried at: around the CRFs where the sample puts it on the hull.
+
+    ``points`` are the sample's corrected points, interpolated every CRF. A height's band is the
+    CRFs of its points on the upper hull of all heights' points (at rates of at least ``min_kbps``,
+    up to the first point at or above ``top_vmaf``), widened by ``probe_margin`` each way within
+    ``crfs``: a rung at that height sits in that band, and each shot's CRF moves a few around the
+    rung's (the equal-slope allocation). Two probes span at least twice the margin; a band wider
+    than ``probe_two_span`` gets a third in its middle. A height the sample never puts on the hull
+    (kept as the tallest, or within ``prune_margin`` of it) is tried at every CRF of ``crfs``.
+    """
+    low, high = config.crfs[0], config.crfs[-1]
+    out = []
+    for height in heights:
+        own = sorted((p for p in points if p.height == height), key=lambda p: p.kbps)
+        # up to where it first reaches the top: a top rung aims there
+        reaching = [p for p in own if p.vmaf <= config.top_vmaf] + [p for p in own if p.vmaf > config.top_vmaf][:1]
+        on = [round(p.crf) for p in reaching
+              if p.kbps >= config.min_kbps and p.vmaf >= _frontier(points, p.kbps) - 1e-6]
+        if not on:
+            out.append((height, tuple(config.crfs)))
+            continue
+        margin = config.probe_margin
+        lo, hi = max(low, min(on) - margin), min(high, max(on) + margin)
+        # a band cut short at an end of crfs reaches in the other way instead
+        lo, hi = max(low, min(lo, hi - 2 * margin)), min(high, max(hi, lo + 2 * margin))
+        probes = (lo, (lo + hi) // 2, hi) if hi - lo > config.probe_two_span else (lo, hi)
+        out.append((height, tuple(sorted(set(probes)))))
+    return tuple(out)
+
+
 def plan_trials(
     src: Path, info: MediaInfo, shots: Sequence[Shot], config: TrialConfig, work_dir: Path, *, keep: bool = False,
 ) -> TrialPlan:
@@ -572,7 +616,7 @@ def plan_trials(
     # against it. One run per preset: a run per height (to stop early) would decode the sample and
     # start encoders again each time, for trials of 15% of the title at most.
     calibrated = _calibration_heights(candidates, config.calibration_heights) if config.calibrate else []
-    everywhere = config.prune or config.shot_crfs == "outer"
+    everywhere = config.prune or config.shot_crfs != "all"
     sample_heights = candidates if everywhere else calibrated
     sample_trials = tuple(grid(sample_heights, config.preset, crfs)) if sample_heights else ()
     cpu += sum(t.cpu_s for t in sample_trials)
@@ -591,13 +635,19 @@ def plan_trials(
     kept = prune_heights(predict_points(sample_trials, correction, 0), candidates, config) if config.prune \
         else candidates
     skipped = tuple(h for h in candidates if h not in kept)
+    curvature = curvatures(sample_trials, correction)
+    probes: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    if config.shot_crfs == "placed":
+        placed_on = [p for p in predict_points(sample_trials, correction, 1, curvature) if p.height in kept]
+        probes = place_probes(placed_on, kept, config)
     if not keep:
         shutil.rmtree(folder, ignore_errors=True)
-    log.info("%s: trial heights %s (skipped %s) from a %d-frame sample; correction %s; %.1f CPU s",
-             src.name, kept, skipped, frames, "measured" if correction.measured else "fixed", cpu)
+    log.info("%s: trial heights %s (skipped %s) from a %d-frame sample; correction %s; %s%.1f CPU s",
+             src.name, kept, skipped, frames, "measured" if correction.measured else "fixed",
+             "".join(f"{h}p CRFs {list(c)}; " for h, c in probes), cpu)
     return TrialPlan(heights=kept, skipped=skipped, crfs=config.crfs_per_shot, correction=correction,
                      sample_frames=frames, sample_trials=sample_trials, calibration_trials=calibration, cpu_s=cpu,
-                     curvature=curvatures(sample_trials, correction))
+                     curvature=curvature, probes=probes)
 
 
 def _calibration_heights(candidates: Sequence[int], count: int) -> list[int]:
@@ -637,7 +687,7 @@ def trial_shots(
     """
     video = info.video
     heights = plan.heights if plan is not None else candidate_heights(video, config)
-    crfs = plan.crfs if plan is not None else tuple(config.crfs)
+    crfs = {h: plan.crfs_at(h) if plan is not None else tuple(config.crfs) for h in heights}
     curvature = plan.curvature if plan is not None else ()
     correction = plan.correction if plan is not None else FIXED_CORRECTION
     if (correction.preset, correction.x264_params) != (config.preset, config.x264_params):
@@ -658,7 +708,7 @@ def trial_shots(
         points = ShotPoints(shot.index, shot.duration_s,
                             tuple(predict_points(trials, correction, config.crf_step, curvature)))
         out.append(ShotTrials(points=points, trials=tuple(trials), cpu_s=sum(t.cpu_s for t in trials)))
-    log.debug("shots %d-%d: %d trials each, %.1f CPU s", shots[0].index, shots[-1].index, len(heights) * len(crfs),
+    log.debug("shots %d-%d: %d trials each, %.1f CPU s", shots[0].index, shots[-1].index, sum(map(len, crfs.values())),
               sum(r.cpu_s for r in out))
     return out
 

@@ -183,7 +183,7 @@ def _trials_key(stage: str) -> Any:
                             list(parameters.get("keyframes", ()))]
         plan = parameters.get("plan")
         if plan is not None:
-            parts.append([plan.heights, plan.crfs, plan.correction])
+            parts.append([plan.heights, plan.crfs, plan.probes, plan.correction])
         code = "".join(_code_digest(m) for m in (trials, vmaf, encode, probe))
         return f"reelflow-{stage}-{parameters['source_sha']}-{config_digest(*parts)}-{code}"
 
@@ -329,7 +329,8 @@ def plan_trials_task(source: Path, source_sha: str, info: probe.MediaInfo, shots
                      config: TrialConfig, work: Path) -> trials.TrialPlan:
     plan = trials.plan_trials(source, info, shots, config, work)
     get_run_logger().info("trials at %s (skipped %s), CRFs %s; correction %s; sample %.1f CPU s",
-                          [f"{h}p" for h in plan.heights], [f"{h}p" for h in plan.skipped], list(plan.crfs),
+                          [f"{h}p" for h in plan.heights], [f"{h}p" for h in plan.skipped],
+                          {f"{h}p": list(plan.crfs_at(h)) for h in plan.heights},
                           "measured on the sample" if plan.correction.measured else "fixed", plan.cpu_s)
     return plan
 

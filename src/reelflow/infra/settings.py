@@ -177,10 +177,16 @@ class TrialConfig(_Config):
                                      "resolutions; those taller than the source are never tried.")
     crfs: tuple[int, ...] = Field((20, 27, 34), description="CRFs encoded at every resolution; hull points "
                                   "between them are interpolated.")
-    shot_crfs: Literal["outer", "all"] = Field("all", description="CRFs each shot is tried at: all of crfs, or "
-                                               "only the lowest and highest, its points between them shaped by the "
-                                               "sample's curvature (about a quarter less analysis CPU, planned VMAF "
-                                               "about 1 point less accurate: docs/benchmarks.md).")
+    shot_crfs: Literal["outer", "all", "placed"] = Field("all", description="CRFs each shot is tried at: all of "
+                                                         "crfs; only the lowest and highest, its points between "
+                                                         "them shaped by the sample's curvature (about a quarter "
+                                                         "less analysis CPU, planned VMAF about 1 point less "
+                                                         "accurate: docs/benchmarks.md); or, per height, two or "
+                                                         "three placed around where the sample puts that height "
+                                                         "on the hull (trials.place_probes).")
+    probe_margin: int = Field(3, ge=1, description="shot_crfs = placed: CRFs tried beyond the sample's band each way.")
+    probe_two_span: int = Field(10, ge=2, description="shot_crfs = placed: the widest band tried at two CRFs "
+                                "(a wider one gets a third in its middle).")
     crf_step: int = Field(1, ge=0, description="Interpolated points every this many CRF between probes (0: none).")
     codec: CodecName = Field("h264", description="Codec of the trials: always encode.codec (set from it).")
     preset: str = Field("superfast", description="Encoder preset of the trial encodes.")
@@ -268,8 +274,12 @@ class LadderConfig(_Config):
     first_check_subsample: int = Field(5, ge=1, description="The cheapest rung carries nothing from below, so it "
                                        "takes the trials' whole error and is the one most often encoded twice: its "
                                        "first encode is scored on every n-th frame first (about a third of a full "
-                                       "run at 5), and a miss beyond recheck_vmaf there re-encodes it at once. 1: "
-                                       "off; else 1 or coprime with 6 (vmaf.py).")
+                                       "run at 5), and a miss beyond first_check_vmaf there re-encodes it at once. "
+                                       "1: off; else 1 or coprime with 6 (vmaf.py).")
+    first_check_vmaf: float = Field(0.7, gt=0, description="The cheapest rung's quick check re-encodes it at once "
+                                    "when off its plan by more than this: less than recheck_vmaf, because the "
+                                    "subsample reads within about 0.4 of the full score and encoding the cheapest "
+                                    "rung again costs a fraction of the full VMAF run a late recheck throws away.")
 
     @model_validator(mode="after")
     def _consistent(self) -> LadderConfig:
