@@ -123,7 +123,7 @@ class LadderAnalysis:
 
     @property
     def discarded_cpu_s(self) -> float:
-        """The first encodes that a second replaced, and their VMAF."""
+        """The first encodes that a second replaced with their VMAF, and the cheapest rung's quick check."""
         return sum(c.cpu_s for c in self.checks)
 
     @property

@@ -26,6 +26,9 @@ where an exhaustive medium grid costs 10-15x):
    shot at the outer two only and shapes the points between with the curvature of the sample's
    three probes at that height: about a quarter less analysis CPU, but planned VMAF about one
    point less accurate over ../shared/media (docs/benchmarks.md), so it is not the default.
+   ``shot_crfs = "placed"`` (``place_probes``) tries each height at two or three CRFs around the
+   band where the sample puts it on the hull, which is where its rungs land: about a fifth fewer
+   trials, but the closed loop's carries misfire more often (docs/benchmarks.md, session 6).
 4. Resolutions that cannot reach the hull are not tried. A rung has one resolution for all shots,
    so this is decided once per title, on the sample's corrected points (``prune_heights``): from
    the middle candidate down while each lower one puts a point on (or within ``prune_margin`` of)
