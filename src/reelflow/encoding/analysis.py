@@ -56,12 +56,12 @@ class RungCheck:
     session 5), and a full VMAF run at the source's display size costs far more than its encode
     (the hard-cut composite's 270p rung: 11.8 CPU s, mostly VMAF at 720p). So its first encode is
     scored on every ``ladder.first_check_subsample``-th frame first (``quick_vmaf``; about a third
-    of a full run at 5, within 0.1 VMAF of it on the talking head's rungs); a miss beyond
-    ``first_check_vmaf`` (0.7) there re-encodes it at once, and the full run scores only the encode
-    that stays. That is less than ``recheck_vmaf``: a subsample read of 0.9 may be a full miss of
-    1.1 (Tears of Steel's 1.11 and Caminandes' -1.12 went through that way), and a needless second
-    encode of the cheapest rung costs far less than a full VMAF run thrown away. Otherwise the full
-    run decides as for every rung.
+    of a full run at 5, and within 0.5 VMAF of it on ../shared/media, docs/benchmarks.md); a miss
+    beyond ``first_check_vmaf`` (0.7) there re-encodes it at once, and the full run scores only the
+    encode that stays. That is less than ``recheck_vmaf``: a subsample read of 0.9 may be a full
+    miss of 1.1 (Tears of Steel's 1.11 and Caminandes' -1.12 went through that way at 1.0), and a
+    needless second encode of the cheapest rung costs far less than a full VMAF run thrown away.
+    Otherwise the full run decides as for every rung.
     """
 
     rung: str                 # the planned rung's name

@@ -278,7 +278,7 @@ class LadderConfig(_Config):
                                        "1: off; else 1 or coprime with 6 (vmaf.py).")
     first_check_vmaf: float = Field(0.7, gt=0, description="The cheapest rung's quick check re-encodes it at once "
                                     "when off its plan by more than this: less than recheck_vmaf, because the "
-                                    "subsample reads within about 0.4 of the full score and encoding the cheapest "
+                                    "subsample reads within about 0.5 of the full score and encoding the cheapest "
                                     "rung again costs a fraction of the full VMAF run a late recheck throws away.")
 
     @model_validator(mode="after")
