@@ -103,6 +103,7 @@ class Ladder:
     planned: list[tuple[float, float]] = field(default_factory=list)   # (kbps, VMAF) the plan promised
     discarded_cpu_s: float = 0.0          # first encodes of rechecked rungs with their VMAF: analysis, not final
     checks: list[dict[str, Any]] = field(default_factory=list)     # analysis.RungCheck per rung, cheapest first
+    vmaf_cpu_s: list[float] = field(default_factory=list)          # each delivered rung's every-frame VMAF run
 
 
 @dataclass
@@ -155,7 +156,8 @@ def deliver_planned(name: str, src: Path, info: MediaInfo, analysis: LadderAnaly
     return Ladder(name, [(delivered[r.name].kbps, delivered[r.name].vmaf.mean) for r in analysis.rungs],
                   [r.name for r in analysis.rungs], sum(made[r.name].cpu_s for r in analysis.rungs),
                   planned=[(r.kbps, r.vmaf) for r in analysis.rungs], discarded_cpu_s=analysis.discarded_cpu_s,
-                  checks=[c.to_dict() for c in analysis.checks])
+                  checks=[c.to_dict() for c in analysis.checks],
+                  vmaf_cpu_s=[round(delivered[r.name].vmaf.cpu_s, 2) for r in analysis.rungs])
 
 
 def exhaustive(src: Path, info: MediaInfo, shots: Sequence[Shot], keyframes: Sequence[int], settings: Settings,
@@ -328,6 +330,11 @@ def table(results: Sequence[ClipResult]) -> str:
     analysis = sum(r.analysis_cpu_s for r in results)
     discarded = sum(r.per_shot.discarded_cpu_s for r in results)
     final = sum(r.per_shot.encode_cpu_s for r in results)
+    quick = [(r.clip, c["cpu_s"], r.per_shot.vmaf_cpu_s[0]) for r in results for c in r.per_shot.checks[:1]
+             if c.get("quick_vmaf") is not None and not c["rechecked"] and r.per_shot.vmaf_cpu_s]
+    if quick:
+        lines.append("\nThe cheapest rung's quick check against its full VMAF run, where it was kept: "
+                     + ", ".join(f"{clip} {check:.2f}/{full:.2f} CPU s" for clip, check, full in quick) + ".")
     if final > 0:
         lines.append(f"\nAll titles together: analysis {analysis:.1f} CPU s over final encodes {final:.1f} = "
                      f"{analysis / final:.2f}x (trials {(analysis - discarded) / final:.2f}x, discarded first "

@@ -242,10 +242,10 @@ def deliver_rungs(
             quick_score = quick(rendition, step) if quick is not None and step > 1 else None
             again = 0.0
             if quick_score is not None and abs(rung.vmaf - quick_score.mean) > config.first_check_vmaf:
-                again = crf_shift(rung.vmaf - quick_score.mean, crf_slope(rung, analysis.points))
-            if again:          # off on the subsample already: the full run scores only the second encode
-                first_vmaf, discarded = quick_score.mean, rendition.cpu_s  # type: ignore[union-attr]
-            else:
+                # off on the subsample already: encoded again at once, the full run scores only the second
+                first_vmaf, discarded = quick_score.mean, rendition.cpu_s
+                again = crf_shift(rung.vmaf - first_vmaf, crf_slope(rung, analysis.points))
+            if not again:
                 step, score = 1, measure(rendition)
                 first_vmaf = score.vmaf.mean
                 again = recheck_shift(rung, first_vmaf, analysis.points, config)

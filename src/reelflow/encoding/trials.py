@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from itertools import pairwise
 from pathlib import Path
+from typing import TypeVar
 
 import av
 
@@ -82,6 +83,7 @@ from reelflow.infra.tools import ffmpeg_exe, require_encoder, run
 log = logging.getLogger(__name__)
 
 Size = tuple[int, int]
+C = TypeVar("C", int, float)   # CRFs: whole for trials, any for an argv
 
 
 @dataclass(frozen=True)
@@ -249,7 +251,7 @@ def trial_encodes_argv(
         argv += ["-seek_timestamp", "1",                                  # -ss in the stream's own time
                  "-ss", f"{seek_s(shot.start_frame, fps, start_s):.6f}"]  # half a frame early: exact frame
     argv += ["-i", str(src)]
-    per_height = crfs if isinstance(crfs, Mapping) else {h: crfs for _, h in sizes}
+    per_height = _crfs_by_height(sizes, crfs)
     graph = [f"[0:v:0]trim=end_frame={shot.frames},"                      # frame-exact end of the cut
              f"setpts=N*{fps.denominator}/{fps.numerator}/TB,"            # frame n at n/fps
              f"split={len(sizes)}" + "".join(f"[s{i}]" for i in range(len(sizes)))]
@@ -269,6 +271,11 @@ def trial_encodes_argv(
                 "-f", "nut", str(outs[(height, crf)]),
             ]
     return argv
+
+
+def _crfs_by_height(sizes: Sequence[Size], crfs: Sequence[C] | Mapping[int, Sequence[C]]) -> Mapping[int, Sequence[C]]:
+    """The CRFs of each size's height: the same at every size, or as given per height."""
+    return crfs if isinstance(crfs, Mapping) else {h: crfs for _, h in sizes}
 
 
 def trial_encode_argv(
@@ -353,7 +360,7 @@ def trial_grid(
                 start_s=shots[0].start_s, end_s=shots[-1].end_s, boundary=shots[0].boundary)
     starts = [s.start_frame - first for s in shots]
     forced = [*starts, *(k - first for k in keyframes if first < k < span.end_frame)]
-    per_height = crfs if isinstance(crfs, Mapping) else {h: crfs for _, h in sizes}
+    per_height = _crfs_by_height(sizes, crfs)
     outs: dict[tuple[int, float], Path] = {(h, c): out_dir / f"{h}p_crf{c}_{preset}.nut"
                                            for _, h in sizes for c in per_height[h]}
     try:
