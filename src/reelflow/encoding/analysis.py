@@ -55,8 +55,8 @@ class RungCheck:
     The cheapest rung carries nothing, so it is the one most often encoded twice (6 of 8 titles in
     session 5), and a full VMAF run at the source's display size costs far more than its encode
     (the hard-cut composite's 270p rung: 11.8 CPU s, mostly VMAF at 720p). So its first encode is
-    scored on every ``ladder.first_check_subsample``-th frame first (``quick_vmaf``; about a third
-    of a full run at 5, and within 0.5 VMAF of it on ../shared/media, docs/benchmarks.md); a miss
+    scored on every ``ladder.first_check_subsample``-th frame first (``quick_vmaf``; 0.3-0.4 of a
+    full run's CPU at 5, and within 0.5 VMAF of it on ../shared/media, docs/benchmarks.md); a miss
     beyond ``first_check_vmaf`` (0.7) there re-encodes it at once, and the full run scores only the
     encode that stays. That is less than ``recheck_vmaf``: a subsample read of 0.9 may be a full
     miss of 1.1 (Tears of Steel's 1.11 and Caminandes' -1.12 went through that way at 1.0), and a

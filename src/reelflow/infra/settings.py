@@ -273,8 +273,8 @@ class LadderConfig(_Config):
                                        "Needs measure_delivered.")
     first_check_subsample: int = Field(5, ge=1, description="The cheapest rung carries nothing from below, so it "
                                        "takes the trials' whole error and is the one most often encoded twice: its "
-                                       "first encode is scored on every n-th frame first (about a third of a full "
-                                       "run at 5), and a miss beyond first_check_vmaf there re-encodes it at once. "
+                                       "first encode is scored on every n-th frame first (0.3-0.4 of a full run's "
+                                       "CPU at 5), and a miss beyond first_check_vmaf there re-encodes it at once. "
                                        "1: off; else 1 or coprime with 6 (vmaf.py).")
     first_check_vmaf: float = Field(0.7, gt=0, description="The cheapest rung's quick check re-encodes it at once "
                                     "when off its plan by more than this: less than recheck_vmaf, because the "
