@@ -102,6 +102,8 @@ def test_source_and_encodes_went_through_the_store(runs: dict[str, Any]) -> None
     assert len(stored) == len(video) >= 2
     # beside them only the discarded first encodes of rungs encoded again
     assert len(everything) == len(stored) + sum(c["rechecked"] for c in report["checks"])
+    # the cheapest rung's quick check ran on a worker too, on the encode it fetched from the store
+    assert report["checks"][0]["quick_vmaf"] is not None and report["checks"][0]["cpu_s"] > 0
     # the workers encoded into their own cache; the flow's copies came back from the store
     flow_copies = sorted(p for p in runs["work"].glob(f"{sha[:16]}/encode-*/*p_*k-*.mp4") if p.name in used)
     assert [p.name for p in flow_copies] == [p.name for p in stored]

@@ -28,7 +28,9 @@ where an exhaustive medium grid costs 10-15x):
    point less accurate over ../shared/media (docs/benchmarks.md), so it is not the default.
    ``shot_crfs = "placed"`` (``place_probes``) tries each height at two or three CRFs around the
    band where the sample puts it on the hull, which is where its rungs land: about a fifth fewer
-   trials, but the closed loop's carries misfire more often (docs/benchmarks.md, session 6).
+   trials, but the closed loop's carries misfire more often, and where the sample's hull is not
+   the title's a rung's height can be left without the CRFs it needs (Caminandes; docs/benchmarks.md,
+   session 6), so it is not the default either.
 4. Resolutions that cannot reach the hull are not tried. A rung has one resolution for all shots,
    so this is decided once per title, on the sample's corrected points (``prune_heights``): from
    the middle candidate down while each lower one puts a point on (or within ``prune_margin`` of)
