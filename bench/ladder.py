@@ -101,7 +101,8 @@ class Ladder:
     rungs: list[str]
     encode_cpu_s: float
     planned: list[tuple[float, float]] = field(default_factory=list)   # (kbps, VMAF) the plan promised
-    discarded_cpu_s: float = 0.0          # first encodes of rechecked rungs with their VMAF: analysis, not final
+    discarded_cpu_s: float = 0.0          # first encodes of rechecked rungs with their VMAF, and the cheapest
+                                          # rung's quick check: analysis, not final
     checks: list[dict[str, Any]] = field(default_factory=list)     # analysis.RungCheck per rung, cheapest first
     vmaf_cpu_s: list[float] = field(default_factory=list)          # each delivered rung's every-frame VMAF run
 

@@ -365,13 +365,20 @@ def encode_planned_rung_task(source: Path, rung: PlannedRung, shot_list: tuple[s
     return rendition
 
 
+def _scored_inputs(rendition: Rendition, info: probe.MediaInfo, work: Path,
+                   remote: WorkStore | None) -> tuple[Rendition, probe.MediaInfo]:
+    """The rung and the source (the reference) a VMAF task compares: on a worker, both from the store."""
+    if remote is None:
+        return rendition, info
+    _, info = _task_source(info.path, info, remote)
+    return dataclasses.replace(rendition, path=remote.fetch(f"{work.name}/{rendition.path.name}")), info
+
+
 @task(name="delivered VMAF", cache_policy=NO_CACHE, task_run_name="VMAF {rendition.name}")
 def delivered_vmaf_task(rendition: Rendition, shot_list: tuple[shots.Shot, ...], info: probe.MediaInfo,
                         work: Path, remote: WorkStore | None = None) -> Delivered:
     """The delivered rung scored on every frame at the source's display size."""
-    if remote is not None:  # both the rung and the source (the reference) from the store
-        _, info = _task_source(info.path, info, remote)
-        rendition = dataclasses.replace(rendition, path=remote.fetch(f"{work.name}/{rendition.path.name}"))
+    rendition, info = _scored_inputs(rendition, info, work, remote)
     logs = _task_work(work, remote) / "vmaf"
     logs.mkdir(parents=True, exist_ok=True)
     score = vmaf.measure_rung_vmaf(rendition.path, info, log_dir=logs)
@@ -385,9 +392,7 @@ def delivered_vmaf_task(rendition: Rendition, shot_list: tuple[shots.Shot, ...],
 def quick_vmaf_task(rendition: Rendition, step: int, info: probe.MediaInfo, work: Path,
                     remote: WorkStore | None = None) -> vmaf.VmafResult:
     """A rung's first encode scored on every ``step``-th frame: the cheapest rung's check (analysis.RungCheck)."""
-    if remote is not None:
-        _, info = _task_source(info.path, info, remote)
-        rendition = dataclasses.replace(rendition, path=remote.fetch(f"{work.name}/{rendition.path.name}"))
+    rendition, info = _scored_inputs(rendition, info, work, remote)
     score = vmaf.measure_rung_vmaf(rendition.path, info, subsample=step)
     get_run_logger().info("%s checked: VMAF %.2f on every %dth frame; %.1f CPU s", rendition.name, score.mean,
                           step, score.cpu_s)
