@@ -4,8 +4,9 @@
 #
 # With a terminal attached the service runs in the foreground until Ctrl-C. Without one (CI, a
 # pipe) the demo checks that the service answers, prints the URL and leaves the service running in
-# the background (its pid in reelflow-data/serve.pid, its log in reelflow-data/serve.log), so the
-# demo itself ends. REELFLOW_DEMO_SERVE=no skips the service; REELFLOW_DEMO_PORT picks the port.
+# the background (its pid in serve.pid, its log in serve.log, both in REELFLOW_HOME), so the
+# demo itself ends. Everything the demo makes (keys, database, output, the orchestration service)
+# is in REELFLOW_HOME: by default ~/.local/share/reelflow, whatever folder the demo runs from. REELFLOW_DEMO_SERVE=no skips the service; REELFLOW_DEMO_PORT picks the port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Read the demo's own knobs, then drop them: reelflow reads every REELFLOW_* variable as a setting
@@ -14,11 +15,12 @@ serve="${REELFLOW_DEMO_SERVE:-yes}"
 port="${REELFLOW_DEMO_PORT:-8700}"
 unset REELFLOW_DEMO_SERVE REELFLOW_DEMO_PORT
 
+home=$(python -c "from reelflow.infra.home import reelflow_home; print(reelflow_home())")
+mkdir -p "$home"
 clip="../shared/media/03_sintel_fight_10s_640x360.mp4"
 if [[ ! -f "$clip" ]]; then
   # No ../shared here: make a 10 s clip with two hard cuts and a tone, with ffmpeg's lavfi.
-  clip="reelflow-data/demo-source.mp4"
-  mkdir -p reelflow-data
+  clip="$home/demo-source.mp4"
   ffmpeg=$(python -c "from reelflow.infra.tools import ffmpeg_exe; print(ffmpeg_exe())")
   "$ffmpeg" -hide_banner -loglevel error -y \
     -f lavfi -i "testsrc2=size=640x360:rate=24:duration=4" \
@@ -30,11 +32,11 @@ if [[ ! -f "$clip" ]]; then
   echo "(../shared/media is not here: using a generated clip, $clip)"
 fi
 
-storage="$(pwd)/reelflow-data/reelflow-output"
+storage=$(python -c "from reelflow.infra.settings import load_settings; print(load_settings().storage.output)")
 # Encrypted (the default): one content key per tier, sealed in the service database
-# (reelflow-data/) under the master key in reelflow-data/drm-master.key; the service started
-# below reads them there and hands the browser page its keys through the ClearKey license.
-reelflow ingest "$clip" --title-id demo --storage "$storage"
+# ($home/service.db) under the master key in $home/drm-master.key; the service started below
+# reads them there and hands the browser page its keys through the ClearKey license.
+reelflow ingest "$clip" --title-id demo
 
 # title.json names the package folder that is current (packages are versioned by content)
 package=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['package'])" "$storage/titles/demo/title.json")
@@ -46,7 +48,7 @@ Demo ingest done. The title is in $package/ (encrypted: cenc, one key per tier):
   title record:   $storage/titles/demo/title.json
   ladder report:  $package/ladder.json and ladder.png (trials, hulls, rungs, planned against delivered VMAF)
 The files need the service's license to play (below). For players that read files in the clear,
-ingest with --no-drm: reelflow ingest $clip --title-id demo-clear --storage $storage --no-drm
+ingest with --no-drm: reelflow ingest $clip --title-id demo-clear --no-drm
 MSG
 
 # --- the playback service ---------------------------------------------------------------------
@@ -54,11 +56,11 @@ if [[ "$serve" == "no" ]]; then
   exit 0
 fi
 url="http://127.0.0.1:$port"
-pidfile="reelflow-data/serve.pid"
+pidfile="$home/serve.pid"
 if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
   kill "$(cat "$pidfile")" && sleep 1   # the service an earlier demo left running
 fi
-reelflow serve --port "$port" --storage "$storage" >reelflow-data/serve.log 2>&1 &
+reelflow serve --port "$port" >"$home/serve.log" 2>&1 &
 pid=$!
 echo "$pid" >"$pidfile"
 if ! python - "$url/healthz" <<'PY'
@@ -72,8 +74,8 @@ for _ in range(150):
 sys.exit(1)
 PY
 then
-  echo "the playback service did not start; its log (reelflow-data/serve.log):" >&2
-  tail -20 reelflow-data/serve.log >&2
+  echo "the playback service did not start; its log ($home/serve.log):" >&2
+  tail -20 "$home/serve.log" >&2
   kill "$pid" 2>/dev/null || true
   exit 1
 fi
@@ -83,7 +85,7 @@ if [[ ! -f node_modules/shaka-player/dist/shaka-player.compiled.js ]]; then
 fi
 cat <<MSG
 
-The playback service is running at $url (log: reelflow-data/serve.log).
+The playback service is running at $url (log: $home/serve.log).
 Open this page to play the encrypted title in a browser (Shaka Player, ClearKey; DASH, add
 ?format=hls for HLS):
   $url/play/demo

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,21 @@ from typing import Any
 import pytest
 
 from shared_media import MEDIA_DIR
+
+# Every test session keeps reelflow's state (keys, database, default output, the orchestration
+# service) in a folder of its own, never in the developer's REELFLOW_HOME. Set at import, before any
+# settings are read; subprocesses inherit it.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="reelflow-home-"))
+os.environ["REELFLOW_HOME"] = str(_SESSION_HOME)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reelflow_home() -> Iterator[Path]:
+    """This session's REELFLOW_HOME; an orchestration service a test started there is stopped at the end."""
+    yield _SESSION_HOME
+    from reelflow.flows.server import stop_server
+
+    stop_server(_SESSION_HOME / "prefect")
 
 
 def _missing(what: Path) -> None:

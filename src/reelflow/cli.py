@@ -47,10 +47,20 @@ class _State:
 state = _State()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        import reelflow
+
+        sys.stdout.write(f"reelflow {reelflow.__version__}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     config: ConfigOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each binary's command line.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print reelflow's version and exit.")] = False,
 ) -> None:
     state.settings_file = config
     state.verbose = verbose
@@ -299,16 +309,14 @@ def ingest(
     chosen = settings.ladder.mode
     from reelflow.encoding.probe import probe as probe_media
 
-    # What can be checked without the flow is checked before it starts (and its server with it).
+    # What can be checked without the flow is checked before it starts (and before the machine's
+    # orchestration service is started or reached).
     probe_media(source)
-    from reelflow.flows.ingest import check_title_id, default_title_id, ingest_flow
+    from reelflow.flows.server import ensure_api
     from reelflow.infra.storage import open_storage
     from reelflow.packaging.sidecar import load_sidecar
 
-    flow = ingest_flow(settings)  # an unreachable Dask scheduler fails here, before any work
-
     side = load_sidecar(sidecar) if sidecar is not None else None
-    check_title_id(title_id or (side.title_id if side else None) or default_title_id(source))
     if not no_drm and settings.drm.enabled:
         from reelflow.packaging.keys import KeyStore
 
@@ -316,6 +324,11 @@ def ingest(
     if storage and "://" not in storage:
         storage = str(Path(storage).resolve())  # a plain path: absolute, so the record's paths are too
     open_storage(storage or settings.storage.output, settings.storage)  # refuses unknown schemes, bad buckets
+    ensure_api()  # before Prefect is imported: it reads PREFECT_API_URL once
+    from reelflow.flows.ingest import check_title_id, default_title_id, ingest_flow
+
+    check_title_id(title_id or (side.title_id if side else None) or default_title_id(source))
+    flow = ingest_flow(settings)  # an unreachable Dask scheduler fails here, before any work
     _quiet_console_tracebacks()
     source = source.resolve()
     err.print(f"[bold]ingest[/] {source} (Prefect flow run; stage logs follow)")
@@ -356,6 +369,42 @@ def simulate(
 
     names = [name.strip() for name in abr.split(",") if name.strip()]
     raise typer.Exit(simulate_command(traces, sizes, names, as_json=json_out, plot_dir=plot))
+
+
+@app.command()
+def orchestrator(
+    stop: Annotated[bool, typer.Option("--stop", help="Stop this machine's Prefect server.")] = False,
+    start: Annotated[bool, typer.Option("--start", help="Start it now if it is not running.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """This machine's orchestration service (the Prefect API every ingest, watch and worker shares)."""
+    import os
+
+    from reelflow.flows.server import API_URL_ENV, ensure_api, healthy, read_state, state_dir, stop_server
+
+    given = os.environ.get(API_URL_ENV)
+    if stop:
+        stopped = stop_server()
+        status: dict[str, Any] = {"stopped": stopped.url if stopped else None}
+    else:
+        if start and not given:
+            ensure_api()
+        state = read_state()
+        status = {"home": str(state_dir()), "env_api_url": given,
+                  "url": state.url if state else None, "pid": state.pid if state else None,
+                  "log": state.log if state else None,
+                  "running": bool(state and healthy(state.url))}
+    if json_out:
+        _emit_json(status)
+        return
+    if stop:
+        err.print(f"stopped {status['stopped']}" if status["stopped"] else "no orchestration service was running")
+    elif status["running"]:
+        err.print(f"running at {status['url']} (pid {status['pid']}, log {status['log']})")
+    else:
+        err.print(f"not running (it starts with the first ingest; state in {status['home']})")
+    if not stop and status["env_api_url"]:
+        err.print(f"note: PREFECT_API_URL={status['env_api_url']} is set, so this shell uses that server instead")
 
 
 from reelflow.playback.commands import edge_command, serve_command  # noqa: E402  (after the core commands)

@@ -21,7 +21,8 @@
     │   ├── UnavailableInCountry       451: the title is not licensed where the player is
     │   ├── Unplayable                 422: nothing in the title fits the device
     │   └── NotConfigured              501: e.g. no Widevine license proxy registered
-    └── PlayerError                    the CLI player cannot go on (service down, bad manifest, missing segment)
+    ├── PlayerError                    the CLI player cannot go on (service down, bad manifest, missing segment)
+    └── OrchestrationError             the local orchestration service cannot be started or reached
 
 Foreign exceptions (av, botocore, subprocess) are translated once, at the boundary where they are
 raised, with ``raise ... from`` so the cause stays in the traceback for debugging.
@@ -172,3 +173,7 @@ class PlayerError(ReelflowError):
 
     The service's own refusals (401, 403, 404 ...) reach the player as the matching ``PlaybackError``.
     """
+
+
+class OrchestrationError(ReelflowError):
+    """The machine's Prefect API (flows/server.py) could not be started, found or reached."""

@@ -13,7 +13,24 @@ from reelflow.infra.settings import APPLE_HLS_LADDER, load_settings
 def test_defaults_are_the_embedded_ones() -> None:
     settings = load_settings()
     assert settings.encode.ladder == APPLE_HLS_LADDER
-    assert settings.storage.output == "reelflow-data/reelflow-output"
+
+
+def test_state_lives_in_reelflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys, database, work files and default output: one folder, whatever the working directory."""
+    monkeypatch.setenv("REELFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    home = tmp_path / "home"
+    assert settings.storage.output == str(home / "output")
+    assert settings.storage.work_dir == home / "work"
+    assert settings.database.url == f"sqlite:///{home / 'service.db'}"
+    assert settings.service.token_secret_file == home / "service-token.key"
+    assert settings.watch.state_dir == home / "watch"
+    monkeypatch.chdir(tmp_path / "..")
+    assert load_settings().storage.work_dir == home / "work"  # not relative to where a command runs
+    monkeypatch.delenv("REELFLOW_HOME")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert load_settings().storage.output == str(tmp_path / "xdg" / "reelflow" / "output")
 
 
 def test_file_then_env_then_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,13 +25,11 @@ def _cli_settings() -> tuple[Settings, str | None]:
     return cli._settings(), config
 
 
-def _warn_without_server() -> None:
-    from reelflow.cli import err
+def _connect() -> None:
+    """Use PREFECT_API_URL's server, or this machine's orchestration service (flows/server.py)."""
+    from reelflow.flows.server import ensure_api
 
-    if not os.environ.get("PREFECT_API_URL"):
-        err.print("reelflow: PREFECT_API_URL is not set: this process talks to an embedded Prefect server on "
-                  "~/.prefect's database; for watch + worker, run `prefect server start` and export "
-                  "PREFECT_API_URL (docs/deploy.md)", markup=False, highlight=False)
+    ensure_api()
 
 
 def watch(
@@ -60,7 +58,7 @@ def watch(
             raise ConfigError("--setup needs an s3:// URL and --queue NAME")
         queue = setup_notifications(url, queue or str(settings.watch.queue), settings.storage, settings.watch)
     source = open_source(url, settings, queue)  # checks the bucket/folder and the queue before Prefect
-    _warn_without_server()
+    _connect()
     from reelflow.cli import _emit_json, _quiet_console_tracebacks, err
 
     _quiet_console_tracebacks()
@@ -106,7 +104,7 @@ def worker(
         from reelflow.flows.ingest import check_dask_address
 
         check_dask_address(settings.orchestration.dask_address)  # before anything is registered
-    _warn_without_server()
+    _connect()
     from reelflow.cli import _quiet_console_tracebacks, err
 
     _quiet_console_tracebacks()

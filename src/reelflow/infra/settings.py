@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from reelflow.encoding.codecs import CODECS, CodecName
 from reelflow.errors import ConfigError
+from reelflow.infra.home import HOME_ENV, home_path
 
 Severity = Literal["error", "warning", "info"]
 ProtectionScheme = Literal["cenc", "cbcs"]
@@ -162,8 +163,10 @@ class PackageConfig(_Config):
 class StorageConfig(_Config):
     """Where packages go and where intermediate files live."""
 
-    output: str = Field("reelflow-data/reelflow-output", description="Local directory or s3://bucket/prefix.")
-    work_dir: Path = Field(Path("reelflow-data/work"), description="Intermediate files, keyed by content hash.")
+    output: str = Field(default_factory=lambda: str(home_path("output")),
+                        description="Local directory or s3://bucket/prefix (default: output/ in REELFLOW_HOME).")
+    work_dir: Path = Field(default_factory=lambda: home_path("work"),
+                           description="Intermediate files, keyed by content hash (default: work/ in REELFLOW_HOME).")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto).")
     s3_region: str = "us-east-1"
     multipart_threshold_mb: int = Field(8, ge=5, description="Files above this size upload in parts.")
@@ -304,8 +307,9 @@ class LadderConfig(_Config):
 class DatabaseConfig(_Config):
     """The service database (infra/database.py): content keys, sessions, progress, QoE."""
 
-    url: str = Field("sqlite:///reelflow-data/service.db", description="SQLAlchemy URL; SQLite by default, "
-                     "postgresql+psycopg://... for several service replicas.")
+    url: str = Field(default_factory=lambda: f"sqlite:///{home_path('service.db')}",
+                     description="SQLAlchemy URL; SQLite in REELFLOW_HOME by default, postgresql+psycopg://... "
+                     "for several service replicas.")
 
 
 def decode_master_key(text: str) -> bytes:
@@ -332,7 +336,7 @@ class DrmConfig(_Config):
     The master key encrypts the content keys at rest in the service database. Give it as
     ``master_key`` (``REELFLOW_DRM__MASTER_KEY``: 64 hex digits or base64 of 32 bytes). Without
     one, reelflow creates a random key once in ``master_key_file`` (default ``drm-master.key``
-    beside the work folder, i.e. ``reelflow-data/drm-master.key``), with mode 0600, and reuses it:
+    beside the work folder, i.e. ``drm-master.key`` in REELFLOW_HOME), with mode 0600, and reuses it:
     fine on one laptop; losing that file loses every stored content key, so production sets it.
 
     FairPlay needs ``cbcs``: with ``cenc`` it is left out of the default systems (with a log
@@ -417,7 +421,7 @@ class ServiceConfig(_Config):
                                    "are built on it.")
     token_secret: SecretStr | None = Field(None, description="HMAC key of play tokens; None: a random one made "
                                            "once in token_secret_file (0600). Set it when running replicas.")
-    token_secret_file: Path = Field(Path("reelflow-data/service-token.key"))
+    token_secret_file: Path = Field(default_factory=lambda: home_path("service-token.key"))
     token_ttl_s: int = Field(600, ge=10, le=86400, description="Play tokens (manifests, license, keys) expire "
                              "this long after /api/play.")
     license_duration_h: float = Field(24.0, ge=24, le=48, description="How long a player may keep the keys "
@@ -481,8 +485,8 @@ class WatchConfig(_Config):
     media_suffixes: tuple[str, ...] = Field(
         (".mp4", ".mov", ".mxf", ".mkv", ".webm", ".m4v", ".ts", ".avi", ".mpg", ".mpeg", ".y4m"),
         description="File name endings that start an ingest; other files are ignored (.json: sidecars).")
-    state_dir: Path = Field(Path("reelflow-data/watch"), description="The watcher's seen-sets (listing and "
-                            "local folder modes), so a restart does not start runs again.")
+    state_dir: Path = Field(default_factory=lambda: home_path("watch"), description="The watcher's seen-sets "
+                            "(listing and local folder modes), so a restart does not start runs again.")
 
 
 class OrchestrationConfig(_Config):
@@ -506,13 +510,13 @@ class Settings(_Config):
     shots: ShotConfig = ShotConfig()
     encode: EncodeConfig = EncodeConfig()
     package: PackageConfig = PackageConfig()
-    storage: StorageConfig = StorageConfig()
+    storage: StorageConfig = Field(default_factory=StorageConfig)  # paths in REELFLOW_HOME, read when made
     trials: TrialConfig = TrialConfig()
     ladder: LadderConfig = LadderConfig()
-    database: DatabaseConfig = DatabaseConfig()
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)  # paths in REELFLOW_HOME, read when made
     drm: DrmConfig = DrmConfig()
-    service: ServiceConfig = ServiceConfig()
-    watch: WatchConfig = WatchConfig()
+    service: ServiceConfig = Field(default_factory=ServiceConfig)  # paths in REELFLOW_HOME, read when made
+    watch: WatchConfig = Field(default_factory=WatchConfig)  # paths in REELFLOW_HOME, read when made
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @model_validator(mode="before")
@@ -556,7 +560,7 @@ class Settings(_Config):
 
 
 # Environment variables with our prefix that are not settings (binary overrides, the config path).
-_NON_SETTING_ENV = {"REELFLOW_FFMPEG", "REELFLOW_PACKAGER", "REELFLOW_CONFIG"}
+_NON_SETTING_ENV = {"REELFLOW_FFMPEG", "REELFLOW_PACKAGER", "REELFLOW_CONFIG", HOME_ENV}
 
 
 def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
