@@ -24,6 +24,11 @@ from reelflow.errors import ConfigError, QCFailed, ReelflowError
 from reelflow.infra.settings import Settings, load_settings
 from reelflow.infra.tools import require_encoder
 
+try:  # typer 0.2x vendors click as typer._click: its usage errors are those classes, not click's
+    from typer._click import exceptions as usage_errors
+except ImportError:  # pragma: no cover - older typer on real click
+    from click import exceptions as usage_errors  # type: ignore[no-redef]
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="reelflow: ingest mezzanine files into per-title DASH and HLS streams.",
@@ -247,6 +252,10 @@ def ladder(
     if plot is not None and chosen == "fixed":
         raise typer.BadParameter("the fixed ladder tries nothing to plot; use --mode per-shot or per-title",
                                  param_hint="--plot")
+    if plot is not None:
+        from reelflow.infra.outputs import check_output_file
+
+        check_output_file(plot, "--plot")  # before the analysis, not after it
     info = probe_media(source)
     with _progress("shots", info.video.frames, show=not json_out) as update:
         found = detect_shots(source, settings.shots, info=info, progress=lambda done, total: update(done))
@@ -255,7 +264,7 @@ def ladder(
     work_root = settings.storage.work_dir.resolve()
     work_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ladder-", dir=work_root) as work:
-        if not json_out:
+        if not json_out and chosen != "fixed":
             err.print(f"[bold]ladder[/] {source}: {len(found.shots)} shots, {chosen} trials ...")
         analysis = analyse_ladder(source, info, found.shots, settings, Path(work), keyframes=keyframes,
                                   mode=chosen, parallel=settings.encode.parallel_encodes)
@@ -275,8 +284,13 @@ def ladder(
                       "-" if r["vmaf"] is None else f"{r['vmaf']:.1f}", span)
     out = Console()
     out.print(table)
-    out.print(f"{chosen}, {codec}: analysis {result['analysis_cpu_s']:.1f} CPU s over {result['shots']} shots; "
-              f"heights tried {result['heights_tried']}, skipped {result['heights_skipped']}")
+    if chosen == "fixed":
+        out.print(f"fixed: Apple's HLS authoring ladder ({settings.encode.codec}), the rungs no taller than the "
+                  "source; nothing is tried or measured (use --mode per-shot or per-title for a measured ladder)")
+    else:
+        out.print(f"{chosen}, {settings.encode.codec}: analysis {result['analysis_cpu_s']:.1f} CPU s over "
+                  f"{result['shots']} shots; heights tried {result['heights_tried']}, "
+                  f"skipped {result['heights_skipped']}")
     if plot is not None:
         out.print(f"plot: {plot}")
 
@@ -288,7 +302,8 @@ def ingest(
     storage: Annotated[str | None, typer.Option(
         "--storage", help="Output: a local directory or s3://bucket/prefix (default from settings).")] = None,
     ladder_mode: Annotated[str | None, typer.Option(
-        "--ladder", help="fixed | per-title | per-shot (default from settings: per-shot).",
+        "--mode", "--ladder", help="Ladder mode, as in `reelflow ladder --mode`: per-shot, per-title or fixed "
+                                   "(default from settings: per-shot; --ladder is its older name).",
         show_default=False)] = None,
     codec: CodecOpt = None,
     sidecar: Annotated[Path | None, typer.Option(
@@ -311,7 +326,12 @@ def ingest(
 
     # What can be checked without the flow is checked before it starts (and before the machine's
     # orchestration service is started or reached).
-    probe_media(source)
+    info = probe_media(source)
+    from reelflow.infra.outputs import check_free_space
+
+    # A conformed intermediate can be as large as the source; encodes are far smaller.
+    check_free_space(settings.storage.work_dir, info.size_bytes + int(settings.storage.work_free_margin_gb * 1e9),
+                     "the work folder")
     from reelflow.flows.server import ensure_api
     from reelflow.infra.storage import open_storage
     from reelflow.packaging.sidecar import load_sidecar
@@ -423,17 +443,49 @@ app.command()(watch)
 app.command()(worker)
 
 
+def error_document(exc: BaseException, code: int) -> dict[str, Any]:
+    """What ``--json`` prints on stdout when a command fails: always a JSON document, never nothing."""
+    out: dict[str, Any] = {"error": {"type": type(exc).__name__, "message": _message(exc), "exit_code": code}}
+    if isinstance(exc, QCFailed):
+        out["error"].update(source=exc.source, errors=exc.errors, quarantined_at=exc.quarantined_at)
+        if isinstance(exc.report, dict):
+            out["qc"] = exc.report
+    return out
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, usage_errors.ClickException):
+        return exc.format_message()
+    return str(exc)
+
+
+def _fail(exc: BaseException, code: int, as_json: bool, hint: str = "") -> None:
+    """One line on stderr (and the JSON document on stdout with --json), then the exit code."""
+    if as_json:
+        _emit_json(error_document(exc, code))
+    err.print(f"reelflow: error: {_message(exc)}{hint}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
 def main() -> None:
-    """Console entry point: run the app; turn reelflow errors into one line and an exit code."""
+    """Console entry point: run the app; every failure is one line on stderr and an exit code."""
+    as_json = "--json" in sys.argv[1:]
     try:
-        app()  # standalone: usage errors print their message and exit 2 on their own
+        code = app(standalone_mode=False)  # usage errors come here as exceptions, not as a box of text
+    except usage_errors.NoArgsIsHelpError as exc:
+        err.print(exc.ctx.get_help() if exc.ctx else "reelflow --help", markup=False, highlight=False)
+        sys.exit(EXIT_USAGE)
+    except usage_errors.UsageError as exc:
+        sub = exc.ctx.info_name if exc.ctx is not None and exc.ctx.parent is not None else None
+        command = f"reelflow {sub}" if sub else "reelflow"
+        _fail(exc, EXIT_USAGE, as_json, f" (see {command} --help)")
     except ReelflowError as exc:
         code = EXIT_QC if isinstance(exc, QCFailed) else EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_ERROR
-        err.print(f"reelflow: error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(code)
-    except KeyboardInterrupt:
+        _fail(exc, code, as_json)
+    except (KeyboardInterrupt, typer.Abort):
         err.print("reelflow: interrupted", markup=False)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@
     ├── KeyStoreError                  content keys: cannot be stored or decrypted (wrong master key)
     │   └── KeyNotFound(KeyError)      no key for this title or key id
     ├── StorageError                   the output store refused an operation
-    │   └── TransientStorageError      worth retrying (throttling, 5xx, connection reset)
+    │   ├── TransientStorageError      worth retrying (throttling, 5xx, connection reset)
+    │   └── DiskFull                   a local disk (work folder, output) has no room; names the path
     ├── PlaybackError                  a playback service request that cannot be served (has .status)
     │   ├── NotFound(LookupError)      404: unknown title, key id, file
     │   ├── Unauthorized               401: missing, forged or expired play token
@@ -129,6 +130,17 @@ class StorageError(ReelflowError):
 
 class TransientStorageError(StorageError):
     """A storage failure that a retry may cure (throttling, 5xx, dropped connection)."""
+
+
+class DiskFull(StorageError):
+    """A disk has no room for what must be written there: which path, how much is free, what to do."""
+
+    def __init__(self, path: Path | str, free_bytes: int | None, needed: str = "") -> None:
+        self.path = str(path)
+        self.free_bytes = free_bytes
+        free = f"{free_bytes / 1e9:.2f} GB free" if free_bytes is not None else "free space unknown"
+        super().__init__(f"no space left on the disk of {self.path} ({free}{needed}): free space there, or point "
+                         "storage.work_dir (REELFLOW_STORAGE__WORK_DIR) or the output at a larger disk")
 
 
 class PlaybackError(ReelflowError):

@@ -86,6 +86,9 @@ class Recording(Storage):
         self.events: list[tuple[str, str]] = []
         self._lock = threading.Lock()
 
+    def check_readable(self) -> None:
+        self.inner.check_readable()
+
     def _note(self, what: str, key: str) -> None:
         with self._lock:
             self.events.append((what, key))

@@ -134,6 +134,10 @@ class Storage(ABC):
     def list(self, prefix: str = "") -> list[str]:
         """Keys that start with ``prefix`` (plain string prefix, as in S3), sorted."""
 
+    @abstractmethod
+    def check_readable(self) -> None:
+        """StorageError unless the store is there to be read (a server checks this before it starts)."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
 
@@ -186,6 +190,15 @@ class LocalStorage(Storage):
 
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
+
+    def check_readable(self) -> None:
+        if not self.root.exists():
+            raise StorageError(f"storage folder {self.root} does not exist: ingest a title into it first "
+                               "(reelflow ingest FILE --storage ...), or give the folder that holds titles/")
+        if not self.root.is_dir():
+            raise StorageError(f"storage {self.root} is a file, not a folder: give the folder that holds titles/")
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            raise StorageError(f"storage folder {self.root} cannot be read by this user: check its permissions")
 
     def url_for(self, key: str) -> str:
         return str(self._path(key))
@@ -488,6 +501,9 @@ class S3Storage(Storage):
         # ask about the bucket once, or exists() would quietly say False forever.
         self._check_bucket(action)
         return False
+
+    def check_readable(self) -> None:
+        self._check_bucket(f"cannot read s3://{self.bucket}/{self.prefix}")
 
     def _check_bucket(self, action: str) -> None:
         if self._bucket_seen:

@@ -13,12 +13,13 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from reelflow.errors import ToolFailed, ToolMissing
+from reelflow.errors import DiskFull, ToolFailed, ToolMissing
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,27 @@ _PROGRESS_KEYS = ("frame", "fps", "stream_", "bitrate", "total_size", "out_time"
                   "drop_frames", "speed", "progress")
 
 
+_NO_SPACE = "No space left on device"  # strerror(ENOSPC), as ffmpeg and the packager print it
+
+
+def _output_of(argv: Sequence[str], cwd: Path | None) -> Path:
+    """Where a failed run was writing: its last argument (ffmpeg's output), made absolute."""
+    path = Path(argv[-1])
+    return path if path.is_absolute() else (cwd or Path.cwd()) / path
+
+
+def disk_full(path: Path) -> DiskFull:
+    """DiskFull for ``path``, with the free space of the nearest existing folder above it."""
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free: int | None = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    return DiskFull(path, free)
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -207,7 +229,10 @@ def run(
     if timed_out.is_set():
         raise ToolFailed([hide(a) for a in argv], -1, f"{hide(stderr)[-2000:]}\ntimed out after {timeout} s")
     if proc.returncode:
-        raise ToolFailed([hide(a) for a in argv], proc.returncode, hide(stderr)[-4000:])
+        failed = ToolFailed([hide(a) for a in argv], proc.returncode, hide(stderr)[-4000:])
+        if _NO_SPACE in stderr:
+            raise disk_full(_output_of(argv, cwd)) from failed
+        raise failed
     if redact:
         argv, stderr, stdout_lines = [hide(a) for a in argv], hide(stderr), [hide(ln) for ln in stdout_lines]
     done = ToolResult(argv, proc.returncode, "".join(stdout_lines), stderr)

@@ -17,18 +17,36 @@ StorageOpt = Annotated[str | None, typer.Option(
     "--storage", help="Where titles are: a local directory or s3://bucket/prefix (default: storage.output).")]
 
 
-def _settings(storage: str | None, **service: object) -> Settings:
-    from reelflow.cli import state
+PortOpt = Annotated[int | None, typer.Option("--port", min=1, max=65535, help="Port (default: service.port, 8700).")]
 
-    base = load_settings(state.settings_file)
+
+def _settings(storage: str | None, **service: object) -> Settings:
+    """The settings with the command's options over them, validated like the file's; the titles'
+    store checked readable, so a server never starts on a store it cannot serve from."""
+    from reelflow.cli import state
+    from reelflow.infra.storage import open_storage
+
     changes = {k: v for k, v in service.items() if v is not None}
-    out = base.storage.output
+    overrides: dict[str, object] = {"service": changes}
     if storage:
-        out = storage if "://" in storage else str(Path(storage).resolve())
-    return base.model_copy(update={
-        "service": base.service.model_copy(update=changes),
-        "storage": base.storage.model_copy(update={"output": out}),
-    })
+        overrides["storage"] = {"output": storage if "://" in storage else str(Path(storage).resolve())}
+    settings = load_settings(state.settings_file, **overrides)
+    open_storage(settings.storage.output, settings.storage).check_readable()
+    return settings
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """ConfigError now, not a uvicorn traceback later, when the address is taken."""
+    import socket
+
+    from reelflow.errors import ConfigError
+
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): another process (an earlier "
+                              "reelflow serve or edge?) has it; stop it or choose another --port") from exc
 
 
 def uvicorn_options() -> dict[str, object]:
@@ -48,7 +66,7 @@ def _run(app: object, host: str, port: int) -> None:
 
 def serve_command(
     host: HostOpt = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port (default: service.port, 8700).")] = None,
+    port: PortOpt = None,
     public_url: Annotated[str | None, typer.Option(
         "--public-url", help="URL players reach the service at (default http://HOST:PORT).")] = None,
     storage: StorageOpt = None,
@@ -58,6 +76,7 @@ def serve_command(
 
     settings = _settings(storage, host=host, port=port, public_url=public_url)
     config = settings.service
+    _check_port_free(config.host, config.port)
     app = create_app(settings)
     typer.echo(f"reelflow playback service on {config.base_url} (titles from {settings.storage.output}); "
                f"a title plays at {config.base_url}/play/<title id>", err=True)
@@ -67,13 +86,14 @@ def serve_command(
 def edge_command(
     name: Annotated[str, typer.Option("--name", help="Edge name, as in service.edges.")] = "edge",
     host: HostOpt = None,
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8701,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8701,
     storage: StorageOpt = None,
 ) -> None:
     """Run a CDN edge: serves the package files (segments) of the titles in storage, with ranges and CORS."""
     from reelflow.playback.api import create_edge_app
 
     settings = _settings(storage, host=host)
+    _check_port_free(settings.service.host, port)
     app = create_edge_app(settings, name=name)
     typer.echo(f"reelflow edge {name} on http://{settings.service.host}:{port} "
                f"(titles from {settings.storage.output})", err=True)

@@ -112,6 +112,10 @@ def play(options: PlayOptions, *, on_update: Callable[[Player], None] | None = N
         raise ConfigError("--duration must be positive")
     if options.save is not None and options.save.suffix.lower() != ".mp4":
         raise ConfigError(f"--save writes MP4: give a name ending in .mp4, not {options.save.name!r}")
+    if options.save is not None:
+        from reelflow.infra.outputs import check_output_file
+
+        check_output_file(options.save, "--save")  # before playing, not after
     shaper = Shaper.from_file(options.trace) if options.trace is not None else None
     fmt = _format_of(options)
     t0 = time.monotonic()

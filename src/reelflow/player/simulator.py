@@ -314,10 +314,7 @@ def load_trace(path: Path) -> Trace:
     """A two-column ``<time_s> <Mbit/s>`` file; blank lines are skipped."""
     times: list[float] = []
     mbps: list[float] = []
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read trace {path}: {exc.strerror or exc}") from exc
+    text = _read_text(path, "trace", "two columns '<time_s> <Mbit/s>' per line")
     for lineno, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
@@ -328,6 +325,16 @@ def load_trace(path: Path) -> Trace:
         except (ValueError, IndexError) as exc:
             raise StageError(f"{path}:{lineno}: expected '<time_s> <Mbit/s>', got {line.strip()!r}") from exc
     return Trace(name=path.name, times_s=tuple(times), mbps=tuple(mbps))
+
+
+def _read_text(path: Path, what: str, expected: str) -> str:
+    try:
+        return path.read_text()
+    except UnicodeDecodeError as exc:
+        raise StageError(f"{what} file {path} is not text (a binary file in the folder?): expected {expected}; "
+                         "move other files out of the folder") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror or exc}") from exc
 
 
 def _files(folder: Path, what: str) -> list[Path]:
@@ -362,7 +369,8 @@ def load_video(folder: Path, chunk_s: float = 4.0) -> Video:
     for rung in range(len(found)):
         path = found[rung]
         try:
-            sizes.append(tuple(int(line.split()[0]) for line in path.read_text().splitlines() if line.strip()))
+            text = _read_text(path, "segment sizes", "one byte count per line")
+            sizes.append(tuple(int(line.split()[0]) for line in text.splitlines() if line.strip()))
         except ValueError as exc:
             raise StageError(f"{path}: expected one byte count per line") from exc
     measured = [statistics.fmean(s) * 8 / chunk_s / 1000 for s in sizes]
@@ -405,8 +413,10 @@ def simulate_command(traces: Path, sizes: Path, abr_names: list[str], *, as_json
         raise ConfigError("--abr names no rule")
     rules = [make_rule(n) for n in names]            # unknown names fail before any work
     if plot_dir is not None:
+        from reelflow.infra.outputs import check_output_folder
         from reelflow.player.plots import require_matplotlib
 
+        check_output_folder(plot_dir, "--plot")
         require_matplotlib()
     trace_list = load_traces(traces)
     video = load_video(sizes)
