@@ -11,6 +11,7 @@
     PUT  /api/progress?token=                   -> resume position for (profile, title)
     GET  /api/progress/{profile_id}             -> continue watching, most recent first
     GET  /play/{id}                             -> a page that plays the title with Shaka Player
+    GET  /console, /console/titles/{id}         -> the media engineers' console (playback/console.py)
     GET  /healthz
 
 Tokens go in ``?token=`` or ``Authorization: Bearer``. Errors are JSON ``{"error": code, "message": text}``
@@ -37,12 +38,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, Response
 from starlette.types import ASGIApp
 
-from reelflow.errors import Forbidden, NotFound, PlaybackError, ReelflowError, UnavailableInCountry, Unplayable
+from reelflow.errors import (
+    Forbidden,
+    NotFound,
+    PlaybackError,
+    ReelflowError,
+    StorageError,
+    UnavailableInCountry,
+    Unplayable,
+)
 from reelflow.infra.database import open_database
 from reelflow.infra.settings import ServiceConfig, Settings
 from reelflow.infra.storage import Storage, open_storage
+from reelflow.playback import console, manifests, models, page
 from reelflow.playback import license as lic
-from reelflow.playback import manifests, models, page
 from reelflow.playback.catalog import Catalog, Title
 from reelflow.playback.cors import with_cors
 from reelflow.playback.schemas import Device, PlayRequest, ProgressUpdate, QoeReportBody
@@ -372,8 +381,53 @@ def create_app(settings: Settings, *, storage: Storage | None = None, keys: lic.
             raise NotFound(f"Shaka Player is not installed ({path} is missing): run `npm ci` in the project folder")
         return FileResponse(path, headers={"cache-control": "public, max-age=3600"})
 
+    _console_routes(app, service.storage)
     _segment_routes(app, lambda: service)
     return with_cors(app, config)
+
+
+def _console_routes(app: FastAPI, storage: Storage) -> None:
+    """The media engineers' pages (playback/console.py): read-only views of what was ingested."""
+
+    @app.get("/console", response_class=HTMLResponse, summary="Titles, quarantined sources and ingest runs")
+    async def console_index() -> Response:
+        def build() -> str:
+            return console.render_index(console.list_titles(storage), console.list_quarantined(storage),
+                                        console.recent_runs(console.prefect_api_url()))
+
+        return HTMLResponse(await run_in_threadpool(build), headers=_NO_STORE)
+
+    @app.get("/console/titles/{folder}", response_class=HTMLResponse, summary="One title in the console")
+    async def console_title(folder: str) -> Response:
+        def build() -> str:
+            record = console.load_record(storage, folder)
+            prefix = console.package_prefix(record, folder)
+            qc = console.read_json(storage, f"{prefix}/qc.json")
+            return console.render_title(folder, record, qc, storage.exists(f"{prefix}/ladder.png"))
+
+        return HTMLResponse(await run_in_threadpool(build), headers=_NO_STORE)
+
+    @app.get("/console/titles/{folder}/ladder.png", include_in_schema=False)
+    async def console_plot(folder: str) -> Response:
+        def read() -> bytes:
+            record = console.load_record(storage, folder)
+            try:
+                return storage.get_bytes(f"{console.package_prefix(record, folder)}/ladder.png")
+            except StorageError as exc:
+                raise NotFound(f"title {folder!r} has no ladder plot (fixed ladder?)") from exc
+
+        return Response(await run_in_threadpool(read), media_type="image/png", headers=_NO_STORE)
+
+    @app.get("/api/console/titles", summary="Published titles and quarantined sources, summarised")
+    async def console_titles() -> Response:
+        def build() -> dict[str, Any]:
+            return {"titles": console.list_titles(storage), "quarantined": console.list_quarantined(storage)}
+
+        return _json(await run_in_threadpool(build), headers=_NO_STORE)
+
+    @app.get("/api/console/runs", summary="Recent ingest runs from the Prefect API")
+    async def console_runs() -> Response:
+        return _json(await run_in_threadpool(console.recent_runs, console.prefect_api_url()), headers=_NO_STORE)
 
 
 def create_edge_app(settings: Settings, *, storage: Storage | None = None, name: str = "edge") -> ASGIApp:
