@@ -76,7 +76,10 @@ class QCConfig(_Config):
     decode_errors_max: int = Field(0, ge=0, description="Decoder errors tolerated before QC fails.")
     decode_severity: Severity = "error"
     vfr_severity: Severity = Field("error", description="Variable frame rate: the ladder needs constant rate.")
-    hdr_severity: Severity = Field("error", description="HDR source: the ladder is SDR (8-bit BT.709) only.")
+    hdr_severity: Severity = Field("info", description="An HDR10 (PQ) source without mastering-display or "
+                                   "content-light metadata (HDR sources get an HDR ladder and an SDR fallback).")
+    dolby_vision_severity: Severity = Field("warning", description="Dolby Vision RPU in the source: not "
+                                            "carried, only its base layer is published.")
 
 
 class ShotConfig(_Config):
