@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import struct
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -315,7 +315,10 @@ def _hdr_side_data(path: Path, index: int, codec_tag: str | None) -> dict[str, A
         return found
     for kind in frame.side_data:
         name = getattr(kind, "name", str(kind))
-        data = bytes(frame.side_data.get(kind))
+        entry = frame.side_data.get(kind)
+        if entry is None:
+            continue
+        data = bytes(entry)
         if name == "MASTERING_DISPLAY_METADATA":
             found["mastering_display"] = mastering_display_from_bytes(data)
         elif name == "CONTENT_LIGHT_LEVEL" and len(data) >= _CLL.size:
