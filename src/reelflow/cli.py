@@ -21,7 +21,7 @@ from rich.table import Table
 
 from reelflow.encoding.codecs import CODECS
 from reelflow.errors import ConfigError, QCFailed, ReelflowError
-from reelflow.infra.settings import Settings, load_settings
+from reelflow.infra.settings import Settings, codec_overrides, load_settings
 from reelflow.infra.tools import require_encoder
 
 app = typer.Typer(
@@ -110,12 +110,13 @@ def _settings(ladder_mode: str | None = None, codec: str | None = None) -> Setti
             raise typer.BadParameter(f"{ladder_mode!r} is not one of fixed, per-title, per-shot")
         overrides["ladder"] = {"mode": ladder_mode}
     if codec is not None:
-        if codec not in CODECS:
-            raise typer.BadParameter(f"{codec!r} is not one of {', '.join(CODECS)}", param_hint="--codec")
-        overrides["encode"] = {"codec": codec}
+        unknown = [c for c in codec.split(",") if c.strip() not in CODECS]
+        if unknown or not codec.strip():
+            raise typer.BadParameter(f"{codec!r}: each codec is one of {', '.join(CODECS)}", param_hint="--codec")
+        overrides["encode"] = codec_overrides(codec)
     settings = load_settings(state.settings_file, **overrides)
-    if settings.encode.codec != "h264":
-        require_encoder(CODECS[settings.encode.codec].encoder)
+    for name in {*settings.encode.sdr_codecs, *settings.encode.hdr_codecs} - {"h264"}:
+        require_encoder(CODECS[name].encoder)
     return settings
 
 
@@ -210,8 +211,9 @@ ModeOpt = Annotated[str | None, typer.Option(
     "--mode", help="per-shot (each shot its own CRF per rung), per-title (one CRF per rung) or fixed "
                    "(Apple's ladder); default from settings (per-shot).", show_default=False)]
 CodecOpt = Annotated[str | None, typer.Option(
-    "--codec", help="Video codec: h264, hevc (libx265) or av1 (SVT-AV1); hevc and av1 for measured ladders "
-                    "only. Default from settings (encode.codec: h264).", show_default=False)]
+    "--codec", help="Video codec(s) of the SDR ladders: h264, hevc (libx265), av1 (SVT-AV1), or a list "
+                    "(h264,av1: one ladder each; `ladder` analyses the first). HDR sources also get "
+                    "encode.hdr_codecs ladders. Default from settings (encode.codec: h264).", show_default=False)]
 
 
 @app.command()

@@ -56,6 +56,8 @@ class Rendition:
     sample_rate: int = 0
     language: str = "und"
     role: str = "main"          # audio: main, description, commentary or dub (a sidecar's role)
+    ladder: str = ""            # video: the ladder of a multi-ladder title (h264, av1, hevc_hdr); "" for the only one
+    range: str = "sdr"          # video: sdr, pq or hlg (what the manifests signal)
     # CPU seconds the encode took in this run (0 when a finished one was reused): bookkeeping, not
     # part of what the rendition is, so two descriptions of one file compare equal
     cpu_s: float = field(default=0.0, compare=False)
@@ -65,7 +67,8 @@ class Rendition:
         """Stable folder name in the package: 720p_3000k, aac_eng, aac_en_description."""
         if self.kind == "audio":
             return f"{self.codec}_{self.language}" + ("" if self.role == "main" else f"_{self.role}")
-        return f"{self.height}p_{self.target_kbps}k"
+        plain = f"{self.height}p_{self.target_kbps}k"
+        return f"{self.ladder}_{plain}" if self.ladder else plain
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -118,6 +121,21 @@ def ladder_for_source(video: VideoStream, ladder: Iterable[Rung]) -> tuple[Rung,
             "add a lower rung to the ladder"
         )
     return tuple(rungs)
+
+
+# The fixed ladder's rates are Apple's H.264 ones; HEVC and AV1 need about 40% less for the same
+# picture (Apple: "about a 40 percent lower bit rate compared to H.264"), and an HDR rendition
+# about a fifth more than SDR at the same size (10 bits, wider gamut: our assumption, after the
+# HDR column of Apple's HEVC ladder), so their fixed rungs are scaled from it.
+FIXED_RATE_FACTOR = {"h264": 1.0, "hevc": 0.6, "av1": 0.6}
+FIXED_HDR_FACTOR = 1.2
+
+
+def fixed_ladder(video: VideoStream, config: EncodeConfig, codec: VideoCodec) -> tuple[Rung, ...]:
+    """The fixed ladder of ``codec`` for this source (rungs no taller than it, its display aspect)."""
+    factor = FIXED_RATE_FACTOR[codec.name] * (FIXED_HDR_FACTOR if codec.hdr is not None else 1.0)
+    return tuple(Rung(width=r.width, height=r.height, kbps=max(1, round(r.kbps * factor)))
+                 for r in ladder_for_source(video, config.ladder))
 
 
 def segment_frames(fps: Fraction, segment_s: float) -> int:

@@ -601,6 +601,12 @@ class Settings(_Config):
         return self
 
 
+def codec_overrides(codecs: str) -> dict[str, Any]:
+    """``--codec h264,av1`` as [encode] overrides: the SDR ladders' codecs (one: encode.codec, as before)."""
+    names = [c.strip() for c in codecs.split(",") if c.strip()]
+    return {"codec": names[0] if names else codecs, "codecs": names if len(names) > 1 else []}
+
+
 def ladder_settings(settings: Settings, codec: CodecName) -> Settings:
     """The settings of one ladder of ``codec``: the title's own for encode.codec; for another codec of a
     multi-ladder title, the same settings with that codec's presets, trial options and CRFs."""
