@@ -120,8 +120,8 @@ class VideoCodec:
             x265 = [f"keyint={gop}", "min-keyint=1", "scenecut=0", "no-open-gop=1", "log-level=error"]
             return ["-c:v", "libx265", "-preset", preset, *self._profile(), *rate, "-forced-idr", "1",
                     "-x265-params", ":".join([*x265, *self._hdr_params()]), "-tag:v", "hvc1"]
-        # SVT-AV1's VBR with a cap: rc=1 is what -b:v selects; the maxrate caps it (capped CRF otherwise)
-        return ["-c:v", "libsvtav1", "-preset", preset, *rate, "-g", str(gop),
+        # SVT-AV1's VBR (what -b:v selects); it takes a maximum rate only in CRF mode, so no VBV cap here
+        return ["-c:v", "libsvtav1", "-preset", preset, "-b:v", f"{kbps}k", "-g", str(gop),
                 "-svtav1-params", ":".join(["scd=0", *self._hdr_params()])]
 
 

@@ -115,7 +115,6 @@ def svtav1_params(signal: HdrSignal) -> list[str]:
         "color-range=0",                                       # limited (studio) range
     ]
     if signal.transfer == "smpte2084":
-        params.append("enable-hdr=1")
         if signal.mastering_display is not None:
             params.append(f"mastering-display={svtav1_mastering_display(signal.mastering_display)}")
         if signal.content_light is not None:

@@ -86,6 +86,10 @@ def tonemap_filter(info: MediaInfo, config: ToneMapConfig) -> str:
         "tonemap=" + ":".join(op).removeprefix("tonemap="),
         "zscale=t=bt709:m=bt709:r=limited",                         # BT.709 transfer and matrix
         "format=yuv420p",
+        # the HDR grading's metadata would follow the frames into the intermediate and from there
+        # into the SDR encodes' SEI (x264 writes what the frames carry): an SDR picture has none
+        "sidedata=mode=delete:type=MASTERING_DISPLAY_METADATA",
+        "sidedata=mode=delete:type=CONTENT_LIGHT_LEVEL",
     ])
 
 
@@ -148,4 +152,6 @@ def _verified(path: Path, source: MediaInfo) -> MediaInfo:
     if v.bit_depth != 8 or (v.color_primaries, v.color_transfer, v.color_matrix) != ("bt709", "bt709", "bt709"):
         raise StageError(f"{path.name}: {v.bit_depth}-bit {v.color_primaries}/{v.color_transfer}/{v.color_matrix}, "
                          "not 8-bit BT.709")
+    if v.mastering_display is not None or v.content_light is not None:
+        raise StageError(f"{path.name}: carries HDR mastering/content-light metadata into SDR")
     return made

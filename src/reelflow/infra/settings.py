@@ -609,15 +609,23 @@ def codec_overrides(codecs: str) -> dict[str, Any]:
 
 def ladder_settings(settings: Settings, codec: CodecName) -> Settings:
     """The settings of one ladder of ``codec``: the title's own for encode.codec; for another codec of a
-    multi-ladder title, the same settings with that codec's presets, trial options and CRFs."""
+    multi-ladder title, the same settings with that codec's trial options and CRFs, and its default
+    presets unless the title's are names it takes too (x264's and x265's are the same)."""
     if codec == settings.encode.codec:
         return settings
     chosen = CODECS[codec]
+    same = CODECS[settings.encode.codec].presets == chosen.presets    # x264 and x265 share preset names
+
+    def preset(value: str, default: str) -> str:
+        return value if same and value in chosen.presets else default
+
+    final = preset(settings.encode.preset, chosen.final_preset)
     encode = EncodeConfig.model_validate({**settings.encode.model_dump(), "codec": codec, "codecs": (),
-                                          "preset": chosen.final_preset})
+                                          "preset": final})
     trials = TrialConfig.model_validate({**settings.trials.model_dump(), "codec": codec,
-                                         "preset": chosen.trial_preset, "x264_params": chosen.trial_params,
-                                         "crfs": chosen.trial_crfs, "final_preset": chosen.final_preset})
+                                         "preset": preset(settings.trials.preset, chosen.trial_preset),
+                                         "x264_params": chosen.trial_params, "crfs": chosen.trial_crfs,
+                                         "final_preset": final})
     return settings.model_copy(update={"encode": encode, "trials": trials})
 
 
