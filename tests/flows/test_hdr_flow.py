@@ -80,7 +80,7 @@ def test_hdr10_rungs_carry_10_bit_bt2020_pq_and_the_mastering_metadata(
         rungs = _video(record, ladder)
         assert [r["height"] for r in rungs] == [360, 720] and all(r["range"] == "pq" for r in rungs)
         for rung in rungs:
-            assert rung["name"].startswith(f"{ladder}_")
+            assert rung["name"].startswith(f"{ladder}_") and rung["codec"] == codec
             v = _published(record, rung, tmp_path)
             assert (v.bit_depth, v.pix_fmt) == (10, "yuv420p10le"), rung["name"]
             assert (v.color_primaries, v.color_transfer, v.color_matrix, v.color_range) == \
