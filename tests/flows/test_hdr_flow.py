@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from reelflow.encoding.probe import VideoStream, probe
 from reelflow.flows.ingest import ingest_flow
 from reelflow.infra.settings import load_settings
 from reelflow.infra.storage import LocalStorage
+from reelflow.packaging.packager import hdr_boxes
 from reelflow.playback import manifests
 from reelflow.playback.catalog import load_title
 
@@ -90,6 +92,12 @@ def test_hdr10_rungs_carry_10_bit_bt2020_pq_and_the_mastering_metadata(
                 md.min_luminance == pytest.approx(0.0001, abs=5e-5), rung["name"]
             assert md.green == pytest.approx((0.265, 0.69), abs=1e-3)         # P3-D65 primaries, as mastered
             assert v.content_light is not None and (v.content_light.max_cll, v.content_light.max_fall) == MAX_CLL
+            # and in the init segment's sample entry (mdcv: G, B, R, white point, max, min; clli)
+            boxes = hdr_boxes(Path(record["package"]) / rung["init"])
+            mdcv, clli = boxes[boxes.index(b"mdcv") + 4:][:24], boxes[boxes.index(b"clli") + 4:][:4]
+            assert struct.unpack(">8H2I", mdcv) == (13250, 34500, 7500, 3000, 34000, 16000, 15635, 16450,
+                                                    10000000, 1), rung["name"]
+            assert struct.unpack(">2H", clli) == MAX_CLL, rung["name"]
     # the HEVC rungs are Main10 ("hvc1.2": general_profile_idc 2)
     master = (Path(record["package"]) / "master.m3u8").read_text()
     assert re.search(r'CODECS="hvc1\.2\.', master) and re.search(r'CODECS="av01\.0\.\d\dM\.10\.', master)
