@@ -55,3 +55,9 @@ def hdr10_2160p(dark_bokeh: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def hlg_1080p(dog: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """1 s HLG HEVC 10-bit 1920x1080, no static metadata (HLG needs none)."""
     return make_hlg(dog, tmp_path_factory.mktemp("hdr-masters") / "hlg_1080p.mp4")
+
+
+@pytest.fixture(scope="session")
+def hdr10_360p(dark_bokeh: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1 s HDR10 at 640x360, for properties that need no more pixels."""
+    return make_hdr10(dark_bokeh, tmp_path_factory.mktemp("hdr-masters") / "hdr10_360p.mp4", 640, 360)

@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import pytest
 
-from hdr_masters import MAX_CLL, make_hdr10
+from hdr_masters import MAX_CLL, hdr10_360p  # noqa: F401  (fixture)
 from reelflow.encoding import hdr, qc
 from reelflow.encoding.codecs import codec, codec_for
 from reelflow.encoding.encode import ShotCrf, encode_rung_per_shot, fixed_ladder, keyframe_frames
@@ -127,9 +127,8 @@ def test_settings_name_the_ladders_and_refuse_unknown_codecs() -> None:
 
 
 @pytest.fixture(scope="module")
-def small_hdr10(dark_bokeh: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """1 s HDR10 at 640x360 (the property under test needs no more)."""
-    return make_hdr10(dark_bokeh, tmp_path_factory.mktemp("hdr") / "hdr10_360p.mp4", 640, 360)
+def small_hdr10(hdr10_360p: Path) -> Path:  # noqa: F811
+    return hdr10_360p
 
 
 def test_probe_reads_hdr10_metadata_from_the_first_frame(small_hdr10: Path) -> None:
