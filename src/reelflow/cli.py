@@ -110,9 +110,11 @@ def _settings(ladder_mode: str | None = None, codec: str | None = None) -> Setti
             raise typer.BadParameter(f"{ladder_mode!r} is not one of fixed, per-title, per-shot")
         overrides["ladder"] = {"mode": ladder_mode}
     if codec is not None:
-        unknown = [c for c in codec.split(",") if c.strip() not in CODECS]
-        if unknown or not codec.strip():
-            raise typer.BadParameter(f"{codec!r}: each codec is one of {', '.join(CODECS)}", param_hint="--codec")
+        unknown = [c.strip() for c in codec.split(",") if c.strip() not in CODECS] or ([codec] if not codec.strip()
+                                                                                     else [])
+        if unknown:
+            raise typer.BadParameter(f"{', '.join(map(repr, unknown))} is not one of {', '.join(CODECS)}",
+                                     param_hint="--codec")
         overrides["encode"] = codec_overrides(codec)
     settings = load_settings(state.settings_file, **overrides)
     for name in {*settings.encode.sdr_codecs, *settings.encode.hdr_codecs} - {"h264"}:
