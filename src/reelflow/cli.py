@@ -232,9 +232,13 @@ def ladder(
 
     from reelflow.encoding.analysis import analyse_ladder, fixed_estimates, summary
     from reelflow.encoding.encode import keyframe_frames
+    from reelflow.encoding.hdr import ladder_specs
     from reelflow.encoding.ladder_plot import plot_ladder
     from reelflow.encoding.probe import probe as probe_media
     from reelflow.encoding.shots import detect_shots
+    from reelflow.encoding.tonemap import tonemap_source
+    from reelflow.infra.hashing import sha256_file
+    from reelflow.infra.settings import ladder_settings
 
     settings = _settings(mode, codec)
     chosen = settings.ladder.mode
@@ -248,12 +252,33 @@ def ladder(
                                 settings.encode.segment_s)
     work_root = settings.storage.work_dir.resolve()
     work_root.mkdir(parents=True, exist_ok=True)
+    specs = ladder_specs(info.video, settings)
+    results = []
     with tempfile.TemporaryDirectory(prefix="ladder-", dir=work_root) as work:
-        if not json_out:
-            err.print(f"[bold]ladder[/] {source}: {len(found.shots)} shots, {chosen} trials ...")
-        analysis = analyse_ladder(source, info, found.shots, settings, Path(work), keyframes=keyframes,
-                                  mode=chosen, parallel=settings.encode.parallel_encodes)
-    result = summary(analysis, settings.encode.codec)
+        for spec in specs:
+            # an HDR source's SDR ladders are analysed on its tone-mapped intermediate, as ingest does
+            ladder_source, ladder_info = source, info
+            if spec.tonemapped:
+                mapped = tonemap_source(info, sha256_file(source), settings.tonemap, work_root)
+                ladder_source, ladder_info = mapped.path, mapped.info
+            if not json_out:
+                err.print(f"[bold]ladder[/] {source} ({spec.name}): {len(found.shots)} shots, {chosen} trials ...")
+            analysis = analyse_ladder(ladder_source, ladder_info, found.shots, ladder_settings(settings, spec.codec),
+                                      Path(work) / spec.name, keyframes=keyframes, mode=chosen,
+                                      parallel=settings.encode.parallel_encodes)
+            results.append((spec, analysis, {**summary(analysis, spec.codec), "ladder": spec.name,
+                                             "range": spec.range}))
+    if len(results) > 1:
+        if plot is not None:
+            raise typer.BadParameter("--plot draws one ladder; give one SDR --codec for an SDR source",
+                                     param_hint="--plot")
+        if json_out:
+            _emit_json({"ladders": [r for _, _, r in results]})
+            return
+        for _, _, r in results:
+            _print_ladder(r, chosen, r["ladder"])
+        return
+    _, analysis, result = results[0]
     if plot is not None:
         plot_ladder(plot, analysis.points, analysis.rungs, mode=chosen, fixed=fixed_estimates(analysis),
                     fixed_label="fixed ladder (predicted from the trials)", title=f"{source.name}: {chosen} ladder")
@@ -261,6 +286,12 @@ def ladder(
     if json_out:
         _emit_json(result)
         return
+    _print_ladder(result, chosen, codec)
+    if plot is not None:
+        Console().print(f"plot: {plot}")
+
+
+def _print_ladder(result: dict[str, Any], mode: str, label: str | None) -> None:
     table = Table("rung", "size", "kbps", "VMAF", "CRFs")
     for i, r in enumerate(result["rungs"]):
         crfs = r.get("crfs") or []
@@ -269,10 +300,8 @@ def ladder(
                       "-" if r["vmaf"] is None else f"{r['vmaf']:.1f}", span)
     out = Console()
     out.print(table)
-    out.print(f"{chosen}, {codec}: analysis {result['analysis_cpu_s']:.1f} CPU s over {result['shots']} shots; "
+    out.print(f"{mode}, {label}: analysis {result['analysis_cpu_s']:.1f} CPU s over {result['shots']} shots; "
               f"heights tried {result['heights_tried']}, skipped {result['heights_skipped']}")
-    if plot is not None:
-        out.print(f"plot: {plot}")
 
 
 @app.command()

@@ -13,10 +13,13 @@ intermediate (tonemap.py) an SDR one, so every argv builder asks ``hdr_signal(vi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal
 
 from reelflow.encoding.probe import ContentLight, MasteringDisplay, VideoStream
+
+if TYPE_CHECKING:   # settings imports codecs, which imports this module
+    from reelflow.infra.settings import Settings
 
 Transfer = Literal["smpte2084", "arib-std-b67"]
 VideoRange = Literal["sdr", "pq", "hlg"]
@@ -126,3 +129,30 @@ def color_args(signal: HdrSignal) -> list[str]:
     """ffmpeg's own colour tags of an HDR rendition: the container's colr box follows them."""
     return ["-color_primaries", "bt2020", "-color_trc", signal.transfer, "-colorspace", "bt2020nc",
             "-color_range", "tv"]
+
+
+# --- the ladders of a title: their ranges follow the source ------------------------------------
+
+@dataclass(frozen=True)
+class LadderSpec:
+    """One ladder of a title: its codec, its range, and whether its source is the tone-mapped intermediate."""
+
+    codec: Literal["h264", "hevc", "av1"]
+    range: VideoRange
+    tonemapped: bool = False
+    multi: bool = False          # the title has several ladders: rendition names carry the ladder's
+
+    @property
+    def name(self) -> str:
+        return self.codec if self.range == "sdr" else f"{self.codec}_hdr"
+
+
+def ladder_specs(video: VideoStream, settings: Settings) -> list[LadderSpec]:
+    """The title's ladders: for an HDR source one per ``encode.hdr_codecs`` in its range, then the SDR
+    fallback per ``encode.codecs`` from its tone-mapped intermediate; for an SDR source one per codec."""
+    sdr = settings.encode.sdr_codecs
+    if not video.hdr:
+        return [LadderSpec(c, "sdr", multi=len(sdr) > 1) for c in sdr]
+    rng = video_range(video)
+    specs = [LadderSpec(c, rng) for c in settings.encode.hdr_codecs] + [LadderSpec(c, "sdr", True) for c in sdr]
+    return [replace(sp, multi=True) for sp in specs]

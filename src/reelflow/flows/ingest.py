@@ -57,9 +57,9 @@ from prefect.tasks import Task
 import reelflow
 from reelflow.encoding import analysis, encode, probe, qc, shots, trials, vmaf
 from reelflow.encoding.analysis import Delivered, LadderAnalysis
-from reelflow.encoding.codecs import CodecName, codec_for
+from reelflow.encoding.codecs import codec_for
 from reelflow.encoding.encode import Rendition
-from reelflow.encoding.hdr import VideoRange, video_range
+from reelflow.encoding.hdr import LadderSpec, ladder_specs
 from reelflow.encoding.ladder import PlannedRung, select_ladder
 from reelflow.encoding.ladder_plot import plot_ladder
 from reelflow.encoding.tonemap import ToneMapped, tonemap_source
@@ -847,31 +847,6 @@ def publish_ladder_reports(ladders: list[MadeLadder], title: str, settings: Sett
 
 
 # --- several ladders per title: (codec, range) each from its own source, trials and hull ----------
-
-@dataclass(frozen=True)
-class LadderSpec:
-    """One ladder of a title: its codec, its range, and whether its source is the tone-mapped intermediate."""
-
-    codec: CodecName
-    range: VideoRange
-    tonemapped: bool = False
-    multi: bool = False          # the title has several ladders: rendition names carry the ladder's
-
-    @property
-    def name(self) -> str:
-        return self.codec if self.range == "sdr" else f"{self.codec}_hdr"
-
-
-def ladder_specs(video: probe.VideoStream, settings: Settings) -> list[LadderSpec]:
-    """The title's ladders: for an HDR source one per ``encode.hdr_codecs`` in its range, then the SDR
-    fallback per ``encode.codecs`` from its tone-mapped intermediate; for an SDR source one per codec."""
-    sdr = settings.encode.sdr_codecs
-    if not video.hdr:
-        return [LadderSpec(c, "sdr", multi=len(sdr) > 1) for c in sdr]
-    rng = video_range(video)
-    specs = [LadderSpec(c, rng) for c in settings.encode.hdr_codecs] + [LadderSpec(c, "sdr", True) for c in sdr]
-    return [dataclasses.replace(sp, multi=True) for sp in specs]
-
 
 @dataclass(frozen=True)
 class MadeLadder:
