@@ -195,6 +195,9 @@ class ToneMapConfig(_Config):
                                  "nominal 1000 cd/m2).")
     pq_default_peak_nits: float = Field(1000.0, gt=0, description="Peak assumed for a PQ source without MaxCLL or "
                                         "a mastering display.")
+    max_height: int = Field(1080, ge=0, description="The intermediate is scaled down to this height first (0: the "
+                            "source's): the SDR fallback (H.264) tops out at 1080p, and tone mapping in float RGB "
+                            "costs about 3x a 2160p decode at full size.")
 
 
 class PackageConfig(_Config):
