@@ -86,7 +86,7 @@ def tonemap_filter(info: MediaInfo, config: ToneMapConfig) -> str:
     return ",".join([
         "setpts=PTS-STARTPTS",
         # smaller first, in the source's 10-bit YUV (cheap), when the fallback needs fewer lines
-        *([f"scale={size[0]}:{size[1]}:flags=area,setsar=1"] if size else []),   # area: a box filter, 0.15 decodes cheaper than lanczos
+        *([f"scale={size[0]}:{size[1]}:flags=area,setsar=1"] if size else []),   # box filter: cheaper than lanczos
         # the source's own description, stated (a mistagged or untagged frame must not be guessed)
         f"zscale=tin={signal.transfer}:pin=bt2020:min=bt2020nc:rin=limited"
         f":t=linear:npl={config.sdr_white_nits:g}",                # linear light, SDR white = 1.0
