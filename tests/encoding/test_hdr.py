@@ -15,7 +15,7 @@ from reelflow.encoding import hdr, qc
 from reelflow.encoding.codecs import codec, codec_for
 from reelflow.encoding.encode import ShotCrf, encode_rung_per_shot, fixed_ladder, keyframe_frames
 from reelflow.encoding.probe import ContentLight, MasteringDisplay, VideoStream, mastering_display_from_bytes, probe
-from reelflow.encoding.tonemap import peak_nits, tonemap_filter, tonemap_source
+from reelflow.encoding.tonemap import intermediate_size, peak_nits, tonemap_filter, tonemap_source
 from reelflow.errors import ConfigError, StageError
 from reelflow.infra.settings import EncodeConfig, QCConfig, ToneMapConfig, ladder_settings, load_settings
 
@@ -97,6 +97,10 @@ def test_tonemap_peak_follows_maxcll_then_mastering_then_the_default() -> None:
                            ToneMapConfig(operator="mobius", param=0.3, desat=2))
     assert "tonemap=mobius:desat=2:peak=40:param=0.3" in chain and "zscale=tin=smpte2084" in chain
     assert chain.endswith("type=CONTENT_LIGHT_LEVEL")       # no HDR metadata follows the SDR frames
+    uhd = info(_stream(width=3840, height=2160))
+    assert intermediate_size(uhd, config) == (1920, 1080)  # type: ignore[arg-type]
+    assert "scale=1920:1080:flags=area" in tonemap_filter(uhd, config)  # type: ignore[arg-type]
+    assert intermediate_size(uhd, ToneMapConfig(max_height=0)) is None  # type: ignore[arg-type]
     with pytest.raises(StageError, match="nothing to tone-map"):
         peak_nits(info(_stream(color_transfer="bt709")), config)  # type: ignore[arg-type]
 

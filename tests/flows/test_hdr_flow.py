@@ -145,6 +145,7 @@ def test_ladder_reports_list_the_ladders_and_the_hdr_metric(hdr10_title: tuple[P
     fallback = index["ladders"][2]
     assert fallback["source"] == "tone-mapped SDR intermediate" and fallback["tonemap"]["operator"] == "hable"
     assert fallback["tonemap"]["peak_nits"] == MAX_CLL[0]                   # MaxCLL sets the curve's peak
+    assert fallback["tonemap"]["size"] == "1920x1080"                       # 2160p scaled down before the curve
     assert json.loads(Path(index["ladders"][0]["report"]).read_text())["range"] == "pq"
 
 

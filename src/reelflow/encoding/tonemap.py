@@ -57,6 +57,7 @@ class ToneMapped:
 
     def describe(self) -> dict[str, object]:
         return {"operator": self.operator, "peak_nits": self.peak_nits, "filter": self.filter,
+                "size": f"{self.info.video.width}x{self.info.video.height}",
                 "intermediate": "FFV1 8-bit 4:2:0 BT.709 (lossless)", "cpu_s": round(self.cpu_s, 2)}
 
 
