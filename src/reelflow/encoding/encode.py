@@ -95,7 +95,10 @@ def result_digest_parts(config: EncodeConfig) -> dict[str, Any]:
 
 @functools.cache
 def _code_digest() -> str:
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    """This module and the encoder options it takes from codecs.py and hdr.py."""
+    here = Path(__file__).parent
+    return hashlib.sha256(b"".join((here / name).read_bytes()
+                                   for name in ("encode.py", "codecs.py", "hdr.py"))).hexdigest()[:12]
 
 
 def even(value: float | Fraction) -> int:

@@ -55,7 +55,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
 
 import reelflow
-from reelflow.encoding import analysis, encode, probe, qc, shots, trials, vmaf
+from reelflow.encoding import analysis, codecs, encode, hdr, probe, qc, shots, trials, vmaf
 from reelflow.encoding.analysis import Delivered, LadderAnalysis
 from reelflow.encoding.codecs import codec_for
 from reelflow.encoding.encode import Rendition
@@ -189,7 +189,7 @@ def _trials_key(stage: str) -> Any:
         plan = parameters.get("plan")
         if plan is not None:
             parts.append([plan.heights, plan.crfs, plan.probes, plan.correction])
-        code = "".join(_code_digest(m) for m in (trials, vmaf, encode, probe))
+        code = "".join(_code_digest(m) for m in (trials, vmaf, encode, probe, codecs, hdr))
         return f"reelflow-{stage}-{parameters['source_sha']}-{config_digest(*parts)}-{code}"
 
     return key
