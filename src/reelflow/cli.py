@@ -21,7 +21,7 @@ from rich.table import Table
 
 from reelflow.encoding.codecs import CODECS
 from reelflow.errors import ConfigError, QCFailed, ReelflowError
-from reelflow.infra.settings import Settings, load_settings
+from reelflow.infra.settings import Settings, codec_overrides, load_settings
 from reelflow.infra.tools import require_encoder
 
 try:  # typer 0.2x vendors click as typer._click: its usage errors are those classes, not click's
@@ -125,12 +125,15 @@ def _settings(ladder_mode: str | None = None, codec: str | None = None) -> Setti
             raise typer.BadParameter(f"{ladder_mode!r} is not one of fixed, per-title, per-shot")
         overrides["ladder"] = {"mode": ladder_mode}
     if codec is not None:
-        if codec not in CODECS:
-            raise typer.BadParameter(f"{codec!r} is not one of {', '.join(CODECS)}", param_hint="--codec")
-        overrides["encode"] = {"codec": codec}
+        unknown = [c.strip() for c in codec.split(",") if c.strip() not in CODECS] or ([codec] if not codec.strip()
+                                                                                     else [])
+        if unknown:
+            raise typer.BadParameter(f"{', '.join(map(repr, unknown))} is not one of {', '.join(CODECS)}",
+                                     param_hint="--codec")
+        overrides["encode"] = codec_overrides(codec)
     settings = load_settings(state.settings_file, **overrides)
-    if settings.encode.codec != "h264":
-        require_encoder(CODECS[settings.encode.codec].encoder)
+    for name in {*settings.encode.sdr_codecs, *settings.encode.hdr_codecs} - {"h264"}:
+        require_encoder(CODECS[name].encoder)
     return settings
 
 
@@ -225,8 +228,9 @@ ModeOpt = Annotated[str | None, typer.Option(
     "--mode", help="per-shot (each shot its own CRF per rung), per-title (one CRF per rung) or fixed "
                    "(Apple's ladder); default from settings (per-shot).", show_default=False)]
 CodecOpt = Annotated[str | None, typer.Option(
-    "--codec", help="Video codec: h264, hevc (libx265) or av1 (SVT-AV1); hevc and av1 for measured ladders "
-                    "only. Default from settings (encode.codec: h264).", show_default=False)]
+    "--codec", help="Video codec(s) of the SDR ladders: h264, hevc (libx265), av1 (SVT-AV1), or a list "
+                    "(h264,av1: one ladder each; `ladder` analyses the first). HDR sources also get "
+                    "encode.hdr_codecs ladders. Default from settings (encode.codec: h264).", show_default=False)]
 
 
 @app.command()
@@ -243,9 +247,13 @@ def ladder(
 
     from reelflow.encoding.analysis import analyse_ladder, fixed_estimates, summary
     from reelflow.encoding.encode import keyframe_frames
+    from reelflow.encoding.hdr import ladder_specs
     from reelflow.encoding.ladder_plot import plot_ladder
     from reelflow.encoding.probe import probe as probe_media
     from reelflow.encoding.shots import detect_shots
+    from reelflow.encoding.tonemap import tonemap_source
+    from reelflow.infra.hashing import sha256_file
+    from reelflow.infra.settings import ladder_settings
 
     settings = _settings(mode, codec)
     chosen = settings.ladder.mode
@@ -263,12 +271,33 @@ def ladder(
                                 settings.encode.segment_s)
     work_root = settings.storage.work_dir.resolve()
     work_root.mkdir(parents=True, exist_ok=True)
+    specs = ladder_specs(info.video, settings)
+    results = []
     with tempfile.TemporaryDirectory(prefix="ladder-", dir=work_root) as work:
-        if not json_out and chosen != "fixed":
-            err.print(f"[bold]ladder[/] {source}: {len(found.shots)} shots, {chosen} trials ...")
-        analysis = analyse_ladder(source, info, found.shots, settings, Path(work), keyframes=keyframes,
-                                  mode=chosen, parallel=settings.encode.parallel_encodes)
-    result = summary(analysis, settings.encode.codec)
+        for spec in specs:
+            # an HDR source's SDR ladders are analysed on its tone-mapped intermediate, as ingest does
+            ladder_source, ladder_info = source, info
+            if spec.tonemapped:
+                mapped = tonemap_source(info, sha256_file(source), settings.tonemap, work_root)
+                ladder_source, ladder_info = mapped.path, mapped.info
+            if not json_out and chosen != "fixed":
+                err.print(f"[bold]ladder[/] {source} ({spec.name}): {len(found.shots)} shots, {chosen} trials ...")
+            analysis = analyse_ladder(ladder_source, ladder_info, found.shots, ladder_settings(settings, spec.codec),
+                                      Path(work) / spec.name, keyframes=keyframes, mode=chosen,
+                                      parallel=settings.encode.parallel_encodes)
+            results.append((spec, analysis, {**summary(analysis, spec.codec), "ladder": spec.name,
+                                             "range": spec.range}))
+    if len(results) > 1:
+        if plot is not None:
+            raise typer.BadParameter("--plot draws one ladder; give one SDR --codec for an SDR source",
+                                     param_hint="--plot")
+        if json_out:
+            _emit_json({"ladders": [r for _, _, r in results]})
+            return
+        for _, _, r in results:
+            _print_ladder(r, chosen, r["ladder"])
+        return
+    _, analysis, result = results[0]
     if plot is not None:
         plot_ladder(plot, analysis.points, analysis.rungs, mode=chosen, fixed=fixed_estimates(analysis),
                     fixed_label="fixed ladder (predicted from the trials)", title=f"{source.name}: {chosen} ladder")
@@ -276,6 +305,12 @@ def ladder(
     if json_out:
         _emit_json(result)
         return
+    _print_ladder(result, chosen, result.get("codec") or settings.encode.codec)
+    if plot is not None:
+        Console().print(f"plot: {plot}")
+
+
+def _print_ladder(result: dict[str, Any], mode: str, label: str | None) -> None:
     table = Table("rung", "size", "kbps", "VMAF", "CRFs")
     for i, r in enumerate(result["rungs"]):
         crfs = r.get("crfs") or []
@@ -284,15 +319,12 @@ def ladder(
                       "-" if r["vmaf"] is None else f"{r['vmaf']:.1f}", span)
     out = Console()
     out.print(table)
-    if chosen == "fixed":
-        out.print(f"fixed: Apple's HLS authoring ladder ({settings.encode.codec}), the rungs no taller than the "
-                  "source; nothing is tried or measured (use --mode per-shot or per-title for a measured ladder)")
+    if mode == "fixed":
+        out.print(f"fixed ({label}): Apple's HLS authoring ladder, the rungs no taller than the source; nothing "
+                  "is tried or measured (use --mode per-shot or per-title for a measured ladder)")
     else:
-        out.print(f"{chosen}, {settings.encode.codec}: analysis {result['analysis_cpu_s']:.1f} CPU s over "
-                  f"{result['shots']} shots; heights tried {result['heights_tried']}, "
-                  f"skipped {result['heights_skipped']}")
-    if plot is not None:
-        out.print(f"plot: {plot}")
+        out.print(f"{mode}, {label}: analysis {result['analysis_cpu_s']:.1f} CPU s over {result['shots']} shots; "
+                  f"heights tried {result['heights_tried']}, skipped {result['heights_skipped']}")
 
 
 @app.command()

@@ -32,7 +32,7 @@ def test_unset_presets_and_trial_crfs_follow_the_codec() -> None:
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"encode": {"codec": "vp9"}}, "encode.codec"),
     ({"encode": {"codec": "av1", "preset": "medium"}}, "'medium' is not a libsvtav1 preset"),
-    ({"encode": {"codec": "hevc"}, "ladder": {"mode": "fixed"}}, "fixed ladder is Apple's H.264 reference"),
+    ({"encode": {"codecs": ["h264", "av1", "h264"]}}, "must be distinct and start with codec"),
     ({"encode": {"codec": "hevc"}, "trials": {"codec": "av1"}}, "trials.codec (av1) must be encode.codec"),
     ({"encode": {"codec": "h264"}, "trials": {"crfs": [20, 55]}}, "above libx264's CRF 51"),
 ])
@@ -95,7 +95,7 @@ def test_cli_ladder_with_av1(caminandes: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--codec", "vp9"], "'vp9' is not one of h264, hevc, av1"),
-    (["--codec", "hevc", "--mode", "fixed"], "fixed ladder is Apple's H.264 reference"),
+    (["--codec", "h264,vp9"], "'vp9' is not one of h264, hevc, av1"),
 ])
 def test_cli_refuses_a_bad_codec_in_one_line(args: list[str], message: str, caminandes: Path,
                                              tmp_path: Path) -> None:

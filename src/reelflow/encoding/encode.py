@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 import av
 
-from reelflow.encoding.codecs import CODECS, CodecName, VideoCodec
+from reelflow.encoding.codecs import CODECS, CodecName, VideoCodec, codec_for
+from reelflow.encoding.hdr import color_args as hdr_color_args
 from reelflow.encoding.probe import MediaInfo, VideoStream
 from reelflow.errors import StageError
 from reelflow.infra.settings import EncodeConfig, Rung
@@ -55,6 +56,8 @@ class Rendition:
     sample_rate: int = 0
     language: str = "und"
     role: str = "main"          # audio: main, description, commentary or dub (a sidecar's role)
+    ladder: str = ""            # video: the ladder of a multi-ladder title (h264, av1, hevc_hdr); "" for the only one
+    range: str = "sdr"          # video: sdr, pq or hlg (what the manifests signal)
     # CPU seconds the encode took in this run (0 when a finished one was reused): bookkeeping, not
     # part of what the rendition is, so two descriptions of one file compare equal
     cpu_s: float = field(default=0.0, compare=False)
@@ -64,7 +67,8 @@ class Rendition:
         """Stable folder name in the package: 720p_3000k, aac_eng, aac_en_description."""
         if self.kind == "audio":
             return f"{self.codec}_{self.language}" + ("" if self.role == "main" else f"_{self.role}")
-        return f"{self.height}p_{self.target_kbps}k"
+        plain = f"{self.height}p_{self.target_kbps}k"
+        return f"{self.ladder}_{plain}" if self.ladder else plain
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -91,7 +95,10 @@ def result_digest_parts(config: EncodeConfig) -> dict[str, Any]:
 
 @functools.cache
 def _code_digest() -> str:
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    """This module and the encoder options it takes from codecs.py and hdr.py."""
+    here = Path(__file__).parent
+    return hashlib.sha256(b"".join((here / name).read_bytes()
+                                   for name in ("encode.py", "codecs.py", "hdr.py"))).hexdigest()[:12]
 
 
 def even(value: float | Fraction) -> int:
@@ -117,6 +124,21 @@ def ladder_for_source(video: VideoStream, ladder: Iterable[Rung]) -> tuple[Rung,
             "add a lower rung to the ladder"
         )
     return tuple(rungs)
+
+
+# The fixed ladder's rates are Apple's H.264 ones; HEVC and AV1 need about 40% less for the same
+# picture (Apple: "about a 40 percent lower bit rate compared to H.264"), and an HDR rendition
+# about a fifth more than SDR at the same size (10 bits, wider gamut: our assumption, after the
+# HDR column of Apple's HEVC ladder), so their fixed rungs are scaled from it.
+FIXED_RATE_FACTOR = {"h264": 1.0, "hevc": 0.6, "av1": 0.6}
+FIXED_HDR_FACTOR = 1.2
+
+
+def fixed_ladder(video: VideoStream, config: EncodeConfig, codec: VideoCodec) -> tuple[Rung, ...]:
+    """The fixed ladder of ``codec`` for this source (rungs no taller than it, its display aspect)."""
+    factor = FIXED_RATE_FACTOR[codec.name] * (FIXED_HDR_FACTOR if codec.hdr is not None else 1.0)
+    return tuple(Rung(width=r.width, height=r.height, kbps=max(1, round(r.kbps * factor)))
+                 for r in ladder_for_source(video, config.ladder))
 
 
 def segment_frames(fps: Fraction, segment_s: float) -> int:
@@ -145,9 +167,11 @@ def force_key_frames_arg(keyframes: Sequence[int], fps: Fraction) -> str:
 
 
 def video_encode_argv(
-    src: Path, rung: Rung, keyframes: Sequence[int], video: VideoStream, config: EncodeConfig, out: Path
+    src: Path, rung: Rung, keyframes: Sequence[int], video: VideoStream, config: EncodeConfig, out: Path,
+    codec: VideoCodec | None = None,
 ) -> list[str]:
-    """ffmpeg argv for one fixed-bitrate H.264 rung of the whole title."""
+    """ffmpeg argv for one fixed-bitrate rung of the whole title (``codec``: encode.codec for ``video``)."""
+    chosen = codec or codec_for(config.codec, video)
     gop = segment_frames(video.fps, config.segment_s) * _MAX_GOP_FACTOR
     fps = f"{video.fps.numerator}/{video.fps.denominator}"
     return [
@@ -157,23 +181,31 @@ def video_encode_argv(
         "-map_metadata", "-1", "-map_chapters", "-1",                # nothing of the source's tags leaks out
         # The video's own timeline from 0: ffmpeg's default zero is the earliest stream of the file,
         # and a video starting after its audio would otherwise get padded head frames.
-        "-vf", f"setpts=PTS-STARTPTS,scale={rung.width}:{rung.height}:flags=lanczos,setsar=1,format=yuv420p",
+        "-vf", f"setpts=PTS-STARTPTS,{scale_filter(rung.width, rung.height, chosen)}",
         "-fps_mode", "cfr", "-r", fps,                               # one frame per 1/fps: frame n is at n/fps
-        "-c:v", "libx264", "-preset", config.preset, "-profile:v", "high",
-        "-b:v", f"{rung.kbps}k",
-        "-maxrate", f"{round(rung.kbps * config.maxrate_factor)}k",  # VBV: the rung's peak stays streamable
-        "-bufsize", f"{round(rung.kbps * config.bufsize_s)}k",
-        "-g", str(gop), "-keyint_min", "1",
-        "-x264-params", "scenecut=0:open-gop=0",                     # keyframes only where we force them; closed GOPs
+        *chosen.fixed_args(config.preset, rung.kbps,
+                           round(rung.kbps * config.maxrate_factor),   # VBV: the rung's peak stays streamable
+                           round(rung.kbps * config.bufsize_s), gop),
         "-force_key_frames", force_key_frames_arg(keyframes, video.fps),
-        *_color_args(video),
+        *_color_args(video, chosen),
         "-movflags", "+faststart",
         str(out),
     ]
 
 
-def _color_args(video: VideoStream) -> list[str]:
-    """Carry the source's colour description through the scale, where it is known."""
+def scale_filter(width: int, height: int, codec: VideoCodec) -> str:
+    """Resize with square pixels into the rendition's pixel format (10-bit for HDR: 8 would band).
+
+    The scale keeps the YUV matrix (no colour conversion): an HDR rung is BT.2020 like its source.
+    """
+    return f"scale={width}:{height}:flags=lanczos,setsar=1,format={codec.pix_fmt}"
+
+
+def _color_args(video: VideoStream, codec: VideoCodec | None = None) -> list[str]:
+    """Carry the source's colour description through the scale, where it is known; an HDR
+    rendition states its own (BT.2020, PQ/HLG, limited range) whatever the source's tags left out."""
+    if codec is not None and codec.hdr is not None:
+        return hdr_color_args(codec.hdr)
     args = []
     for flag, value in (("-color_primaries", video.color_primaries), ("-color_trc", video.color_transfer),
                         ("-colorspace", video.color_matrix), ("-color_range", video.color_range)):
@@ -231,15 +263,19 @@ def encode_video_rung(
     *,
     progress: Callable[[float], None] | None = None,
     reuse: bool = True,
+    codec: CodecName | None = None,
 ) -> Rendition:
     """Encode one rung, verify its frame count and keyframes, and describe the result.
+
+    ``codec`` (default ``config.codec``) is made HDR when the source is (codecs.codec_for).
 
     Only a verified encode gets the name ``out``, so with ``reuse`` an existing ``out`` is a
     finished encode from an earlier run: it is checked again and kept instead of re-encoded.
     """
+    name = codec or config.codec
     if reuse and out.exists():
         try:
-            rendition = _verified_rung(out, rung, keyframes, info)
+            rendition = _verified_rung(out, rung, keyframes, info, name)
             log.info("reusing finished encode %s", out)
             return rendition
         except StageError as exc:
@@ -247,8 +283,9 @@ def encode_video_rung(
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = _partial_name(out)
     try:
-        done = run(video_encode_argv(src, rung, keyframes, info.video, config, partial), progress=progress)
-        rendition = _verified_rung(partial, rung, keyframes, info)
+        done = run(video_encode_argv(src, rung, keyframes, info.video, config, partial, codec_for(name, info.video)),
+                   progress=progress)
+        rendition = _verified_rung(partial, rung, keyframes, info, name)
         partial.replace(out)  # a crash before this line leaves no file under the final name
     finally:
         partial.unlink(missing_ok=True)
@@ -382,13 +419,13 @@ def shot_encode_argv(
         "-map", f"0:{video.index}", "-an", "-sn", "-dn",
         "-map_metadata", "-1", "-map_chapters", "-1",
         "-frames:v", str(piece.end_frame - first),
-        "-vf", f"setpts=PTS-STARTPTS,scale={width}:{height}:flags=lanczos,setsar=1,format=yuv420p",
+        "-vf", f"setpts=PTS-STARTPTS,{scale_filter(width, height, codec)}",
         "-fps_mode", "cfr", "-r", fps,
         # the piece's own CRF (x264 and x265 take fractions: the plan interpolates), closed GOPs,
         # keyframes only where forced, and headers that let the pieces join without re-encoding
         *codec.args(preset, piece.crf, gop),
         "-force_key_frames", force_key_frames_arg([k for k in inside if k >= 0] or [0], video.fps),
-        *_color_args(video),
+        *_color_args(video, codec),
         "-video_track_timescale", str(video.fps.numerator * 512),  # same timescale in every piece
         str(out),
     ]
@@ -425,6 +462,7 @@ def encode_rung_per_shot(
         except StageError as exc:
             log.warning("not reusing %s: %s", out, exc)
     out.parent.mkdir(parents=True, exist_ok=True)
+    chosen = codec_for(codec, info.video)   # HDR renditions of an HDR source
     with tempfile.TemporaryDirectory(prefix=f"{out.stem}-", dir=out.parent) as tmp:
         folder = Path(tmp)
 
@@ -433,7 +471,7 @@ def encode_rung_per_shot(
             lead = min(preroll, piece.start_frame)
             encoded = folder / f"shot{number:05d}-preroll.mp4" if lead else name
             cpu_s = run(shot_encode_argv(src, info.video, piece, width, height, keyframes, preset, encoded,
-                                         CODECS[codec], preroll=lead)).cpu_s
+                                         chosen, preroll=lead)).cpu_s
             if lead:
                 drop_leading_frames(encoded, lead, name)
             return name, cpu_s

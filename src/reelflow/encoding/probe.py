@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
+import struct
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -28,6 +30,26 @@ _RANGE = {1: "tv", 2: "pc"}
 
 
 @dataclass(frozen=True)
+class MasteringDisplay:
+    """SMPTE ST 2086 mastering display: CIE 1931 xy chromaticities and luminance in cd/m2."""
+
+    red: tuple[float, float]
+    green: tuple[float, float]
+    blue: tuple[float, float]
+    white_point: tuple[float, float]
+    min_luminance: float
+    max_luminance: float
+
+
+@dataclass(frozen=True)
+class ContentLight:
+    """CTA-861.3 content light level, cd/m2: brightest pixel and brightest frame average."""
+
+    max_cll: int
+    max_fall: int
+
+
+@dataclass(frozen=True)
 class VideoStream:
     index: int
     codec: str
@@ -47,6 +69,11 @@ class VideoStream:
     field_order: str | None
     bit_depth: int
     variable_rate: bool = False   # frame intervals vary (VFR, or dropped/doubled frames)
+    # HDR side data of the first decoded frame (HEVC SEI, AV1 OBU, or the container's mdcv/clli
+    # boxes, which the decoder attaches to frames); None when the source carries none.
+    mastering_display: MasteringDisplay | None = None
+    content_light: ContentLight | None = None
+    dolby_vision: bool = False    # a DOVI configuration record or RPU: only its base layer is used
 
     @property
     def display_width(self) -> int:
@@ -125,7 +152,7 @@ def probe(path: Path | str) -> MediaInfo:
         if vs.frames and seen.packets < vs.frames:
             raise InvalidMedia(path, f"is truncated: its header declares {vs.frames} video frames but only "
                                f"{seen.packets} are present", "re-deliver the complete file")
-        video = _video_stream(vs, seen)
+        video = dataclasses.replace(_video_stream(vs, seen), **_hdr_side_data(path, vs.index, vs.codec_tag))
         audio = tuple(_audio_stream(a, streams.get(a.index, _Demuxed())) for a in audio_streams)
         duration = container.duration / av.time_base if container.duration else video.duration_s
         return MediaInfo(
@@ -243,6 +270,63 @@ def _video_stream(vs: Any, seen: _Demuxed) -> VideoStream:
         bit_depth=bit_depth,
         variable_rate=is_variable_rate(seen.stamps),
     )
+
+
+# AVMasteringDisplayMetadata: display_primaries[3][2] (R, G, B; x, y), white_point[2], min_luminance,
+# max_luminance, all AVRational (int num, int den), then has_primaries, has_luminance.
+_MDCV = struct.Struct("=20i2i")
+_CLL = struct.Struct("=2I")  # AVContentLightMetadata: MaxCLL, MaxFALL
+# MP4 sample entries of Dolby Vision streams (a DV-only track, or one whose base layer is HEVC/AVC/AV1).
+_DOVI_TAGS = {"dvh1", "dvhe", "dva1", "dvav", "dav1"}
+
+
+def mastering_display_from_bytes(data: bytes) -> MasteringDisplay | None:
+    """FFmpeg's mastering-display side data as values; None without primaries or luminance."""
+    if len(data) < _MDCV.size:
+        return None
+    v = _MDCV.unpack_from(data)
+
+    def q(num: int, den: int) -> float:
+        return num / den if den else 0.0
+
+    if not (v[20] and v[21]):
+        return None
+    xy = [(q(v[4 * i], v[4 * i + 1]), q(v[4 * i + 2], v[4 * i + 3])) for i in range(4)]
+    return MasteringDisplay(red=xy[0], green=xy[1], blue=xy[2], white_point=xy[3],
+                            min_luminance=q(v[16], v[17]), max_luminance=q(v[18], v[19]))
+
+
+def _hdr_side_data(path: Path, index: int, codec_tag: str | None) -> dict[str, Any]:
+    """Mastering display, content light level and Dolby Vision, from the first decoded frame.
+
+    Decoding one frame is the one way that sees all of them: HEVC and AV1 carry them in the
+    bitstream (SEI, metadata OBUs), MP4/MKV in boxes the decoder attaches to each frame, and Dolby
+    Vision's RPU arrives as frame side data. A source that cannot decode here says so in QC.
+    """
+    found: dict[str, Any] = {"dolby_vision": (codec_tag or "").lower() in _DOVI_TAGS}
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            stream = next(s for s in container.streams.video if s.index == index)
+            frame = next(container.decode(stream), None)
+    except (av.error.FFmpegError, StopIteration) as exc:
+        log.warning("%s: no first frame to read HDR metadata from (%s)", path, exc)
+        return found
+    if frame is None:
+        return found
+    for kind in frame.side_data:
+        name = getattr(kind, "name", str(kind))
+        entry = frame.side_data.get(kind)
+        if entry is None:
+            continue
+        data = bytes(entry)
+        if name == "MASTERING_DISPLAY_METADATA":
+            found["mastering_display"] = mastering_display_from_bytes(data)
+        elif name == "CONTENT_LIGHT_LEVEL" and len(data) >= _CLL.size:
+            cll, fall = _CLL.unpack_from(data)
+            found["content_light"] = ContentLight(max_cll=cll, max_fall=fall)
+        elif name.startswith("DOVI"):
+            found["dolby_vision"] = True
+    return found
 
 
 # AVFieldOrder codes; "tt" = top field first, coded and displayed, and so on.

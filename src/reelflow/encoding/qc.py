@@ -360,6 +360,7 @@ def judge(info: MediaInfo, measurements: dict[str, Any], config: QCConfig) -> tu
     checks.append(_colour(info.video, config))
     checks.append(_frame_rate(info.video, config))
     checks.append(_hdr(info.video, config))
+    checks.append(_dolby_vision(info.video, config))
     checks.append(_audio_present(info, config))
     if info.audio and "ffmpeg_failed" not in measurements:
         streams = measurements["audio"]
@@ -552,12 +553,41 @@ def _frame_rate(v: VideoStream, config: QCConfig) -> Check:
 
 
 def _hdr(v: VideoStream, config: QCConfig) -> Check:
-    """The ladder is SDR (8-bit BT.709): an HDR source would be published as banded, mistagged HDR."""
-    if v.hdr:
-        return Check("hdr", config.hdr_severity, False,
-                     f"HDR source ({v.color_transfer}, {v.bit_depth}-bit): reelflow makes SDR ladders only; "
-                     "deliver an SDR grade, or tone-map to BT.709 before ingest", v.color_transfer, "sdr")
-    return Check("hdr", config.hdr_severity, True, "SDR source", v.color_transfer, "sdr")
+    """HDR sources get an HDR ladder and a tone-mapped SDR fallback; what HDR10 should carry is noted.
+
+    A PQ master without mastering-display or content-light metadata is legal HDR10, but every
+    display then guesses how bright it was graded, so the ladder is published without them and
+    QC says so. HLG is scene-referred and needs neither.
+    """
+    if not v.hdr:
+        return Check("hdr", config.hdr_severity, True, "SDR source", v.color_transfer, "sdr")
+    kind = "HDR10 (PQ)" if v.color_transfer == "smpte2084" else "HLG"
+    if v.color_transfer == "smpte2084":
+        missing = [what for what, value in (("mastering display", v.mastering_display),
+                                             ("content light level", v.content_light)) if value is None]
+        if missing:
+            return Check("hdr", config.hdr_severity, False,
+                         f"{kind} source without {' or '.join(missing)} metadata: the HDR ladder is published "
+                         "without it (displays guess the grading's peak); ask the studio for the values",
+                         v.color_transfer, "mastering display and content light level")
+    found = []
+    if v.mastering_display is not None:
+        md = v.mastering_display
+        found.append(f"mastering display {md.min_luminance:g}-{md.max_luminance:g} cd/m2")
+    if v.content_light is not None:
+        found.append(f"MaxCLL {v.content_light.max_cll}, MaxFALL {v.content_light.max_fall}")
+    return Check("hdr", config.hdr_severity, True,
+                 f"{kind} source, {v.bit_depth}-bit{'; ' + ', '.join(found) if found else ''}: an HDR ladder "
+                 "and a tone-mapped SDR fallback", v.color_transfer, "sdr or hdr")
+
+
+def _dolby_vision(v: VideoStream, config: QCConfig) -> Check:
+    """Dolby Vision's dynamic metadata (RPU) is not carried: its base layer is what gets published."""
+    if v.dolby_vision:
+        base = "HDR10" if v.color_transfer == "smpte2084" else (v.color_transfer or "unspecified-transfer")
+        return Check("dolby_vision", config.dolby_vision_severity, False,
+                     f"Dolby Vision RPU present: not carried, the {base} base layer is published", True, False)
+    return Check("dolby_vision", config.dolby_vision_severity, True, "no Dolby Vision metadata", False, False)
 
 
 def _audio_present(info: MediaInfo, config: QCConfig) -> Check:

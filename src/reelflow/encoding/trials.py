@@ -65,7 +65,7 @@ from typing import TypeVar
 
 import av
 
-from reelflow.encoding.codecs import CODECS, VideoCodec
+from reelflow.encoding.codecs import CODECS, VideoCodec, codec_for
 from reelflow.encoding.encode import even, force_key_frames_arg
 from reelflow.encoding.hull import RdPoint, ShotPoints, upper_hull
 from reelflow.encoding.probe import MediaInfo, VideoStream
@@ -259,7 +259,7 @@ def trial_encodes_argv(
              f"split={len(sizes)}" + "".join(f"[s{i}]" for i in range(len(sizes)))]
     for i, (width, height) in enumerate(sizes):
         count = len(per_height[height])
-        graph.append(f"[s{i}]scale={width}:{height}:flags=lanczos,setsar=1,format=yuv420p,"
+        graph.append(f"[s{i}]scale={width}:{height}:flags=lanczos,setsar=1,format={codec.pix_fmt},"
                      f"split={count}" + "".join(f"[e{i}_{j}]" for j in range(count)))
     argv += ["-filter_complex", ";".join(graph)]
     forced = sorted({0, *(k for k in keyframes if 0 < k < shot.frames)})
@@ -368,7 +368,7 @@ def trial_grid(
     try:
         encoded = run(trial_encodes_argv(src, span, sizes, per_height, video.fps, preset, outs, start_s=start_s,
                                          keyframes=forced, threads=config.threads, x264_params=x264_params,
-                                         codec=CODECS[config.codec]))
+                                         codec=codec_for(config.codec, video)))
     except ToolFailed as exc:
         raise StageError(f"trial encodes of frames {first}-{span.end_frame} failed: {exc}") from exc
     order = [(w, h, c) for w, h in sizes for c in per_height[h]]

@@ -55,11 +55,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
 
 import reelflow
-from reelflow.encoding import analysis, encode, probe, qc, shots, trials, vmaf
+from reelflow.encoding import analysis, codecs, encode, hdr, probe, qc, shots, trials, vmaf
 from reelflow.encoding.analysis import Delivered, LadderAnalysis
+from reelflow.encoding.codecs import codec_for
 from reelflow.encoding.encode import Rendition
+from reelflow.encoding.hdr import LadderSpec, ladder_specs
 from reelflow.encoding.ladder import PlannedRung, select_ladder
 from reelflow.encoding.ladder_plot import plot_ladder
+from reelflow.encoding.tonemap import ToneMapped, tonemap_source
 from reelflow.errors import ConfigError, InvalidMedia, KeyNotFound, QCFailed, StageError, TransientStorageError
 from reelflow.flows.workfiles import WorkStore, source_name, stage_source
 from reelflow.infra.hashing import config_digest, sha256_file
@@ -72,6 +75,8 @@ from reelflow.infra.settings import (
     ShotConfig,
     StorageConfig,
     TrialConfig,
+    codec_overrides,
+    ladder_settings,
     load_settings,
 )
 from reelflow.infra.storage import Storage, open_storage
@@ -184,7 +189,7 @@ def _trials_key(stage: str) -> Any:
         plan = parameters.get("plan")
         if plan is not None:
             parts.append([plan.heights, plan.crfs, plan.probes, plan.correction])
-        code = "".join(_code_digest(m) for m in (trials, vmaf, encode, probe))
+        code = "".join(_code_digest(m) for m in (trials, vmaf, encode, probe, codecs, hdr))
         return f"reelflow-{stage}-{parameters['source_sha']}-{config_digest(*parts)}-{code}"
 
     return key
@@ -522,11 +527,12 @@ def ingest(source: str, title_id: str | None = None, storage: str | None = None,
     is fetched first and quarantined when it is not readable media. ``ladder``: fixed, per-title or
     per-shot (default from settings); ``sidecar``: the studio's JSON (packaging/sidecar.py; a path or
     a dropped object like the source), whose ``title_id`` names the title when ``title_id`` is not
-    given; ``drm=False`` packages in the clear; ``codec``: h264, hevc or av1 (default from settings).
+    given; ``drm=False`` packages in the clear; ``codec``: h264, hevc or av1, or several (``h264,av1``: one SDR
+    ladder each; default from settings).
     """
     overrides: dict[str, Any] = {"ladder": {"mode": ladder}} if ladder else {}
     if codec:
-        overrides["encode"] = {"codec": codec}
+        overrides["encode"] = codec_overrides(codec)
     settings = load_settings(Path(config_file) if config_file else None, **overrides)
     if is_drop(source) or (sidecar and is_drop(sidecar)):
         return run_drop_ingest(source, settings, title_id=title_id, storage_url=storage, sidecar=sidecar,
@@ -572,18 +578,17 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
         where = quarantine_task(source, store, title, report)
         raise QCFailed(source, [f"{c['name']}: {c['message']}" for c in errors], report, where)
 
-    shot_list = shots.ShotList.from_dict(shots_task(source, sha, settings.shots, info))
-    keyframes = encode.keyframe_frames([s.start_frame for s in shot_list.shots], info.video.frames,
-                                       info.video.fps, settings.encode.segment_s)
+    # The picture-conform step replaces these with its conformed source.
+    video_source, video_info = source, info
+    shot_list = shots.ShotList.from_dict(shots_task(video_source, sha, settings.shots, video_info))
+    keyframes = encode.keyframe_frames([s.start_frame for s in shot_list.shots], video_info.video.frames,
+                                       video_info.video.fps, settings.encode.segment_s)
     work = settings.storage.work_dir.resolve() / sha[:16]
     # On a Dask cluster the tasks read the source from the store and put their encodes there.
-    remote = stage_source_task(source, store, settings.storage, sha) if _distributed() else None
-    if settings.ladder.mode == "fixed":
-        ladder = LadderOutcome(None, {}, {}, None)
-    else:
-        ladder = analyse_ladder(source, sha, info, shot_list, keyframes, settings, work, remote)
-    encode_digest = config_digest(encode.result_digest_parts(settings.encode), keyframes, ladder.plan_digest)
-    encode_dir = work / f"encode-{encode_digest}"
+    remote = stage_source_task(video_source, store, settings.storage, sha) if _distributed() else None
+    specs = ladder_specs(video_info.video, settings)
+    tonemapped = tonemap_task(video_info, sha, settings, work) if any(sp.tonemapped for sp in specs) else None
+    encode_dir = work / f"encode-{config_digest(encode.result_digest_parts(settings.encode), keyframes)}"
     if side is not None and side.audio:
         audio_calls: list[tuple[Any, tuple[Any, ...]]] = [
             (encode_track_task, (source, info, track, settings, encode_dir)) for track in side.audio]
@@ -593,15 +598,10 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     # a Dask cluster it is encoded here, before the rungs go out (a sidecar's audio files are local).
     audio = [t.submit(*args) for t, args in audio_calls] if remote is None else []
     audio_here = [t(*args) for t, args in audio_calls] if remote is not None else []
-    if ladder.analysis is None:
-        rungs = encode.ladder_for_source(info.video, settings.encode.ladder)
-        logger.info("fixed ladder: %s; %d keyframes planned", ", ".join(r.name for r in rungs), len(keyframes))
-        video = [f.result() for f in encode_rung_task.map(source, rungs, unmapped(keyframes), unmapped(info),
-                                                           unmapped(settings.encode), unmapped(encode_dir),
-                                                           unmapped(remote))]
-        video = _fetched(video, encode_dir, remote)
-    else:
-        video, ladder = encode_and_measure(source, info, keyframes, settings, ladder, encode_dir, remote)
+    ladders = [make_ladder(spec, video_source, sha, video_info, shot_list, keyframes, settings, work, remote,
+                           tonemapped, store) for spec in specs]
+    video = [r for made in ladders for r in made.video]
+    encode_digest = config_digest([made.encode_digest for made in ladders])
     texts = subtitles_task(side, encode_dir) if side is not None and side.subtitles else []
     renditions = video + [f.result() for f in audio] + audio_here
 
@@ -632,11 +632,14 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
         shutil.rmtree(package_dir, ignore_errors=True)
     qc_url = put_json_task(store, f"{prefix}/{version}/qc.json", report)
     put_json_task(store, f"{prefix}/{version}/shots.json", shot_list.to_dict())
-    ladder_entry = publish_ladder_report(ladder, title, settings, video, store, f"{prefix}/{version}", work)
+    ladder_entry = publish_ladder_reports(ladders, title, settings, store, f"{prefix}/{version}", work, tonemapped)
 
     record = title_record(title, source, sha, info, report, shot_list, renditions, pkg, store,
-                          f"{prefix}/{version}", qc_url, started, ladder_entry, subtitles=texts, sidecar=side,
-                          hls_key_uri=settings.drm.hls_key_uri if pkg.encryption else None)
+                          f"{prefix}/{version}", qc_url, started, ladder_entry["ladder"], subtitles=texts,
+                          sidecar=side, hls_key_uri=settings.drm.hls_key_uri if pkg.encryption else None)
+    record["ladders"] = [{k: e[k] for k in ("ladder", "codec", "range", "mode", "quality_metric", "renditions")
+                          if k in e} | ({"report": e["report"]} if "report" in e else {})
+                         for e in ladder_entry["ladders"]]
     record_url = title_record_task(store, prefix, record)
     return IngestResult(title_id=title, record_url=record_url, record=record)
 
@@ -658,7 +661,7 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
                "duration_s": round(r.duration_s, 3), "playlist": f"{folder}.m3u8",
                "init": f"{folder}/init.mp4"}
         if r.kind == "video":
-            out.update(width=r.width, height=r.height, frames=r.frames)
+            out.update(width=r.width, height=r.height, frames=r.frames, ladder=r.ladder, range=r.range)
         else:
             out.update(channels=r.channels, sample_rate=r.sample_rate, language=r.language, role=r.role)
         return out
@@ -758,32 +761,141 @@ def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int
     return video, dataclasses.replace(ladder, analysis=result, renditions=renditions, delivered=delivered)
 
 
+HDR_METRIC = (
+    "VMAF (vmaf_v0.6.1) on the 10-bit PQ/HLG code values as they are, rung against the HDR source, both "
+    "upscaled to the source's display size: no open VMAF model is validated on PQ or HLG, and tone-mapping "
+    "both sides to SDR first would score the operator's highlight compression as well as the encode (the "
+    "same operator hides the rung's highlight artefacts in the clipped range). Scored this way the numbers "
+    "rank an HDR ladder's rungs and shots consistently (the hull and the allocation only compare them with "
+    "each other) but are not comparable with SDR VMAF; the same metric scores the trials, the hull and the "
+    "delivered rungs."
+)
+SDR_METRIC = "VMAF (vmaf_v0.6.1) against the source at its display size"
+TONEMAPPED_METRIC = ("VMAF (vmaf_v0.6.1) against the tone-mapped SDR intermediate (the SDR fallback's own "
+                     "reference), at the source's display size")
+
+
+def _metric(spec: LadderSpec) -> str:
+    if spec.range != "sdr":
+        return HDR_METRIC
+    return TONEMAPPED_METRIC if spec.tonemapped else SDR_METRIC
+
+
 def publish_ladder_report(ladder: LadderOutcome, title: str, settings: Settings, video: list[Rendition],
-                          store: Storage, prefix: str, work: Path) -> dict[str, Any]:
-    """ladder.json and ladder.png beside the package; the title record's ladder entry."""
+                          store: Storage, prefix: str, work: Path, *, stem: str = "ladder",
+                          extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``<stem>.json`` and ``<stem>.png`` beside the package; the title record's entry for the ladder."""
+    extra = extra or {}
     if ladder.analysis is None:
-        return {"mode": "fixed", "codec": "h264", "reference": "Apple HLS authoring spec, H.264 16:9"}
+        entry = {"mode": "fixed", "codec": settings.encode.codec, **extra,
+                 "reference": "Apple HLS authoring spec, H.264 16:9" + (
+                     "" if settings.encode.codec == "h264" else
+                     f", rates scaled by {encode.FIXED_RATE_FACTOR[settings.encode.codec]:g}"
+                     f"{f' x {encode.FIXED_HDR_FACTOR:g} (HDR)' if extra.get('range', 'sdr') != 'sdr' else ''}"),
+                 "rungs": [{"name": r.name, "width": r.width, "height": r.height, "target_kbps": r.target_kbps,
+                            "kbps": r.kbps} for r in video]}
+        if stem != "ladder":
+            entry["report"] = put_json_task(store, f"{prefix}/{stem}.json", entry)
+        return entry
     result = ladder.analysis
     delivered_cpu = sum(d.vmaf.cpu_s for d in ladder.delivered.values())
     report = analysis.ladder_report(result, title_id=title, codec=settings.encode.codec, settings=settings,
                                     renditions=ladder.renditions, delivered=ladder.delivered,
                                     delivered_cpu_s=delivered_cpu)
-    report_url = put_json_task(store, f"{prefix}/ladder.json", report)
-    picture = Path(tempfile.mkdtemp(prefix="ladder-plot-", dir=work)) / "ladder.png"
+    report.update(extra)
+    report_url = put_json_task(store, f"{prefix}/{stem}.json", report)
+    picture = Path(tempfile.mkdtemp(prefix="ladder-plot-", dir=work)) / f"{stem}.png"
     try:
         plot_ladder(picture, result.points, result.rungs, mode=result.mode, fixed=analysis.fixed_estimates(result),
                     fixed_label="fixed ladder (predicted from the trials)",
                     delivered=[(d.kbps, d.vmaf.mean) for d in ladder.delivered.values()],
                     title=f"{title}: {result.mode} ladder")
-        plot_url = put_bytes_task(store, f"{prefix}/ladder.png", picture.read_bytes(), "image/png")
+        plot_url = put_bytes_task(store, f"{prefix}/{stem}.png", picture.read_bytes(), "image/png")
     finally:
         shutil.rmtree(picture.parent, ignore_errors=True)
     return {
-        "mode": result.mode, "codec": settings.encode.codec, "report": report_url, "plot": plot_url,
+        "mode": result.mode, "codec": settings.encode.codec, **extra, "report": report_url, "plot": plot_url,
         "cpu_s": report["cpu_s"], "planned_vs_delivered": report["planned_vs_delivered"],
         "rungs": [{"name": r["name"], "width": r["width"], "height": r["height"], "planned": r["planned"],
                    "delivered": r.get("delivered")} for r in report["rungs"]],
     }
+
+
+def publish_ladder_reports(ladders: list[MadeLadder], title: str, settings: Settings, store: Storage, prefix: str,
+                           work: Path, tonemapped: ToneMapped | None) -> dict[str, Any]:
+    """The reports of every ladder; ``ladder`` (the first's entry, as a single-ladder title has it) and
+    ``ladders`` (one entry per ladder: codec, range, the metric that scores it, its renditions)."""
+    entries = []
+    single = len(ladders) == 1 and ladders[0].spec.range == "sdr" and not ladders[0].spec.tonemapped
+    for made in ladders:
+        spec = made.spec
+        extra: dict[str, Any] = {"ladder": spec.name, "range": spec.range, "quality_metric": _metric(spec),
+                 "source": "tone-mapped SDR intermediate" if spec.tonemapped else "source",
+                 "renditions": [r.name for r in made.video]}
+        if spec.tonemapped and tonemapped is not None:
+            extra["tonemap"] = tonemapped.describe()
+        stem = "ladder" if single else f"ladder-{spec.name}"
+        entries.append(publish_ladder_report(made.outcome, title, made.settings, made.video, store, prefix, work,
+                                             stem=stem, extra=extra))
+    if not single:
+        index = {"title_id": title, "ladders": entries, "hdr_quality_metric": HDR_METRIC,
+                 "keys": "HDR and SDR rungs of one height tier share that tier's key (packaging/keys.py)"}
+        url = put_json_task(store, f"{prefix}/ladder.json", index)
+        first = {**entries[0], "index": url}
+        return {"ladder": first, "ladders": entries}
+    return {"ladder": entries[0], "ladders": entries}
+
+
+# --- several ladders per title: (codec, range) each from its own source, trials and hull ----------
+
+@dataclass(frozen=True)
+class MadeLadder:
+    spec: LadderSpec
+    settings: Settings
+    outcome: LadderOutcome
+    video: list[Rendition]
+    encode_digest: str
+
+
+@task(name="tone map", cache_policy=NO_CACHE)
+def tonemap_task(info: probe.MediaInfo, source_sha: str, settings: Settings, work: Path) -> ToneMapped:
+    made = tonemap_source(info, source_sha, settings.tonemap, work)
+    get_run_logger().info("SDR fallback intermediate: %s (%s, peak %g cd/m2)", made.path.name, made.operator,
+                          made.peak_nits)
+    return made
+
+
+def make_ladder(spec: LadderSpec, source: Path, sha: str, info: probe.MediaInfo, shot_list: shots.ShotList,
+                keyframes: tuple[int, ...], settings: Settings, work: Path, remote: WorkStore | None,
+                tonemapped: ToneMapped | None, store: Storage) -> MadeLadder:
+    """One ladder: analysis (or the fixed ladder) and the encodes, from the ladder's own source."""
+    lset = ladder_settings(settings, spec.codec)
+    if spec.tonemapped:
+        assert tonemapped is not None
+        # the intermediate is another source: its own hash for the caches, its own work folder
+        source, info = tonemapped.path, tonemapped.info
+        sha = config_digest(sha, tonemapped.path.parent.name)
+        work = work / tonemapped.path.parent.name
+        if remote is not None:
+            remote = stage_source_task(source, store, settings.storage, sha)
+    if lset.ladder.mode == "fixed":
+        ladder = LadderOutcome(None, {}, {}, None)
+    else:
+        ladder = analyse_ladder(source, sha, info, shot_list, keyframes, lset, work, remote)
+    encode_digest = config_digest(encode.result_digest_parts(lset.encode), keyframes, ladder.plan_digest)
+    encode_dir = work / f"encode-{encode_digest}"
+    if ladder.analysis is None:
+        rungs = encode.fixed_ladder(info.video, lset.encode, codec_for(spec.codec, info.video))
+        get_run_logger().info("fixed %s ladder: %s; %d keyframes planned", spec.name,
+                              ", ".join(r.name for r in rungs), len(keyframes))
+        video = [f.result() for f in encode_rung_task.map(source, rungs, unmapped(keyframes), unmapped(info),
+                                                           unmapped(lset.encode), unmapped(encode_dir),
+                                                           unmapped(remote))]
+        video = _fetched(video, encode_dir, remote)
+    else:
+        video, ladder = encode_and_measure(source, info, keyframes, lset, ladder, encode_dir, remote)
+    video = [dataclasses.replace(r, ladder=spec.name if spec.multi else "", range=spec.range) for r in video]
+    return MadeLadder(spec, lset, ladder, video, encode_digest)
 
 
 def ingest_flow(settings: Settings) -> Any:

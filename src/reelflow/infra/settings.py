@@ -77,7 +77,10 @@ class QCConfig(_Config):
     decode_errors_max: int = Field(0, ge=0, description="Decoder errors tolerated before QC fails.")
     decode_severity: Severity = "error"
     vfr_severity: Severity = Field("error", description="Variable frame rate: the ladder needs constant rate.")
-    hdr_severity: Severity = Field("error", description="HDR source: the ladder is SDR (8-bit BT.709) only.")
+    hdr_severity: Severity = Field("info", description="An HDR10 (PQ) source without mastering-display or "
+                                   "content-light metadata (HDR sources get an HDR ladder and an SDR fallback).")
+    dolby_vision_severity: Severity = Field("warning", description="Dolby Vision RPU in the source: not "
+                                            "carried, only its base layer is published.")
 
 
 class ShotConfig(_Config):
@@ -138,6 +141,14 @@ class EncodeConfig(_Config):
     codec: CodecName = Field("h264", description="Video codec of the ladder: h264, or hevc (libx265) and av1 "
                              "(SVT-AV1) for measured ladders; the presets and trial CRFs of [encode] and [trials] "
                              "that are not set follow the codec (encoding/codecs.py).")
+    codecs: tuple[CodecName, ...] = Field((), description="Codecs of the SDR ladders, one ladder each, e.g. "
+                                          "[\"h264\", \"av1\"] (empty: [codec]); the first is encode.codec. An HDR "
+                                          "source's SDR ladders are made from its tone-mapped intermediate "
+                                          "([tonemap]). Presets and trial settings of [encode]/[trials] apply to the "
+                                          "first; the others use their codec's defaults (encoding/codecs.py).")
+    hdr_codecs: tuple[Literal["hevc", "av1"], ...] = Field(("hevc",), description="Codecs of the HDR ladders of an "
+                                                           "HDR10/HLG source (HEVC Main10, AV1 10-bit); empty: HDR "
+                                                           "sources get SDR ladders only. Ignored for SDR sources.")
     preset: str = Field("medium", description="Encoder preset of the final encodes (x264/x265 names; SVT-AV1 "
                         "0-13).")
     segment_s: float = Field(4.0, gt=0.5, le=30, description="Segment grid: a keyframe every this many seconds.")
@@ -151,6 +162,43 @@ class EncodeConfig(_Config):
     audio_rate: Literal[44100, 48000] = 48000
     parallel_encodes: int = Field(2, ge=1, description="Rungs of a fixed ladder, or pieces of a "
                                   "measured rung (its rungs go one after another), encoded at once.")
+
+
+    @property
+    def sdr_codecs(self) -> tuple[CodecName, ...]:
+        return self.codecs or (self.codec,)
+
+    @model_validator(mode="after")
+    def _codecs_start_with_codec(self) -> EncodeConfig:
+        if self.codecs and (self.codecs[0] != self.codec or len(set(self.codecs)) != len(self.codecs)):
+            raise ValueError(f"codecs {list(self.codecs)} must be distinct and start with codec ({self.codec}); "
+                             "set codecs only")
+        if len(set(self.hdr_codecs)) != len(self.hdr_codecs):
+            raise ValueError(f"hdr_codecs {list(self.hdr_codecs)} name a codec twice")
+        return self
+
+
+ToneMapOperator = Literal["hable", "mobius", "reinhard", "clip"]
+
+
+class ToneMapConfig(_Config):
+    """The SDR fallback of an HDR source (encoding/tonemap.py): zscale to linear light, ffmpeg's tonemap
+    operator, then BT.709. (libplacebo's BT.2390 needs Vulkan, which this machine's CPU-only ffmpeg lacks.)"""
+
+    operator: ToneMapOperator = Field("hable", description="hable (filmic, keeps highlight detail), mobius "
+                                      "(keeps in-range colours exact, rolls off above), reinhard, or clip.")
+    param: float | None = Field(None, description="The operator's parameter (mobius: transition point, "
+                                "reinhard: contrast); None: ffmpeg's default.")
+    desat: float = Field(0.0, ge=0, description="Desaturate highlights brighter than this (0: never), against "
+                         "over-bright saturated colours.")
+    sdr_white_nits: float = Field(100.0, gt=0, description="Luminance that becomes SDR white (reference white).")
+    hlg_peak_nits: float = Field(1000.0, gt=0, description="Display peak an HLG source is rendered for (BT.2100's "
+                                 "nominal 1000 cd/m2).")
+    pq_default_peak_nits: float = Field(1000.0, gt=0, description="Peak assumed for a PQ source without MaxCLL or "
+                                        "a mastering display.")
+    max_height: int = Field(1080, ge=0, description="The intermediate is scaled down to this height first (0: the "
+                            "source's): the SDR fallback (H.264) tops out at 1080p, and tone mapping in float RGB "
+                            "costs about 3x a 2160p decode at full size.")
 
 
 class PackageConfig(_Config):
@@ -511,6 +559,7 @@ class Settings(_Config):
     qc: QCConfig = QCConfig()
     shots: ShotConfig = ShotConfig()
     encode: EncodeConfig = EncodeConfig()
+    tonemap: ToneMapConfig = ToneMapConfig()
     package: PackageConfig = PackageConfig()
     storage: StorageConfig = Field(default_factory=StorageConfig)  # paths in REELFLOW_HOME, read when made
     trials: TrialConfig = TrialConfig()
@@ -527,6 +576,9 @@ class Settings(_Config):
         """The presets, trial options and trial CRFs that are not set follow encode.codec."""
         if not isinstance(data, dict) or not isinstance(data.get("encode"), dict):
             return data
+        codecs = data["encode"].get("codecs")
+        if codecs and isinstance(codecs, list | tuple) and "codec" not in data["encode"]:
+            data = {**data, "encode": {**data["encode"], "codec": codecs[0]}}
         name = data["encode"].get("codec", "h264")
         if name not in CODECS:
             return data                      # the field's own validation names the codecs
@@ -552,13 +604,38 @@ class Settings(_Config):
                                  f"{', '.join(chosen.presets)}")
         if any(c > chosen.max_crf for c in self.trials.crfs):
             raise ValueError(f"trials.crfs {self.trials.crfs} go above {chosen.encoder}'s CRF {chosen.max_crf}")
-        if self.ladder.mode == "fixed" and self.encode.codec != "h264":
-            raise ValueError(f"the fixed ladder is Apple's H.264 reference; a {self.encode.codec} ladder is "
-                             "measured: set ladder.mode to per-title or per-shot")
         if self.ladder.mode != "fixed" and self.trials.final_preset != self.encode.preset:
             raise ValueError(f"trials.final_preset ({self.trials.final_preset}) must be encode.preset "
                              f"({self.encode.preset}): the trials predict the final encodes; set both")
         return self
+
+
+def codec_overrides(codecs: str) -> dict[str, Any]:
+    """``--codec h264,av1`` as [encode] overrides: the SDR ladders' codecs (one: encode.codec, as before)."""
+    names = [c.strip() for c in codecs.split(",") if c.strip()]
+    return {"codec": names[0] if names else codecs, "codecs": names if len(names) > 1 else []}
+
+
+def ladder_settings(settings: Settings, codec: CodecName) -> Settings:
+    """The settings of one ladder of ``codec``: the title's own for encode.codec; for another codec of a
+    multi-ladder title, the same settings with that codec's trial options and CRFs, and its default
+    presets unless the title's are names it takes too (x264's and x265's are the same)."""
+    if codec == settings.encode.codec:
+        return settings
+    chosen = CODECS[codec]
+    same = CODECS[settings.encode.codec].presets == chosen.presets    # x264 and x265 share preset names
+
+    def preset(value: str, default: str) -> str:
+        return value if same and value in chosen.presets else default
+
+    final = preset(settings.encode.preset, chosen.final_preset)
+    encode = EncodeConfig.model_validate({**settings.encode.model_dump(), "codec": codec, "codecs": (),
+                                          "preset": final})
+    trials = TrialConfig.model_validate({**settings.trials.model_dump(), "codec": codec,
+                                         "preset": preset(settings.trials.preset, chosen.trial_preset),
+                                         "x264_params": chosen.trial_params, "crfs": chosen.trial_crfs,
+                                         "final_preset": final})
+    return settings.model_copy(update={"encode": encode, "trials": trials})
 
 
 # Environment variables with our prefix that are not settings (binary overrides, the config path).

@@ -15,10 +15,29 @@ ContentProtection (PSSH) for every configured system. In HLS, each media playlis
 and the FairPlay line point at per-key URIs from ``settings.drm`` (``hls_key_uri``,
 ``fairplay_key_uri``). The packager's own ``--hls_key_uri`` is one URI for every playlist and it
 writes no identity line for cenc at all, so those lines are written here after the run.
+
+HDR and multi-ladder titles (video renditions with a ``ladder`` and ``range``): the packager itself
+writes the DASH CICP descriptors (``ColourPrimaries``, ``TransferCharacteristics``,
+``MatrixCoefficients`` as SupplementalProperty, from the bitstream's colour description) on each
+HDR AdaptationSet and ``VIDEO-RANGE=PQ|HLG|SDR`` on every HLS variant, with ``hvc1``/``av01``
+codec strings (the AV1 one with its 10-bit profile, level and colour); ``check_hdr_signalling``
+makes sure of it after the run. It splits AdaptationSets by codec and transfer, and by key tier
+when encrypted: one set per (codec, range, tier). It drops the ``mdcv``/``clli`` boxes of the
+input's sample entry, so ``carry_hdr_boxes`` puts them back into each HDR init segment: a player
+that reads HDR10's static metadata from the container finds it there as well as in the bitstream.
+Encrypting AV1, Packager v3.8 fails to parse metadata OBUs ("trailing_one_bit"), so an encrypted
+AV1 HDR rung is packaged from a stream copy without them (``filter_units``), its HDR10 metadata
+then only in the init segment's boxes.
+
+HDR and SDR rungs of one height tier share that tier's key: a key tier says which resolutions a
+device's DRM level may decrypt (keys.py), and an HDR picture of a tier is no more valuable than the
+SDR one of the same size; the service gives HDR only to devices that declare it, so a separate HDR
+key would add a tier to every license policy without protecting anything the height tiers do not.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import shutil
@@ -30,7 +49,7 @@ from typing import Any
 from reelflow.encoding.encode import Rendition
 from reelflow.errors import StageError
 from reelflow.infra.settings import DrmConfig, PackageConfig, ProtectionScheme, ProtectionSystem
-from reelflow.infra.tools import packager_exe, run
+from reelflow.infra.tools import ffmpeg_exe, packager_exe, run
 from reelflow.packaging.keys import ContentKey, Tier, tier_for_height
 from reelflow.packaging.subtitles import SubtitleTrack
 
@@ -191,8 +210,18 @@ def package(renditions: Sequence[Rendition], out_dir: Path, *, segment_s: float,
     # Video by ascending bitrate first: manifests list representations in this order.
     ordered = sorted(renditions, key=lambda r: (r.kind != "video", r.target_kbps, r.name))
     texts = [replace(t, path=t.path.resolve()) for t in subtitles]
-    argv = package_argv([_absolute(r) for r in ordered], segment_s, config, subtitles=texts, encryption=encryption)
-    run(argv, cwd=out_dir, redact=key_secrets(encryption))
+    inputs_dir = out_dir.parent / f".{out_dir.name}-inputs"
+    packaged = [_packager_input(_absolute(r), inputs_dir, encryption is not None) for r in ordered]
+    argv = package_argv(packaged, segment_s, config, subtitles=texts, encryption=encryption)
+    try:
+        run(argv, cwd=out_dir, redact=key_secrets(encryption))
+    finally:
+        shutil.rmtree(inputs_dir, ignore_errors=True)
+    hdr = [r for r in ordered if r.kind == "video" and r.range != "sdr"]
+    for r in hdr:
+        carry_hdr_boxes(r.path, out_dir / f"video/{r.name}/init.mp4")
+    if hdr:
+        check_hdr_signalling(out_dir, config, ordered)
     files = tuple(sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file()))
     for manifest in (config.dash_manifest, config.hls_master):
         if manifest not in files:
@@ -207,6 +236,116 @@ def package(renditions: Sequence[Rendition], out_dir: Path, *, segment_s: float,
              len(subtitles), len(files), out_dir, f" ({encryption.scheme})" if encryption else " (clear)")
     return Package(root=out_dir, dash_manifest=config.dash_manifest, hls_master=config.hls_master, files=files,
                    encryption=summary)
+
+
+def _packager_input(rendition: Rendition, folder: Path, encrypted: bool) -> Rendition:
+    """The file the packager reads: the rendition, or for an encrypted AV1 HDR rung a copy without its
+    metadata OBUs (type 5), which Packager v3.8 cannot parse when it encrypts."""
+    if not (encrypted and rendition.kind == "video" and rendition.codec == "av1" and rendition.range != "sdr"):
+        return rendition
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / rendition.path.name
+    run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-i", str(rendition.path), "-map", "0:v:0",
+         "-c", "copy", "-bsf:v", "filter_units=remove_types=5",   # OBU_METADATA: HDR10 CLL/MDCV, HDR10+
+         "-movflags", "+faststart", str(out)])
+    return replace(rendition, path=out)
+
+
+# --- HDR10 static metadata in the init segment ---------------------------------------------------
+
+_CONTAINERS = {"moov", "trak", "mdia", "minf", "stbl"}
+_VISUAL_ENTRY_FIELDS = 78      # a VisualSampleEntry's fixed fields after its box header
+_HDR_BOXES = ("mdcv", "clli")
+
+
+def _boxes(data: bytes | bytearray, start: int, end: int) -> list[tuple[str, int, int]]:
+    """(type, offset, size) of the boxes between ``start`` and ``end``."""
+    out = []
+    at = start
+    while at + 8 <= end:
+        size = int.from_bytes(data[at:at + 4], "big")
+        kind = bytes(data[at + 4:at + 8]).decode("latin-1")
+        if size == 1:
+            size = int.from_bytes(data[at + 8:at + 16], "big")
+        elif size == 0:
+            size = end - at
+        if size < 8 or at + size > end:
+            raise StageError(f"malformed MP4 box {kind!r} at {at}")
+        out.append((kind, at, size))
+        at += size
+    return out
+
+
+def _sample_entry(data: bytes | bytearray) -> tuple[list[int], int, int]:
+    """The offsets of the boxes enclosing the first video sample entry, and its offset and size."""
+    path: list[int] = []
+    start, end = 0, len(data)
+    while True:
+        found = None
+        for kind, at, size in _boxes(data, start, end):
+            if kind in _CONTAINERS or kind == "stsd":
+                found = (kind, at, size)
+                break
+        if found is None:
+            raise StageError("no video sample entry in the MP4 file")
+        kind, at, size = found
+        path.append(at)
+        if kind == "stsd":
+            entries = _boxes(data, at + 16, at + size)       # header, version/flags, entry_count
+            if not entries:
+                raise StageError("an empty sample description")
+            return path, entries[0][1], entries[0][2]
+        start, end = at + 8, at + size
+
+
+def hdr_boxes(path: Path) -> bytes:
+    """The raw ``mdcv`` and ``clli`` boxes of a file's video sample entry (b"" without them)."""
+    data = path.read_bytes()
+    _, entry, size = _sample_entry(data)
+    return b"".join(bytes(data[at:at + n]) for kind, at, n in
+                    _boxes(data, entry + 8 + _VISUAL_ENTRY_FIELDS, entry + size) if kind in _HDR_BOXES)
+
+
+def carry_hdr_boxes(source: Path, init: Path) -> bool:
+    """Put the source's ``mdcv``/``clli`` boxes into the init segment's sample entry if it lacks them.
+
+    The init segment has no sample data, so growing the boxes on the way down (moov ... stsd, the
+    entry) is all it takes; offsets in moof/mdat live in the media segments. Returns whether it wrote.
+    """
+    extra = hdr_boxes(source)
+    if not extra:
+        return False
+    data = bytearray(init.read_bytes())
+    parents, entry, size = _sample_entry(data)
+    present = {kind for kind, _, _ in _boxes(data, entry + 8 + _VISUAL_ENTRY_FIELDS, entry + size)}
+    if present & set(_HDR_BOXES):
+        return False
+    for at in [*parents, entry]:
+        if int.from_bytes(data[at:at + 4], "big") == 1:
+            raise StageError(f"{init}: 64-bit box sizes are not handled")
+        data[at:at + 4] = (int.from_bytes(data[at:at + 4], "big") + len(extra)).to_bytes(4, "big")
+    data[entry + size:entry + size] = extra
+    init.write_bytes(bytes(data))
+    return True
+
+
+_CICP = "urn:mpeg:mpegB:cicp:"
+
+
+def check_hdr_signalling(out_dir: Path, config: PackageConfig, renditions: Sequence[Rendition]) -> None:
+    """The manifests say which rungs are HDR, or StageError (a player would show PQ as SDR)."""
+    lines = (out_dir / config.hls_master).read_text().splitlines()
+    variants = {uri: line for line, uri in itertools.pairwise(lines) if line.startswith("#EXT-X-STREAM-INF")}
+    for r in renditions:
+        if r.kind != "video":
+            continue
+        want = {"sdr": "SDR", "pq": "PQ", "hlg": "HLG"}[r.range]
+        if f"VIDEO-RANGE={want}" not in variants.get(f"video/{r.name}.m3u8", ""):
+            raise StageError(f"the HLS variant of {r.name} does not say VIDEO-RANGE={want}")
+    mpd = (out_dir / config.dash_manifest).read_text()
+    for transfer in {{"pq": "16", "hlg": "18"}.get(r.range, "") for r in renditions if r.kind == "video"} - {""}:
+        if f'{_CICP}TransferCharacteristics" value="{transfer}"' not in mpd:
+            raise StageError(f"the DASH manifest has no CICP TransferCharacteristics {transfer} for its HDR rungs")
 
 
 _KEY_LINE = "#EXT-X-KEY:"

@@ -278,6 +278,8 @@ def create_app(settings: Settings, *, storage: Storage | None = None, keys: lic.
                        "updated_at": resume.to_dict()["updated_at"] if resume else None},
             "limits": {"security": security, "max_height": max_height, "max_kbps": claims.max_kbps or None,
                        "codecs": list(claims.codecs)},
+            # the one video ladder (codec, range) the manifests give this device (manifests.best_ladder)
+            "ladder": manifests.chosen_ladder(title, limits_of(claims)),
         }, headers=_NO_STORE)
 
     @app.get("/api/titles/{title_id}/manifest.mpd", summary="The device's DASH manifest")

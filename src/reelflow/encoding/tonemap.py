@@ -1,0 +1,175 @@
+"""The SDR fallback of an HDR source: tone-mapped once to an 8-bit BT.709 lossless intermediate.
+
+zscale linearises the PQ or HLG picture (``sdr_white_nits`` becomes 1.0), converts BT.2020 to
+BT.709 primaries in linear light, ffmpeg's ``tonemap`` compresses everything above SDR white with
+the configured operator (``tonemap.operator``: hable by default), and zscale applies BT.709's
+transfer and matrix. (libplacebo's BT.2390 would be the better operator, but it needs Vulkan and
+fails to initialise on this machine's CPU.) The signal peak is given explicitly rather than left
+to the filter, which loses the source's metadata once the frames are linear: PQ takes MaxCLL, else
+the mastering display's peak, else ``pq_default_peak_nits``; HLG is rendered for ``hlg_peak_nits``.
+
+A source taller than ``tonemap.max_height`` (1080) is scaled down first, in its own 10-bit YUV: the
+fallback is H.264 and tops out at 1080p, and the float tone curve at 2160p costs about three
+decodes. Measured on a 1 s 3840x2160 HDR10 clip, one thread: 1.0 CPU s to decode, 4.3 with the
+curve at full size, 1.8-2.0 scaled to 1080p first (+70-80%, short of the issue's 15% conform
+budget: zscale and tonemap work in float RGB; a precomputed 3D LUT would be the cheaper path).
+
+The result is FFV1 (lossless, every frame a keyframe) in Matroska, the same kind of intermediate
+the picture-conform step writes: the SDR ladder is then made from it exactly as from an SDR master
+(trials, hull, encodes, VMAF against it). It lives in a content-addressed folder of the work
+directory (source hash, operator settings, this module's code, the ffmpeg), gets its final name
+only once its frame count and colour tags are verified, and is reused by a re-run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from reelflow.encoding.hdr import hdr_signal
+from reelflow.encoding.probe import MediaInfo, probe
+from reelflow.errors import StageError
+from reelflow.infra.hashing import config_digest
+from reelflow.infra.settings import ToneMapConfig
+from reelflow.infra.tools import ffmpeg_exe, run
+
+log = logging.getLogger(__name__)
+
+INTERMEDIATE = "sdr.mkv"
+
+
+@dataclass(frozen=True)
+class ToneMapped:
+    """The SDR intermediate of an HDR source, probed, and how it was made."""
+
+    path: Path
+    info: MediaInfo
+    operator: str
+    peak_nits: float
+    filter: str
+    cpu_s: float = 0.0
+
+    def describe(self) -> dict[str, object]:
+        return {"operator": self.operator, "peak_nits": self.peak_nits, "filter": self.filter,
+                "size": f"{self.info.video.width}x{self.info.video.height}",
+                "intermediate": "FFV1 8-bit 4:2:0 BT.709 (lossless)", "cpu_s": round(self.cpu_s, 2)}
+
+
+def peak_nits(info: MediaInfo, config: ToneMapConfig) -> float:
+    """The brightest level the tone curve must fit into SDR, cd/m2."""
+    signal = hdr_signal(info.video)
+    if signal is None:
+        raise StageError(f"{info.path.name} is SDR ({info.video.color_transfer}): nothing to tone-map")
+    if signal.transfer == "arib-std-b67":
+        return config.hlg_peak_nits
+    if signal.content_light is not None and signal.content_light.max_cll > 0:
+        return float(signal.content_light.max_cll)
+    if signal.mastering_display is not None and signal.mastering_display.max_luminance > 0:
+        return signal.mastering_display.max_luminance
+    return config.pq_default_peak_nits
+
+
+def tonemap_filter(info: MediaInfo, config: ToneMapConfig) -> str:
+    """The filter chain from the HDR source's frames to 8-bit BT.709 SDR (pure)."""
+    peak = peak_nits(info, config) / config.sdr_white_nits   # in units of SDR white; StageError for SDR
+    signal = hdr_signal(info.video)
+    assert signal is not None
+    op = [f"tonemap={config.operator}", f"desat={config.desat:g}", f"peak={peak:g}"]
+    if config.param is not None:
+        op.append(f"param={config.param:g}")
+    size = intermediate_size(info, config)
+    return ",".join([
+        "setpts=PTS-STARTPTS",
+        # smaller first, in the source's 10-bit YUV (cheap), when the fallback needs fewer lines
+        *([f"scale={size[0]}:{size[1]}:flags=area,setsar=1"] if size else []),   # box filter: cheaper than lanczos
+        # the source's own description, stated (a mistagged or untagged frame must not be guessed)
+        f"zscale=tin={signal.transfer}:pin=bt2020:min=bt2020nc:rin=limited"
+        f":t=linear:npl={config.sdr_white_nits:g}",                # linear light, SDR white = 1.0
+        "format=gbrpf32le",                                         # float: nothing clips before the curve
+        "zscale=p=bt709",                                           # gamut conversion in linear light
+        "tonemap=" + ":".join(op).removeprefix("tonemap="),
+        "zscale=t=bt709:m=bt709:r=limited",                         # BT.709 transfer and matrix
+        "format=yuv420p",
+        # the HDR grading's metadata would follow the frames into the intermediate and from there
+        # into the SDR encodes' SEI (x264 writes what the frames carry): an SDR picture has none
+        "sidedata=mode=delete:type=MASTERING_DISPLAY_METADATA",
+        "sidedata=mode=delete:type=CONTENT_LIGHT_LEVEL",
+    ])
+
+
+def intermediate_size(info: MediaInfo, config: ToneMapConfig) -> tuple[int, int] | None:
+    """The intermediate's size when it is smaller than the source (square pixels, display aspect)."""
+    v = info.video
+    if not config.max_height or v.height <= config.max_height:
+        return None
+    return max(2, round(config.max_height * v.dar / 2) * 2), config.max_height
+
+
+def tonemap_argv(info: MediaInfo, config: ToneMapConfig, out: Path) -> list[str]:
+    """ffmpeg argv writing the SDR intermediate (video only; audio is taken from the source)."""
+    return [
+        ffmpeg_exe(), "-hide_banner", "-nostdin", "-y",
+        "-i", str(info.path),
+        "-map", f"0:{info.video.index}", "-an", "-sn", "-dn",
+        "-map_metadata", "-1", "-map_chapters", "-1",
+        "-vf", tonemap_filter(info, config),
+        "-fps_mode", "passthrough",                                 # every source frame, once
+        "-c:v", "ffv1", "-level", "3", "-g", "1",                   # lossless, intra only: exact seeks
+        "-slices", "4", "-slicecrc", "1",                           # checksummed slices: damage is detected
+        "-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709", "-color_range", "tv",
+        str(out),
+    ]
+
+
+def result_digest(info_sha: str, config: ToneMapConfig) -> str:
+    """What the intermediate depends on: the source, the operator settings, this code and ffmpeg."""
+    return config_digest(info_sha, config.model_dump(mode="json"), _code_digest(), Path(ffmpeg_exe()).name)
+
+
+@functools.cache
+def _code_digest() -> str:
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+
+
+def tonemap_source(info: MediaInfo, source_sha: str, config: ToneMapConfig, work: Path) -> ToneMapped:
+    """The SDR intermediate of an HDR source in ``work/tonemap-<digest>/``: made once, verified, reused."""
+    folder = work / f"tonemap-{result_digest(source_sha, config)}"
+    out = folder / INTERMEDIATE
+    chain = tonemap_filter(info, config)
+    peak = peak_nits(info, config)
+    if out.exists():
+        try:
+            return ToneMapped(out, _verified(out, info), config.operator, peak, chain)
+        except StageError as exc:
+            log.warning("not reusing %s: %s", out, exc)
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f"sdr.partial-{os.getpid()}-{threading.get_ident()}.mkv")
+    try:
+        done = run(tonemap_argv(info, config, partial))
+        made = _verified(partial, info)
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
+    log.info("%s tone-mapped to SDR (%s, peak %g cd/m2): %s; %.1f CPU s", info.path.name, config.operator, peak,
+             out, done.cpu_s)
+    return ToneMapped(out, dataclasses.replace(made, path=out), config.operator, peak, chain, done.cpu_s)
+
+
+def _verified(path: Path, source: MediaInfo) -> MediaInfo:
+    """The intermediate, probed: every source frame, 8-bit, tagged BT.709; StageError otherwise."""
+    made = probe(path)
+    v = made.video
+    if v.frames != source.video.frames:
+        raise StageError(f"{path.name}: {v.frames} frames, the source has {source.video.frames}")
+    if v.bit_depth != 8 or (v.color_primaries, v.color_transfer, v.color_matrix) != ("bt709", "bt709", "bt709"):
+        raise StageError(f"{path.name}: {v.bit_depth}-bit {v.color_primaries}/{v.color_transfer}/{v.color_matrix}, "
+                         "not 8-bit BT.709")
+    if v.mastering_display is not None or v.content_light is not None:
+        raise StageError(f"{path.name}: carries HDR mastering/content-light metadata into SDR")
+    return made
