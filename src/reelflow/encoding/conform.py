@@ -254,7 +254,8 @@ def plan_conform(info: MediaInfo, qc: QCReport | Mapping[str, Any] | None, confi
         frames = round(v.frames * 4 / 5)
         steps.append(ConformStep(
             "inverse_telecine", evidence,
-            f"fields matched back into film frames and the repeated fifth frame dropped: {float(fps):.3f} fps progressive",
+            "fields matched back into film frames and the repeated fifth frame dropped: "
+            f"{float(fps):.3f} fps progressive",
             # bwdif only on frames fieldmatch leaves combed (an edit that broke the cadence)
             f"fieldmatch=order={parity}:combmatch=full,bwdif=mode=send_frame:parity={parity}:deint=interlaced,decimate"))
     elif kind in ("interlaced", "telecine"):
@@ -431,3 +432,17 @@ def verify_conformed(path: Path, source: MediaInfo, plan: ConformPlan) -> MediaI
     if problems:
         raise StageError(f"conformed picture {path.name} is not what was planned: {'; '.join(problems)}")
     return got
+
+
+def conformed_for_analysis(source: Path, info: MediaInfo, config: ConformConfig, qc_config: QCConfig,
+                           work_dir: Path, *, progress: Callable[[float], None] | None = None,
+                           ) -> tuple[Path, MediaInfo, ConformPlan]:
+    """The picture an analysis outside the ingest (``reelflow ladder``) must read: QC's decode for the
+    field analysis, the plan, then the conformed file (or the source, unchanged)."""
+    from reelflow.encoding.qc import run_qc
+
+    report = run_qc(source, qc_config, info=info, conform=config)
+    plan = plan_conform(info, report, config, qc_config)
+    picture, picture_info = conform_source(source, info, plan, work_dir, config=config, progress=progress)
+    return picture, picture_info, plan
+

@@ -236,7 +236,7 @@ def _rotation(path: Path, index: int) -> int:
             stream = container.streams[index]
             for frame in container.decode(stream):
                 turn = getattr(frame, "rotation", 0) or 0
-                return int(round(float(turn) / 90.0)) % 4 * 90
+                return round(float(turn) / 90.0) % 4 * 90
     except (av.error.FFmpegError, IndexError, ValueError):
         return 0  # probe already proved the file reads; a decoder complaint here is QC's to report
     return 0
