@@ -66,7 +66,7 @@ from typing import TypeVar
 import av
 
 from reelflow.encoding.codecs import CODECS, VideoCodec
-from reelflow.encoding.encode import even, force_key_frames_arg, rung_size, short_side
+from reelflow.encoding.encode import force_key_frames_arg, rung_size, short_side
 from reelflow.encoding.hull import RdPoint, ShotPoints, upper_hull
 from reelflow.encoding.probe import MediaInfo, VideoStream
 from reelflow.encoding.shots import Shot
