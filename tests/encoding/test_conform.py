@@ -1,4 +1,5 @@
 """Picture conform: the pure plan on many cases, then the one pass on derived masters, checked on the file."""
+# ruff: noqa: F811  (the masters are session fixtures imported from tests/picture_masters.py)
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import av
 import pytest
+
 from picture_masters import (  # noqa: F401  (session fixtures)
     anamorphic_pal,
     hfr_720p5994,
@@ -22,7 +24,6 @@ from picture_masters import (  # noqa: F401  (session fixtures)
     telecined,
     vfr_clip,
 )
-
 from reelflow.encoding.conform import (
     ConformPlan,
     conform_argv,
@@ -208,12 +209,14 @@ def test_qc_calls_what_conform_resolves_info(interlaced_1080i25: Path, vfr_clip:
     assert vfr.check("frame_rate").severity == "info" and not vfr.errors
     assert run_qc(vfr_clip).check("frame_rate").severity == "error"
     refusing = run_qc(vfr_clip, conform=ConformConfig(standard_rates=("50", "60")))
-    assert refusing.check("frame_rate").severity == "error" and "no standard rate" in refusing.check("frame_rate").message
+    refused = refusing.check("frame_rate")
+    assert refused.severity == "error" and "no standard rate" in refused.message
 
 
 # --- the pass, on derived masters ----------------------------------------------------------------
 
-def _conformed(master: Path, tmp: Path, config: ConformConfig = CONFORM) -> tuple[ConformPlan, Path, MediaInfo, MediaInfo]:
+def _conformed(master: Path, tmp: Path,
+               config: ConformConfig = CONFORM) -> tuple[ConformPlan, Path, MediaInfo, MediaInfo]:
     info = probe(master)
     plan = plan_conform(info, run_qc(master, info=info, conform=config), config, QCConfig())
     out, conformed = conform_source(master, info, plan, tmp, config=config)
@@ -232,7 +235,7 @@ def test_1080i25_mxf_becomes_progressive_25p(interlaced_1080i25: Path, ffmpeg: s
 
 
 def test_1080i2997_h264_double_rate(interlaced_1080i2997: Path, ffmpeg: str, tmp_path: Path) -> None:
-    plan, out, info, got = _conformed(interlaced_1080i2997, tmp_path, ConformConfig(double_rate=True))
+    _, out, info, got = _conformed(interlaced_1080i2997, tmp_path, ConformConfig(double_rate=True))
     assert got.video.fps == Fraction(60000, 1001) and got.video.frames == 2 * info.video.frames
     counts = idet_counts(ffmpeg, out)
     assert counts["tff"] + counts["bff"] <= 2
@@ -248,7 +251,7 @@ def test_telecined_2997_comes_back_as_23976(telecined: Path, ffmpeg: str, tmp_pa
 
 
 def test_rotated_phone_clip_is_stored_upright(rotated_phone: Path, ffmpeg: str, tmp_path: Path) -> None:
-    plan, out, info, got = _conformed(rotated_phone, tmp_path)
+    _, out, info, got = _conformed(rotated_phone, tmp_path)
     assert info.video.rotation == 90 and (info.video.width, info.video.height) == (640, 360)
     assert (got.video.width, got.video.height, got.video.rotation) == (360, 640, 0)
     assert not got.audio   # audio stays with the source
@@ -270,7 +273,7 @@ def _first_frame_gray(ffmpeg: str, path: Path, width: int, height: int) -> Any:
 
 
 def test_vfr_clip_becomes_constant_30(vfr_clip: Path, tmp_path: Path) -> None:
-    plan, out, info, got = _conformed(vfr_clip, tmp_path)
+    _, _, info, got = _conformed(vfr_clip, tmp_path)
     assert info.video.variable_rate and info.video.nominal_fps == 30
     assert got.video.fps == 30 and not got.video.variable_rate
     assert abs(got.video.frames - round(info.video.duration_s * 30)) <= 2

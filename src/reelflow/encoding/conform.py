@@ -145,13 +145,23 @@ def _even(value: float | Fraction) -> int:
 def square_size(video: VideoStream, tolerance: float) -> tuple[int, int, str | None]:
     """(width, height) with square pixels and even sides, in the coded orientation, and the aspect's name.
 
-    The lines are kept (an anamorphic master is squeezed horizontally; its lines are its vertical
-    resolution) and the width follows the display aspect, snapped to a standard one when within
-    ``tolerance``: 720x576 SAR 64:45 -> 1024x576, 1440x1080 SAR 4:3 -> 1920x1080, 1918x1080 -> 1920x1080.
+    The display aspect is snapped to a standard one when within ``tolerance``. An anamorphic master
+    keeps its lines (its vertical resolution; the squeeze is horizontal) and gets the width of its
+    aspect: 720x576 SAR 64:45 -> 1024x576, 1440x1080 SAR 4:3 -> 1920x1080. A square-pixel one keeps
+    whichever side moves the picture least (ties: the lines): 1918x1080 -> 1920x1080, 1920x803 ->
+    1920x804 (not 1922x804).
     """
     dar, name = snap_aspect(Fraction(video.width, video.height) * video.sar, tolerance)
-    height = _even(video.height)
-    return _even(height * dar), height, name
+    by_lines = (_even(_even(video.height) * dar), _even(video.height))
+    if video.sar != 1:
+        return *by_lines, name
+    by_columns = (_even(video.width), _even(_even(video.width) / dar))
+
+    def moved(size: tuple[int, int]) -> int:
+        return abs(size[0] - video.width) + abs(size[1] - video.height)
+
+    chosen = by_lines if moved(by_lines) <= moved(by_columns) else by_columns
+    return *chosen, name
 
 
 def field_finding(video: VideoStream, measured: Mapping[str, Any], qc: QCConfig = _DEFAULT_QC,
@@ -369,7 +379,7 @@ def code_digest() -> str:
 def conformed_name(plan: ConformPlan, source_sha: str) -> str:
     """Content address of the intermediate: source, plan and code (and the ffmpeg build)."""
     digest = config_digest(source_sha, plan.digest(), code_digest(), Path(ffmpeg_exe()).name)[:16]
-    return f"conform-{digest}.{'mp4' if plan.codec == 'x264' else 'mov'}"
+    return f"conform-{digest}.{'mp4' if plan.codec == 'x264' else 'mkv'}"  # MOV drops FFV1's range tag
 
 
 def conform_source(source: Path, info: MediaInfo, plan: ConformPlan, work_dir: Path, *,
