@@ -306,3 +306,20 @@ def test_prores_alpha_keeps_depth_and_notes_alpha_and_timecode(prores_alpha: Pat
     assert got.video.pix_fmt == plan.pix_fmt == "yuv444p12le" and got.video.color_primaries == "bt709"
     again, _ = conform_source(prores_alpha, turned, plan, tmp_path)   # content-addressed: reused
     assert again == out and len(list(tmp_path.iterdir())) == 1
+
+
+def test_cli_ladder_plans_on_the_conformed_picture(rotated_phone: Path, tmp_path: Path) -> None:
+    """`reelflow ladder` outside the ingest conforms too: a rotated phone clip gets portrait rungs."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "reelflow.toml"
+    config.write_text(f'[storage]\nwork_dir = "{tmp_path / "work"}"\n')
+    done = subprocess.run([sys.executable, "-m", "reelflow.cli", "ladder", str(rotated_phone), "--mode", "fixed",
+                           "--json"], capture_output=True, text=True, check=False,
+                          env={**os.environ, "REELFLOW_CONFIG": str(config)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    rungs = json.loads(done.stdout)["rungs"]
+    assert [(r["width"], r["height"]) for r in rungs] == [(234, 416), (360, 640)]
