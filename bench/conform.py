@@ -9,7 +9,7 @@ a 1080i25 MPEG-2 MXF and a 1080i29.97 H.264 (fields from 50p/59.94p motion), and
 
 - decode: the master decoded and discarded;
 - + filter: the same decode through the conform's field filter (bwdif, or fieldmatch/bwdif/decimate);
-- + write x264 / + write FFV1: the whole conform pass, filter and the lossless intra-only intermediate;
+- + write Ut Video / x264 / FFV1: the whole conform pass, filter and the lossless intra-only intermediate;
 - read back: decoding that intermediate, which every later stage does (shots, trials, encodes, VMAF).
 
 The target is on the filter: at most 15% over the plain decode. The write is a cost of its own,
@@ -72,9 +72,9 @@ def main() -> None:
     args = parser.parse_args()
     ff = tools.ffmpeg_exe()
     print(f"# {platform.machine()}, {platform.processor() or '-'}; {Path(ff).name}; median of {args.runs}")
-    print("| master | decode | + filter | filter over decode | + write x264 | + write FFV1 "
-          "| read back x264 | read back FFV1 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| master | decode | + filter | filter over decode | + write Ut Video | + write x264 | + write FFV1 "
+          "| read back Ut Video | read back x264 | read back FFV1 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for name, path in masters(folder, args.seconds).items():
@@ -85,14 +85,15 @@ def main() -> None:
             filtered = [*decode[:-3], "-vf", chain, "-f", "null", "-"]
             row = [median_cpu(decode, args.runs), median_cpu(filtered, args.runs)]
             reads = []
-            for codec in ("x264", "ffv1"):
+            for codec in ("utvideo", "x264", "ffv1"):
                 chosen = plan.__class__(plan.steps, plan.width, plan.height, plan.fps, plan.frames, plan.pix_fmt, codec)
-                out = folder / f"out-{codec}.{'mp4' if codec == 'x264' else 'mkv'}"
+                out = folder / f"out-{codec}.{'mp4' if codec == 'x264' else 'mov'}"
                 row.append(median_cpu(conform_argv(path, info, chosen, out, ConformConfig()), args.runs))
                 reads.append(median_cpu([ff, "-nostdin", "-v", "error", "-i", str(out), "-f", "null", "-"], args.runs))
-            decode_s, filter_s, x264_s, ffv1_s = row
-            print(f"| {name}, {args.seconds:g} s ({chain}) | {decode_s:.2f} | {filter_s:.2f} "
-                  f"| {filter_s / decode_s - 1:+.0%} | {x264_s:.2f} | {ffv1_s:.2f} | {reads[0]:.2f} | {reads[1]:.2f} |")
+            decode_s, filter_s, *writes = row
+            print(f"| {name}, {info.video.frames} frames, {info.duration_s:.1f} s (`{chain}`) | {decode_s:.2f} "
+                  f"| {filter_s:.2f} | {filter_s / decode_s - 1:+.0%} | "
+                  + " | ".join(f"{w:.2f}" for w in writes) + " | " + " | ".join(f"{r:.2f}" for r in reads) + " |")
 
 
 if __name__ == "__main__":

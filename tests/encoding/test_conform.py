@@ -180,7 +180,10 @@ def test_disabled_conform_plans_nothing() -> None:
 
 
 def test_intermediate_keeps_chroma_and_depth_within_the_codec() -> None:
-    assert intermediate_format(_info().video, CONFORM) == ("x264", "yuv420p")
+    assert intermediate_format(_info().video, CONFORM) == ("utvideo", "yuv420p")
+    assert intermediate_format(_info().video, ConformConfig(intermediate_codec="x264")) == ("x264", "yuv420p")
+    ten = _info(pix_fmt="yuv420p10le", bit_depth=10).video
+    assert intermediate_format(ten, ConformConfig(intermediate_codec="utvideo")) == ("x264", "yuv420p10le")
     assert intermediate_format(_info(pix_fmt="yuv422p10le", bit_depth=10).video, CONFORM) == ("x264", "yuv422p10le")
     assert intermediate_format(_info(pix_fmt="yuva444p12le", bit_depth=12).video, CONFORM) == ("ffv1", "yuv444p12le")
     forced = ConformConfig(intermediate_codec="x264")
@@ -230,7 +233,9 @@ def test_1080i25_mxf_becomes_progressive_25p(interlaced_1080i25: Path, ffmpeg: s
     counts = idet_counts(ffmpeg, out)
     assert counts["tff"] + counts["bff"] <= 2 and counts["progressive"] >= 20
     assert (got.video.width, got.video.height, got.video.fps, got.video.frames) == (1920, 1080, 25, info.video.frames)
-    assert (got.video.color_primaries, got.video.color_matrix) == ("bt709", "bt709")
+    in_file = probe(out).video   # the tags in the intermediate itself (Ut Video in MOV: all but the range)
+    assert (in_file.color_primaries, in_file.color_transfer, in_file.color_matrix) == ("bt709", "bt709", "bt709")
+    assert got.video.color_range == info.video.color_range
     assert interlaced_1080i25.stat().st_size == info.size_bytes   # the source is never touched
 
 

@@ -14,10 +14,12 @@ the square-pixel scale, in the coded orientation where the sample aspect ratio a
 rotation (transpose), so the picture is stored as it is shown and no player has to turn it.
 
 The intermediate is lossless and intra-only, so a seek to any frame is exact and nothing is lost
-before the ladder's own encodes: x264 at qp 0 (High 4:4:4 Intra, up to 10 bits; faster to write and
-about 2x faster to read back than FFV1 on 1080p here, and it is read many times: shots, trials,
-encodes, VMAF) or FFV1 level 3 (12 bits and above). Audio is not in it: the audio stage keeps
-reading the source on its own timeline, and the intermediate's frame 0 is the source's first frame.
+before the ladder's own encodes. It is read many times (shots, trials, encodes, VMAF), so its
+decode speed matters most: on 1080p here (docs/benchmarks.md) Ut Video reads back about 3x faster
+than x264 at qp 0 and 6x faster than FFV1, for 20% more bytes than x264; it is 8-bit only. So 8-bit
+pictures go to Ut Video, 9-10 bit to x264 qp 0 (High 4:4:4 Intra), deeper ones to FFV1 level 3.
+Audio is not in it: the audio stage keeps reading the source on its own timeline, and the
+intermediate's frame 0 is the source's first frame.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class ConformPlan:
     fps: Fraction
     frames: int                 # expected in the conformed picture (approximate after IVTC or a rate change)
     pix_fmt: str
-    codec: str                  # x264 | ffv1
+    codec: str                  # utvideo | x264 | ffv1
     refused: str | None = None
 
     @property
@@ -219,8 +221,9 @@ def _measurements(qc: QCReport | Mapping[str, Any] | None) -> dict[str, Any]:
 def intermediate_format(video: VideoStream, config: ConformConfig) -> tuple[str, str]:
     """(codec, pix_fmt) of the conformed file: the source's chroma and bit depth, alpha left out.
 
-    x264 has no 12-bit mode, so ``auto`` takes FFV1 above 10 bits (ProRes 4444 decodes to 12).
-    RGB masters become 4:4:4 YUV (the ladder's encoders take YUV only).
+    ``auto``: Ut Video for 8 bits (fastest to read back), x264 for 9-10 bits (Ut Video has no high
+    bit depth), FFV1 above (x264 has no 12-bit mode; ProRes 4444 decodes to 12). RGB masters become
+    4:4:4 YUV (the ladder's encoders take YUV only).
     """
     fmt = (video.pix_fmt or "yuv420p").lower()
     if "444" in fmt or fmt.startswith(("gbr", "rgb", "bgr", "argb", "abgr")):
@@ -231,7 +234,9 @@ def intermediate_format(video: VideoStream, config: ConformConfig) -> tuple[str,
         chroma = "420"
     codec = config.intermediate_codec
     if codec == "auto":
-        codec = "x264" if video.bit_depth <= 10 else "ffv1"
+        codec = "utvideo" if video.bit_depth <= 8 else "x264" if video.bit_depth <= 10 else "ffv1"
+    elif codec == "utvideo" and video.bit_depth > 8:
+        codec = "x264"   # Ut Video is 8-bit only: never throw bits away for speed
     if video.bit_depth <= 8:
         depth = ""
     elif codec == "x264" or video.bit_depth <= 10:
@@ -338,7 +343,9 @@ def conform_argv(src: Path, info: MediaInfo, plan: ConformPlan, out: Path, confi
     fps = f"{plan.fps.numerator}/{plan.fps.denominator}"
     # Frame 0 is the source's first frame, on a timeline of its own (the audio stage aligns to it).
     chain = ["setpts=PTS-STARTPTS", *plan.filters, f"format={plan.pix_fmt}"]
-    if plan.codec == "x264":
+    if plan.codec == "utvideo":
+        codec = ["-c:v", "utvideo"]                           # lossless, intra only, fastest to decode
+    elif plan.codec == "x264":
         codec = ["-c:v", "libx264", "-qp", "0",               # qp 0: mathematically lossless
                  "-preset", "ultrafast",                      # lossless either way; fastest to write and read
                  "-g", "1", "-x264-params", "keyint=1"]       # intra only: every frame a seek point
@@ -380,7 +387,9 @@ def code_digest() -> str:
 def conformed_name(plan: ConformPlan, source_sha: str) -> str:
     """Content address of the intermediate: source, plan and code (and the ffmpeg build)."""
     digest = config_digest(source_sha, plan.digest(), code_digest(), Path(ffmpeg_exe()).name)[:16]
-    return f"conform-{digest}.{'mp4' if plan.codec == 'x264' else 'mkv'}"  # MOV drops FFV1's range tag
+    # MOV for Ut Video and FFV1 (MP4 has no mapping for them): Matroska's millisecond clock makes
+    # 59.94 read back as 19001/317 fps, and every later stage needs the exact rate.
+    return f"conform-{digest}.{'mp4' if plan.codec == 'x264' else 'mov'}"
 
 
 def conform_source(source: Path, info: MediaInfo, plan: ConformPlan, work_dir: Path, *,
@@ -436,13 +445,16 @@ def verify_conformed(path: Path, source: MediaInfo, plan: ConformPlan) -> MediaI
     if abs(v.frames - plan.frames) > slack:
         problems.append(f"{v.frames} frames, planned {plan.frames}" + (f" (+-{slack})" if slack else ""))
     tags = ("color_primaries", "color_transfer", "color_matrix", "color_range")
-    lost = [t for t in tags if getattr(source.video, t) and getattr(v, t) != getattr(source.video, t)]
-    if lost:
+    # A tag the file cannot hold (MOV keeps no range for Ut Video or FFV1) is not a change: the
+    # pass never converts colour, so the source's tag is still true and goes back on the description.
+    changed = [t for t in tags if getattr(source.video, t) and getattr(v, t) not in (None, getattr(source.video, t))]
+    if changed:
         problems.append("colour tags changed: " + ", ".join(f"{t} {getattr(v, t)} (source "
-                                                             f"{getattr(source.video, t)})" for t in lost))
+                                                             f"{getattr(source.video, t)})" for t in changed))
     if problems:
         raise StageError(f"conformed picture {path.name} is not what was planned: {'; '.join(problems)}")
-    return got
+    kept = {t: getattr(v, t) or getattr(source.video, t) for t in tags}
+    return dataclasses.replace(got, video=dataclasses.replace(v, **kept))
 
 
 def conformed_for_analysis(source: Path, info: MediaInfo, config: ConformConfig, qc_config: QCConfig,

@@ -103,11 +103,10 @@ class ConformConfig(_Config):
                                   "apart, so above 0.02 the nearest rate wins); beyond it the source is refused.")
     aspect_snap: float = Field(0.01, ge=0, lt=0.1, description="A display aspect ratio within this share of 16:9, "
                                "4:3, 2.39:1, 1.85:1, 1:1 (or their portrait turns) is taken as exactly that.")
-    intermediate_codec: Literal["auto", "x264", "ffv1"] = Field("auto", description="Lossless intra-only codec "
-                                                                 "of the conformed file: x264 (qp 0, faster to "
-                                                                 "write and to read back: docs/benchmarks.md), "
-                                                                 "FFV1 (carries 12 bits), or auto (x264 up to 10 "
-                                                                 "bits, FFV1 above).")
+    intermediate_codec: Literal["auto", "utvideo", "x264", "ffv1"] = Field(
+        "auto", description="Lossless intra-only codec of the conformed file, which every later stage decodes: "
+        "utvideo (8-bit only, fastest to read back: docs/benchmarks.md), x264 (qp 0, up to 10 bits), ffv1 "
+        "(smallest, slowest, 12 bits and more); auto: utvideo for 8 bits, x264 for 10, ffv1 above.")
     threads: int = Field(0, ge=0, description="Encoder threads of the conform pass (0: ffmpeg's choice).")
 
     @field_validator("standard_rates")
