@@ -148,8 +148,10 @@ def probe(path: Path | str) -> MediaInfo:
             video=video,
             audio=audio,
         )
-    # The display matrix is stream side data that PyAV hands out on decoded frames only.
-    rotation = _rotation(path, video.index)
+    # The display matrix is stream side data that PyAV hands out on decoded frames only; only the
+    # ISO/QuickTime and Matroska families carry one, so other files skip the one-frame decode.
+    can_rotate = any(name in info.format_name for name in ("mov", "mp4", "matroska"))
+    rotation = _rotation(path, video.index) if can_rotate else 0
     return dataclasses.replace(info, video=dataclasses.replace(info.video, rotation=rotation)) if rotation else info
 
 
