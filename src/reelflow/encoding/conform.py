@@ -445,16 +445,33 @@ def verify_conformed(path: Path, source: MediaInfo, plan: ConformPlan) -> MediaI
     if abs(v.frames - plan.frames) > slack:
         problems.append(f"{v.frames} frames, planned {plan.frames}" + (f" (+-{slack})" if slack else ""))
     tags = ("color_primaries", "color_transfer", "color_matrix", "color_range")
-    # A tag the file cannot hold (MOV keeps no range for Ut Video or FFV1) is not a change: the
-    # pass never converts colour, so the source's tag is still true and goes back on the description.
     changed = [t for t in tags if getattr(source.video, t) and getattr(v, t) not in (None, getattr(source.video, t))]
     if changed:
         problems.append("colour tags changed: " + ", ".join(f"{t} {getattr(v, t)} (source "
                                                              f"{getattr(source.video, t)})" for t in changed))
     if problems:
         raise StageError(f"conformed picture {path.name} is not what was planned: {'; '.join(problems)}")
-    kept = {t: getattr(v, t) or getattr(source.video, t) for t in tags}
-    return dataclasses.replace(got, video=dataclasses.replace(v, **kept))
+    return dataclasses.replace(got, video=_carried_over(v, source.video))
+
+
+# What the pass itself decides; every other field of the picture's description is the source's.
+_MADE_BY_PASS = {"index", "codec", "width", "height", "fps", "frames", "duration_s", "start_s", "pix_fmt", "sar",
+                 "dar", "field_order", "bit_depth", "variable_rate", "rotation", "alpha", "nominal_fps"}
+
+
+def _carried_over(conformed: VideoStream, source: VideoStream) -> VideoStream:
+    """The conformed picture's description, with what its file cannot hold taken from the source.
+
+    The pass converts no colour and keeps HDR pixels as they are, so a colour tag the container
+    drops (MOV keeps no range for Ut Video or FFV1) or HDR side data the intermediate's codec has no
+    place for (mastering display, content light level) is still true of the picture: the later
+    stages read it from here. Only fields the conformed file leaves empty are filled.
+    """
+    empty = (None, False, (), "", 0)
+    filled = {f.name: getattr(source, f.name) for f in dataclasses.fields(VideoStream)
+              if f.name not in _MADE_BY_PASS and getattr(conformed, f.name) in empty
+              and getattr(source, f.name) not in empty}
+    return dataclasses.replace(conformed, **filled) if filled else conformed
 
 
 def conformed_for_analysis(source: Path, info: MediaInfo, config: ConformConfig, qc_config: QCConfig,
