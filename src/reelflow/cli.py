@@ -186,7 +186,7 @@ def qc(source: SourceArg, json_out: JsonOpt = False) -> None:
     settings = _settings()
     info = probe_media(source)
     with _progress("QC", info.duration_s, show=True) as update:
-        report = run_qc(source, settings.qc, info=info, progress=update)
+        report = run_qc(source, settings.qc, info=info, progress=update, conform=settings.conform)
     if json_out:
         _emit_json(report.to_dict())
     else:
@@ -264,13 +264,19 @@ def ladder(
         from reelflow.infra.outputs import check_output_file
 
         check_output_file(plot, "--plot")  # before the analysis, not after it
-    info = probe_media(source)
+    work_root = settings.storage.work_dir.resolve()
+    work_root.mkdir(parents=True, exist_ok=True)
+    # The ladder is planned on the picture the ingest would encode: deinterlaced, upright, square pixels.
+    from reelflow.encoding.conform import conformed_for_analysis
+
+    given, source_info = source, probe_media(source)
+    with _progress("conform", source_info.duration_s, show=not json_out) as update:
+        source, info, _ = conformed_for_analysis(source, source_info, settings.conform, settings.qc,
+                                                 work_root / "conform", progress=update)
     with _progress("shots", info.video.frames, show=not json_out) as update:
         found = detect_shots(source, settings.shots, info=info, progress=lambda done, total: update(done))
     keyframes = keyframe_frames([s.start_frame for s in found.shots], info.video.frames, info.video.fps,
                                 settings.encode.segment_s)
-    work_root = settings.storage.work_dir.resolve()
-    work_root.mkdir(parents=True, exist_ok=True)
     specs = ladder_specs(info.video, settings)
     results = []
     with tempfile.TemporaryDirectory(prefix="ladder-", dir=work_root) as work:
@@ -281,7 +287,7 @@ def ladder(
                 mapped = tonemap_source(info, sha256_file(source), settings.tonemap, work_root)
                 ladder_source, ladder_info = mapped.path, mapped.info
             if not json_out and chosen != "fixed":
-                err.print(f"[bold]ladder[/] {source} ({spec.name}): {len(found.shots)} shots, {chosen} trials ...")
+                err.print(f"[bold]ladder[/] {given} ({spec.name}): {len(found.shots)} shots, {chosen} trials ...")
             analysis = analyse_ladder(ladder_source, ladder_info, found.shots, ladder_settings(settings, spec.codec),
                                       Path(work) / spec.name, keyframes=keyframes, mode=chosen,
                                       parallel=settings.encode.parallel_encodes)
@@ -300,7 +306,7 @@ def ladder(
     _, analysis, result = results[0]
     if plot is not None:
         plot_ladder(plot, analysis.points, analysis.rungs, mode=chosen, fixed=fixed_estimates(analysis),
-                    fixed_label="fixed ladder (predicted from the trials)", title=f"{source.name}: {chosen} ladder")
+                    fixed_label="fixed ladder (predicted from the trials)", title=f"{given.name}: {chosen} ladder")
         result["plot"] = str(plot)
     if json_out:
         _emit_json(result)

@@ -106,18 +106,38 @@ def even(value: float | Fraction) -> int:
     return max(2, round(value / 2) * 2)
 
 
+def short_side(video: VideoStream) -> int:
+    """The picture's short side as shown (square pixels): what a ladder's "heights" mean."""
+    return video.height if video.dar >= 1 else even(video.height * video.dar)
+
+
+def rung_size(video: VideoStream, lines: int) -> tuple[int, int]:
+    """(width, height) of a rung whose short side is ``lines``, in the source's display aspect, both even.
+
+    A ladder's heights are the short side: a portrait picture (9:16) gets the landscape rung's
+    pixels turned (1080 -> 1080x1920, as Apple's authoring spec does for portrait video), so a
+    rung's bitrate buys the same number of pixels whichever way the picture is held; taking the
+    long side instead would give a 1080p rung of 608x1080, a third of the pixels for the same bits.
+    A 4:3 or scope picture keeps the lines and gets the width of its own aspect.
+    """
+    if video.dar < 1:
+        return lines, even(lines / video.dar)
+    return even(lines * video.dar), lines
+
+
 def ladder_for_source(video: VideoStream, ladder: Iterable[Rung]) -> tuple[Rung, ...]:
-    """The rungs no taller than the source, each as wide as the source's display aspect demands.
+    """The rungs no larger than the source, each sized by ``rung_size`` (short side = the rung's height).
 
     Apple's widths assume 16:9; a 4:3 or scope source keeps each rung's height and gets the width
-    of its own display aspect ratio, with square pixels.
+    of its own display aspect ratio, with square pixels; a portrait source gets portrait rungs.
     """
     rungs = []
     for rung in ladder:
-        if rung.height > video.height:
+        if rung.height > short_side(video):
             continue
-        width = even(rung.height * video.dar)
-        rungs.append(rung if width == rung.width else Rung(width=width, height=rung.height, kbps=rung.kbps))
+        width, height = rung_size(video, rung.height)
+        rungs.append(rung if (width, height) == (rung.width, rung.height)
+                     else Rung(width=width, height=height, kbps=rung.kbps))
     if not rungs:
         raise StageError(
             f"the source is {video.width}x{video.height}: no rung of the ladder is that small or smaller; "

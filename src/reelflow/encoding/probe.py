@@ -74,6 +74,11 @@ class VideoStream:
     mastering_display: MasteringDisplay | None = None
     content_light: ContentLight | None = None
     dolby_vision: bool = False    # a DOVI configuration record or RPU: only its base layer is used
+    # Conform (encoding/conform.py) fields:
+    rotation: int = 0             # display matrix: degrees counter-clockwise the picture is shown turned (0/90/180/270)
+    alpha: bool = False           # the pixel format carries an alpha plane (dropped by the ladder)
+    timecode: str | None = None   # the start timecode the container or stream declares (SMPTE HH:MM:SS:FF)
+    nominal_fps: Fraction | None = None  # 1 / the median frame interval: the rate a VFR clip was shot at
 
     @property
     def display_width(self) -> int:
@@ -83,6 +88,11 @@ class VideoStream:
     @property
     def hdr(self) -> bool:
         return self.color_transfer in ("smpte2084", "arib-std-b67")
+
+    @property
+    def transposed(self) -> bool:
+        """Whether the display matrix turns the picture by a quarter turn (width and height swap)."""
+        return self.rotation in (90, 270)
 
 
 @dataclass(frozen=True)
@@ -112,9 +122,9 @@ class MediaInfo:
         out = asdict(self)
         out["path"] = str(self.path)
         video = out["video"]
-        for key in ("fps", "sar", "dar"):
-            value: Fraction = getattr(self.video, key)
-            video[key] = f"{value.numerator}/{value.denominator}"
+        for key in ("fps", "sar", "dar", "nominal_fps"):
+            value: Fraction | None = getattr(self.video, key)
+            video[key] = None if value is None else f"{value.numerator}/{value.denominator}"
         video["fps_float"] = float(self.video.fps)
         video["display_width"] = self.video.display_width
         video["hdr"] = self.video.hdr
@@ -152,10 +162,11 @@ def probe(path: Path | str) -> MediaInfo:
         if vs.frames and seen.packets < vs.frames:
             raise InvalidMedia(path, f"is truncated: its header declares {vs.frames} video frames but only "
                                f"{seen.packets} are present", "re-deliver the complete file")
-        video = dataclasses.replace(_video_stream(vs, seen), **_hdr_side_data(path, vs.index, vs.codec_tag))
+        video = dataclasses.replace(_video_stream(vs, seen, timecode=_timecode(container, vs)),
+                                    **_hdr_side_data(path, vs.index, vs.codec_tag))
         audio = tuple(_audio_stream(a, streams.get(a.index, _Demuxed())) for a in audio_streams)
         duration = container.duration / av.time_base if container.duration else video.duration_s
-        return MediaInfo(
+        info = MediaInfo(
             path=path,
             format_name=container.format.name,
             size_bytes=size,
@@ -164,6 +175,11 @@ def probe(path: Path | str) -> MediaInfo:
             video=video,
             audio=audio,
         )
+    # The display matrix is stream side data that PyAV hands out on decoded frames only; only the
+    # ISO/QuickTime and Matroska families carry one, so other files skip the one-frame decode.
+    can_rotate = any(name in info.format_name for name in ("mov", "mp4", "matroska"))
+    rotation = _rotation(path, video.index) if can_rotate else 0
+    return dataclasses.replace(info, video=dataclasses.replace(info.video, rotation=rotation)) if rotation else info
 
 
 @dataclass
@@ -226,7 +242,51 @@ def is_variable_rate(stamps: list[int]) -> bool:
     return odd > 0
 
 
-def _video_stream(vs: Any, seen: _Demuxed) -> VideoStream:
+def nominal_rate(stamps: list[int], time_base: Fraction | None) -> Fraction | None:
+    """1 / the median frame interval: what a VFR clip's frames mostly are, jitter and gaps aside."""
+    if len(stamps) < 2 or not time_base:
+        return None
+    ordered = sorted(stamps)
+    intervals = sorted(b - a for a, b in itertools.pairwise(ordered))
+    median = intervals[len(intervals) // 2]
+    if median <= 0:
+        return None
+    return (1 / (median * time_base)).limit_denominator(1001 * 1000)
+
+
+def _rotation(path: Path, index: int) -> int:
+    """Quarter turns counter-clockwise from the display matrix of stream ``index`` (0 when none or unreadable).
+
+    Read off the first decoded frame: PyAV exposes no stream-level side data. Only multiples of
+    90 are honoured (phones write nothing else); a mirror in the matrix is not.
+    """
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            stream = container.streams[index]
+            for frame in container.decode(stream):
+                turn = getattr(frame, "rotation", 0) or 0
+                return round(float(turn) / 90.0) % 4 * 90
+    except (av.error.FFmpegError, IndexError, ValueError):
+        return 0  # probe already proved the file reads; a decoder complaint here is QC's to report
+    return 0
+
+
+def _timecode(container: Any, vs: Any) -> str | None:
+    """The start timecode: the video stream's tag, the container's (MXF), or a tmcd data track's (MOV)."""
+    for tags in (vs.metadata, container.metadata, *(s.metadata for s in container.streams if s.type == "data")):
+        value = tags.get("timecode")
+        if value:
+            return str(value)
+    return None
+
+
+def _has_alpha(fmt: Any) -> bool:
+    name = str(getattr(fmt, "name", "") or "")
+    return bool(getattr(fmt, "has_alpha", False)) or name.startswith(("yuva", "rgba", "bgra", "argb", "abgr",
+                                                                       "gbrap", "ya"))
+
+
+def _video_stream(vs: Any, seen: _Demuxed, *, timecode: str | None = None) -> VideoStream:
     cc = vs.codec_context
     rate = vs.average_rate or vs.base_rate or vs.guessed_rate
     if not rate:
@@ -269,6 +329,9 @@ def _video_stream(vs: Any, seen: _Demuxed) -> VideoStream:
         field_order=_field_order(cc),
         bit_depth=bit_depth,
         variable_rate=is_variable_rate(seen.stamps),
+        alpha=fmt is not None and _has_alpha(fmt),
+        timecode=timecode,
+        nominal_fps=nominal_rate(seen.stamps, Fraction(vs.time_base) if vs.time_base else None),
     )
 
 

@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from reelflow.encoding.conform import ConformPlan, plan_conform
 from reelflow.encoding.probe import MediaInfo, VideoStream, probe
 from reelflow.errors import SourceNotFound, ToolFailed
 from reelflow.infra import tools
-from reelflow.infra.settings import QCConfig, Severity
+from reelflow.infra.settings import ConformConfig, QCConfig, Severity
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +162,12 @@ def run_qc(
     *,
     info: MediaInfo | None = None,
     progress: Callable[[float], None] | None = None,
+    conform: ConformConfig | None = None,
 ) -> QCReport:
     """Probe (unless ``info`` is given), decode once with every analysis filter, judge.
+
+    With ``conform`` (enabled), what the conform step will fix (interlacing, telecine, variable
+    rate) is judged as info naming the action, and the plan is in ``measurements["conform"]``.
 
     Unusable input raises what probe raises. A file that decodes with errors, or stops decoding
     partway, comes back as a report whose "decode_errors" check failed, so it can be quarantined.
@@ -194,7 +199,13 @@ def run_qc(
     if failure is not None:
         # Only the tail of stderr survives a failed run, so the decode-based figures are incomplete.
         measurements["ffmpeg_failed"] = {"returncode": failure.returncode, "message": str(failure)}
-    report = QCReport(source=str(path), checks=judge(info, measurements, config), measurements=measurements)
+    if conform is not None and conform.enabled and "ffmpeg_failed" not in measurements:
+        plan = plan_conform(info, measurements, conform, config)
+        measurements["conform"] = {"steps": plan.to_list(), "refused": plan.refused,
+                                   "picture": {"width": plan.width, "height": plan.height, "fps": str(plan.fps),
+                                               "pix_fmt": plan.pix_fmt, "intermediate": plan.codec}}
+    report = QCReport(source=str(path), checks=judge(info, measurements, config, conform),
+                      measurements=measurements)
     log.info("QC %s: %s in %.1f s (%d errors, %d warnings)", path.name, report.verdict, elapsed,
              len(report.errors), len(report.warnings))
     return report
@@ -334,12 +345,17 @@ def _read_r128(line: str, into: dict[str, Any] | None) -> None:
 # Judging
 
 
-def judge(info: MediaInfo, measurements: dict[str, Any], config: QCConfig) -> tuple[Check, ...]:
+def judge(info: MediaInfo, measurements: dict[str, Any], config: QCConfig,
+          conform: ConformConfig | None = None) -> tuple[Check, ...]:
     """Checks from the probe and the parsed log, with thresholds and severities from ``config``.
 
     Pure, so a cached report can be judged again under other severities (thresholds that the
-    filters apply, such as the minimum run lengths, need a new pass to be lowered).
+    filters apply, such as the minimum run lengths, need a new pass to be lowered). With an enabled
+    ``conform``, interlacing, telecine and variable rate are findings the conform step resolves.
     """
+    plan = None
+    if conform is not None and conform.enabled and "ffmpeg_failed" not in measurements:
+        plan = plan_conform(info, measurements, conform, config)
     checks = [_decode_errors(measurements, config)]
     if "ffmpeg_failed" not in measurements:
         video = measurements["video"]
@@ -356,9 +372,9 @@ def judge(info: MediaInfo, measurements: dict[str, Any], config: QCConfig) -> tu
             "frozen_segments", "frozen", freeze, start, end, config.freeze_min_s,
             config.freeze_severity, config.freeze_severity, config,
         ))
-        checks.append(_interlacing(info.video, video, config))
+        checks.append(_conformed_fields(plan) or _interlacing(info.video, video, config))
     checks.append(_colour(info.video, config))
-    checks.append(_frame_rate(info.video, config))
+    checks.append(_conformed_rate(plan, info.video) or _frame_rate(info.video, config))
     checks.append(_hdr(info.video, config))
     checks.append(_dolby_vision(info.video, config))
     checks.append(_audio_present(info, config))
@@ -481,6 +497,26 @@ def _interlacing(v: VideoStream, video: dict[str, Any], config: QCConfig) -> Che
                      "(progressive segmented frames?)", ratio, config.interlaced_ratio)
     return Check("interlacing", config.interlace_severity, True, f"progressive ({ratio:.0%} interlaced)",
                  ratio, config.interlaced_ratio)
+
+
+def _conformed_fields(plan: ConformPlan | None) -> Check | None:
+    """Interlacing or telecine that the conform step removes: info, with the filter named."""
+    step = plan and (plan.step("inverse_telecine") or plan.step("deinterlace"))
+    if not step:
+        return None
+    return Check("interlacing", "info", False, f"{step.found}: {step.action} by the conform step ({step.filter})",
+                 step.step, "progressive")
+
+
+def _conformed_rate(plan: ConformPlan | None, v: VideoStream) -> Check | None:
+    """Variable rate: conformed to a standard rate (info), or refused when none fits (error)."""
+    step = plan and plan.step("frame_rate")
+    if not step or plan is None:
+        return None
+    if plan.refused:
+        return Check("frame_rate", "error", False, plan.refused, float(v.nominal_fps or v.fps), "standard rate")
+    return Check("frame_rate", "info", False, f"{step.found}: {step.action} by the conform step ({step.filter})",
+                 float(v.nominal_fps or v.fps), str(plan.fps))
 
 
 # Colour: BT.601's 525 and 625 line variants share a matrix; BT.601 also uses BT.709's OETF, so

@@ -66,7 +66,7 @@ from typing import TypeVar
 import av
 
 from reelflow.encoding.codecs import CODECS, VideoCodec, codec_for
-from reelflow.encoding.encode import even, force_key_frames_arg
+from reelflow.encoding.encode import force_key_frames_arg, rung_size, short_side
 from reelflow.encoding.hull import RdPoint, ShotPoints, upper_hull
 from reelflow.encoding.probe import MediaInfo, VideoStream
 from reelflow.encoding.shots import Shot
@@ -185,13 +185,14 @@ class ShotTrials:
 
 
 def trial_size(video: VideoStream, height: int) -> Size:
-    """(width, height) of a trial: the source's display aspect ratio at that height, square pixels."""
-    return even(height * video.dar), height
+    """(width, height) of a trial: the source's display aspect ratio at that height (the short side:
+    portrait pictures get portrait trials, as encode.rung_size says), square pixels."""
+    return rung_size(video, height)
 
 
 def candidate_heights(video: VideoStream, config: TrialConfig) -> tuple[int, ...]:
     """The configured heights no taller than the source, tallest first."""
-    heights = tuple(sorted({h for h in config.heights if h <= video.height}, reverse=True))
+    heights = tuple(sorted({h for h in config.heights if h <= short_side(video)}, reverse=True))
     if not heights:
         raise StageError(f"the source is {video.width}x{video.height}: no trial height {config.heights} "
                          "is that small or smaller; add a lower height")

@@ -55,7 +55,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
 
 import reelflow
-from reelflow.encoding import analysis, codecs, encode, hdr, probe, qc, shots, trials, vmaf
+from reelflow.encoding import analysis, codecs, conform, encode, hdr, probe, qc, shots, trials, vmaf
 from reelflow.encoding.analysis import Delivered, LadderAnalysis
 from reelflow.encoding.codecs import codec_for
 from reelflow.encoding.encode import Rendition
@@ -68,6 +68,7 @@ from reelflow.flows.workfiles import WorkStore, source_name, stage_source
 from reelflow.infra.hashing import config_digest, sha256_file
 from reelflow.infra.remote import fetch_s3_object, is_remote
 from reelflow.infra.settings import (
+    ConformConfig,
     EncodeConfig,
     QCConfig,
     Rung,
@@ -174,8 +175,9 @@ def _code_digest(module: ModuleType) -> str:
 
 def _stage_key(stage: str, module: ModuleType) -> Any:
     def key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-        config = config_digest(parameters.get("config"))
-        code = _code_digest(module) + _code_digest(probe)  # both judge from probe's fields
+        # QC judges with the conform config too (what conform resolves is info, not a warning)
+        config = config_digest(parameters.get("config"), parameters.get("conform"))
+        code = _code_digest(module) + _code_digest(probe) + _code_digest(conform)  # all judge from probe's fields
         return f"reelflow-{stage}-{parameters['source_sha']}-{config}-{code}"
 
     return key
@@ -295,8 +297,9 @@ def probe_task(source: Path) -> probe.MediaInfo:
 
 
 @task(name="qc", cache_key_fn=_stage_key("qc", qc), persist_result=True)
-def qc_task(source: Path, source_sha: str, config: QCConfig, info: probe.MediaInfo) -> dict[str, Any]:
-    report = qc.run_qc(source, config, info=info, progress=progress_logger("QC", info.duration_s))
+def qc_task(source: Path, source_sha: str, config: QCConfig, info: probe.MediaInfo,
+            conform: ConformConfig | None = None) -> dict[str, Any]:
+    report = qc.run_qc(source, config, info=info, progress=progress_logger("QC", info.duration_s), conform=conform)
     logger = get_run_logger()
     for check in report.checks:
         if not check.passed:
@@ -304,6 +307,28 @@ def qc_task(source: Path, source_sha: str, config: QCConfig, info: probe.MediaIn
                        "QC %s %s: %s", check.severity, check.name, check.message)
     logger.info("QC verdict: %s", report.verdict)
     return report.to_dict()
+
+
+@task(name="conform", cache_policy=NO_CACHE)  # content-addressed file instead: a cache record can outlive it
+def conform_task(source: Path, source_sha: str, config: ConformConfig, info: probe.MediaInfo,
+                 report: dict[str, Any], qc_config: QCConfig, work: Path) -> tuple[Path, probe.MediaInfo, str]:
+    """The picture every video stage reads: the conformed intermediate, or the source when nothing needs a filter.
+
+    Returns it, its probe and its identity for cache keys (the source's sha, or the sha with the
+    conformed file's content address when the picture was conformed).
+    """
+    plan = conform.plan_conform(info, report, config, qc_config)
+    logger = get_run_logger()
+    for step in plan.steps:
+        logger.info("conform %s: %s -> %s%s", step.step, step.found, step.action,
+                    f" [{step.filter}]" if step.filter else "")
+    video_source, video_info = conform.conform_source(
+        source, info, plan, work, config=config, source_sha=source_sha,
+        progress=progress_logger("conform", info.duration_s))
+    if video_source == source:
+        return video_source, video_info, source_sha
+    # A sha of its own (not a prefix of the source's): Dask staging keys its folder on the first 16 digits.
+    return video_source, video_info, hashlib.sha256(f"{source_sha}-{video_source.name}".encode()).hexdigest()
 
 
 @task(name="shots", cache_key_fn=_stage_key("shots", shots), persist_result=True)
@@ -572,22 +597,26 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     storage_preflight_task(store, prefix)
     sha = hash_task(source)
 
-    report = qc_task(source, sha, settings.qc, info)
+    report = qc_task(source, sha, settings.qc, info, settings.conform)
     errors = [c for c in report["checks"] if not c["passed"] and c["severity"] == "error"]
     if errors:
         where = quarantine_task(source, store, title, report)
         raise QCFailed(source, [f"{c['name']}: {c['message']}" for c in errors], report, where)
 
-    # The picture-conform step replaces these with its conformed source.
-    video_source, video_info = source, info
-    shot_list = shots.ShotList.from_dict(shots_task(video_source, sha, settings.shots, video_info))
+    work = settings.storage.work_dir.resolve() / sha[:16]
+    # Every video stage (shots, keyframes, trials, encodes, the VMAF reference, the tone map) reads the
+    # conformed picture; audio keeps ``source, info``, on the source's timeline (the picture's frame 0 is
+    # its first).
+    video_source, video_info, video_sha = conform_task(source, sha, settings.conform, info, report, settings.qc, work)
+    conform_record = (report.get("measurements", {}).get("conform") or {}).get("steps", [])
+
+    shot_list = shots.ShotList.from_dict(shots_task(video_source, video_sha, settings.shots, video_info))
     keyframes = encode.keyframe_frames([s.start_frame for s in shot_list.shots], video_info.video.frames,
                                        video_info.video.fps, settings.encode.segment_s)
-    work = settings.storage.work_dir.resolve() / sha[:16]
-    # On a Dask cluster the tasks read the source from the store and put their encodes there.
-    remote = stage_source_task(video_source, store, settings.storage, sha) if _distributed() else None
+    # On a Dask cluster the tasks read the picture from the store and put their encodes there.
+    remote = stage_source_task(video_source, store, settings.storage, video_sha) if _distributed() else None
     specs = ladder_specs(video_info.video, settings)
-    tonemapped = tonemap_task(video_info, sha, settings, work) if any(sp.tonemapped for sp in specs) else None
+    tonemapped = tonemap_task(video_info, video_sha, settings, work) if any(sp.tonemapped for sp in specs) else None
     encode_dir = work / f"encode-{config_digest(encode.result_digest_parts(settings.encode), keyframes)}"
     if side is not None and side.audio:
         audio_calls: list[tuple[Any, tuple[Any, ...]]] = [
@@ -598,7 +627,7 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     # a Dask cluster it is encoded here, before the rungs go out (a sidecar's audio files are local).
     audio = [t.submit(*args) for t, args in audio_calls] if remote is None else []
     audio_here = [t(*args) for t, args in audio_calls] if remote is not None else []
-    ladders = [make_ladder(spec, video_source, sha, video_info, shot_list, keyframes, settings, work, remote,
+    ladders = [make_ladder(spec, video_source, video_sha, video_info, shot_list, keyframes, settings, work, remote,
                            tonemapped, store) for spec in specs]
     video = [r for made in ladders for r in made.video]
     encode_digest = config_digest([made.encode_digest for made in ladders])
@@ -636,7 +665,8 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
 
     record = title_record(title, source, sha, info, report, shot_list, renditions, pkg, store,
                           f"{prefix}/{version}", qc_url, started, ladder_entry["ladder"], subtitles=texts,
-                          sidecar=side, hls_key_uri=settings.drm.hls_key_uri if pkg.encryption else None)
+                          sidecar=side, hls_key_uri=settings.drm.hls_key_uri if pkg.encryption else None,
+                          conform=conform_record)
     record["ladders"] = [{k: e[k] for k in ("ladder", "codec", "range", "mode", "quality_metric", "renditions")
                           if k in e} | ({"report": e["report"]} if "report" in e else {})
                          for e in ladder_entry["ladders"]]
@@ -648,12 +678,13 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
                  shot_list: shots.ShotList, renditions: list[Rendition], pkg: Package, store: Storage,
                  prefix: str, qc_url: str, started: dt.datetime, ladder: dict[str, Any], *,
                  subtitles: list[SubtitleTrack] | None = None, sidecar: Sidecar | None = None,
-                 hls_key_uri: str | None = None) -> dict[str, Any]:
+                 hls_key_uri: str | None = None, conform: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The title record: what was published, where (``prefix``: the package's folder), and from what.
 
     ``ladder`` says how the rungs were chosen (and where ladder.json is); ``encryption`` holds the
     scheme, the systems and the key id of each tier (never a key); ``countries`` the sidecar's
-    territories (null: everywhere); ``audio`` and ``subtitles`` the tracks.
+    territories (null: everywhere); ``audio`` and ``subtitles`` the tracks; ``conform`` what the
+    picture conform found and did (encoding/conform.py), step by step.
     """
     def entry(r: Rendition) -> dict[str, Any]:
         folder = f"{r.kind}/{r.name}"
@@ -683,6 +714,7 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
         "shots": {"count": len(shot_list.shots), "cuts": shot_list.cuts,
                   "report": store.url_for(f"{prefix}/shots.json")},
         "ladder": ladder,
+        "conform": list(conform or []),
         "renditions": [entry(r) for r in sorted(renditions, key=lambda r: (r.kind != "video", r.target_kbps))],
         "manifests": {"dash": store.url_for(f"{prefix}/{pkg.dash_manifest}"),
                       "hls": store.url_for(f"{prefix}/{pkg.hls_master}")},
@@ -882,7 +914,8 @@ def make_ladder(spec: LadderSpec, source: Path, sha: str, info: probe.MediaInfo,
         ladder = LadderOutcome(None, {}, {}, None)
     else:
         ladder = analyse_ladder(source, sha, info, shot_list, keyframes, lset, work, remote)
-    encode_digest = config_digest(encode.result_digest_parts(lset.encode), keyframes, ladder.plan_digest)
+    # ``sha`` names the picture encoded (the source's, the conformed one's or the tone-mapped one's)
+    encode_digest = config_digest(encode.result_digest_parts(lset.encode), keyframes, ladder.plan_digest, sha)
     encode_dir = work / f"encode-{encode_digest}"
     if ladder.analysis is None:
         rungs = encode.fixed_ladder(info.video, lset.encode, codec_for(spec.codec, info.video))

@@ -83,6 +83,52 @@ class QCConfig(_Config):
                                             "carried, only its base layer is published.")
 
 
+# The constant rates a conformed picture may have: film, PAL, NTSC and their doubles (exact fractions).
+STANDARD_RATES: tuple[str, ...] = ("24000/1001", "24", "25", "30000/1001", "30", "50", "60000/1001", "60")
+
+
+class ConformConfig(_Config):
+    """The picture conform before trials (encoding/conform.py): what it fixes and how it writes the result."""
+
+    enabled: bool = Field(True, description="Conform interlaced, telecined, rotated, variable-rate, odd-sized and "
+                          "non-square-pixel sources before any other video stage (false: QC warns on interlacing "
+                          "and refuses variable rate, as before).")
+    double_rate: bool = Field(False, description="Deinterlace each field to a frame (bwdif send_field: 1080i25 "
+                              "becomes 50p, smoother motion at twice the frames); false keeps the frame rate.")
+    inverse_telecine: bool = Field(True, description="Undo 3:2 pulldown on 29.97 material (fieldmatch, decimate: "
+                                   "23.976 progressive) instead of deinterlacing it.")
+    telecine_repeated_ratio: float = Field(0.25, gt=0, lt=1, description="Share of frames idet finds with a "
+                                           "repeated field above which 29.97/30 material is taken as telecined "
+                                           "(3:2 pulldown repeats a field in 2 of every 5 frames: 0.4).")
+    standard_rates: tuple[str, ...] = Field(STANDARD_RATES, description="Constant rates a variable-rate source "
+                                            "may be conformed to, as fractions.")
+    rate_tolerance: float = Field(0.03, gt=0, lt=0.5, description="A variable-rate source fits a standard rate "
+                                  "when its median frame interval is within this share of it (24 and 25 are 4% "
+                                  "apart, so above 0.02 the nearest rate wins); beyond it the source is refused.")
+    aspect_snap: float = Field(0.01, ge=0, lt=0.1, description="A display aspect ratio within this share of 16:9, "
+                               "4:3, 2.39:1, 1.85:1, 1:1 (or their portrait turns) is taken as exactly that.")
+    intermediate_codec: Literal["auto", "utvideo", "x264", "ffv1"] = Field(
+        "auto", description="Lossless intra-only codec of the conformed file, which every later stage decodes: "
+        "utvideo (8-bit only, fastest to read back: docs/benchmarks.md), x264 (qp 0, up to 10 bits), ffv1 "
+        "(smallest, slowest, 12 bits and more); auto: utvideo for 8 bits, x264 for 10, ffv1 above.")
+    threads: int = Field(0, ge=0, description="Encoder threads of the conform pass (0: ffmpeg's choice).")
+
+    @field_validator("standard_rates")
+    @classmethod
+    def _rates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from fractions import Fraction
+
+        for rate in value:
+            try:
+                if Fraction(rate) <= 0:
+                    raise ValueError
+            except (ValueError, ZeroDivisionError) as exc:
+                raise ValueError(f"{rate!r} is not a positive frame rate (write 30000/1001, 25, ...)") from exc
+        if not value:
+            raise ValueError("standard_rates is empty: name at least one rate")
+        return value
+
+
 class ShotConfig(_Config):
     """Shot detection and work-unit bounds (encoding/shots.py); docs/benchmarks.md has the why."""
 
@@ -557,6 +603,7 @@ class Settings(_Config):
     """Everything reelflow can be told, with the embedded defaults of a single laptop."""
 
     qc: QCConfig = QCConfig()
+    conform: ConformConfig = ConformConfig()
     shots: ShotConfig = ShotConfig()
     encode: EncodeConfig = EncodeConfig()
     tonemap: ToneMapConfig = ToneMapConfig()

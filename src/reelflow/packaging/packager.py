@@ -91,8 +91,9 @@ class Encryption:
 
 
 def tier_of(rendition: Rendition) -> Tier:
-    """The key tier of a rendition: AUDIO for audio, by height for video."""
-    return "AUDIO" if rendition.kind == "audio" else tier_for_height(rendition.height)
+    """The key tier of a rendition: AUDIO for audio, by its short side for video."""
+    # the short side: a portrait 1080x1920 rung is HD, as its landscape turn is
+    return "AUDIO" if rendition.kind == "audio" else tier_for_height(min(rendition.width, rendition.height))
 
 
 def _hls_label(language: str, role: str, plain: str) -> str:
