@@ -123,9 +123,15 @@ def _is_hdr(aset: AdaptationSet, rep: Representation) -> bool:
     return False
 
 
+def _lines(width: int | str | None, height: int | str | None) -> int:
+    """The lines a cap on "height" limits: a portrait rung's short side, as for the ladder (1080x1920 is 1080p)."""
+    w, h = int(width or 0), int(height or 0)
+    return min(w, h) if w and h else h
+
+
 def _video_ok(aset: AdaptationSet, rep: Representation, limits: Limits) -> bool:
-    height = rep.height or aset.height or 0
-    return (limits.codec_ok(rep.codecs or aset.codecs) and int(height) <= limits.max_height
+    height = _lines(rep.width or aset.width, rep.height or aset.height)
+    return (limits.codec_ok(rep.codecs or aset.codecs) and height <= limits.max_height
             and (limits.hdr or not _is_hdr(aset, rep)))
 
 
@@ -207,7 +213,7 @@ def _fit_sets(sets: list[AdaptationSet]) -> None:
 
 def _variant_ok(playlist: Any, limits: Limits) -> bool:
     info = playlist.stream_info
-    height = info.resolution[1] if info.resolution else 0
+    height = _lines(*info.resolution) if info.resolution else 0
     hdr = str(info.video_range or "SDR").upper() in ("PQ", "HLG")
     return limits.codec_ok(info.codecs) and height <= limits.max_height and (limits.hdr or not hdr)
 
