@@ -28,7 +28,8 @@ from typing import Any
 import m3u8
 import pytest
 
-from reelflow.encoding.encode import Rendition, encode_audio, encode_video_rung, keyframe_frames
+from reelflow.encoding.audio import encode_audio
+from reelflow.encoding.encode import Rendition, encode_video_rung, keyframe_frames
 from reelflow.encoding.probe import probe
 from reelflow.errors import StageError, ToolFailed
 from reelflow.infra.settings import DrmConfig, EncodeConfig, Rung

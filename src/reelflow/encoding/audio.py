@@ -35,6 +35,8 @@ than the standard one. The measured input and output values are returned with ea
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -355,6 +357,12 @@ def _renditions(mixes: Sequence[_Mix], config: AudioConfig, encode: EncodeConfig
         seen.add(name)
         unique.append(replace(track, name=name))
     return tuple(unique)
+
+
+@functools.cache
+def code_digest() -> str:
+    """This module's code (argv and filters live here): part of every audio encode's cache name."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 
 
 # --- ffmpeg argv ---------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
 
 import reelflow
-from reelflow.encoding import analysis, encode, probe, qc, shots, trials, vmaf
+from reelflow.encoding import analysis, audio, encode, probe, qc, shots, trials, vmaf
 from reelflow.encoding.analysis import Delivered, LadderAnalysis
 from reelflow.encoding.encode import Rendition
 from reelflow.encoding.ladder import PlannedRung, select_ladder
@@ -78,7 +78,7 @@ from reelflow.infra.storage import Storage, open_storage
 from reelflow.packaging import publish
 from reelflow.packaging.keys import TIERS, KeyStore, Tier, generate_keys
 from reelflow.packaging.packager import Encryption, Package, package, tier_of
-from reelflow.packaging.sidecar import Sidecar, SidecarAudio, load_sidecar
+from reelflow.packaging.sidecar import Sidecar, load_sidecar
 from reelflow.packaging.subtitles import SubtitleTrack, copy_webvtt
 
 log = logging.getLogger(__name__)
@@ -399,27 +399,31 @@ def quick_vmaf_task(rendition: Rendition, step: int, info: probe.MediaInfo, work
     return score
 
 
-@task(name="encode audio", cache_policy=NO_CACHE)
-def encode_audio_task(source: Path, info: probe.MediaInfo, config: EncodeConfig, work: Path) -> Rendition:
-    out = work / "audio.mp4"
-    rendition = encode.encode_audio(source, info, config, out,
-                                    progress=progress_logger("encode audio", info.duration_s))
-    get_run_logger().info("audio: %.0f kbps AAC stereo", rendition.kbps)
-    return rendition
+@task(name="audio layout QC", cache_policy=NO_CACHE)
+def audio_qc_task(source: Path, plan: audio.AudioPlan, info: probe.MediaInfo, config: QCConfig) -> list[dict[str, Any]]:
+    """QC of each mix the plan publishes (one decode of the audio only): channels, LFE, phase, loudness."""
+    found = audio.check_layouts(source, plan, info, config)
+    logger = get_run_logger()
+    for layout in found:
+        for check in layout["checks"]:
+            if not check["passed"]:
+                logger.warning("audio QC %s %s: %s", check["severity"], check["name"], check["message"])
+    return found
 
 
-@task(name="encode audio track", cache_policy=NO_CACHE, task_run_name="encode audio {track.language} {track.role}")
-def encode_track_task(source: Path, info: probe.MediaInfo, track: SidecarAudio, settings: Settings,
+@task(name="encode audio track", cache_policy=NO_CACHE, task_run_name="encode audio {track.name}")
+def encode_track_task(source: Path, info: probe.MediaInfo, track: audio.PlannedTrack, settings: Settings,
                       work: Path) -> Rendition:
-    """One audio track a sidecar lists, loudness-normalised to the QC target."""
-    origin = f"file-{sha256_file(track.path)[:12]}" if track.path else "source"
-    lufs = settings.qc.loudness_target_lufs
-    out = work / f"audio-{track.name}-{origin}-a{track.stream or 0}-{lufs:g}lufs.mp4"
-    rendition = encode.encode_audio(
-        source, info, settings.encode, out, stream=track.stream or 0, audio_file=track.path,
-        language=track.language, role=track.role, loudness_lufs=lufs, true_peak_dbtp=settings.qc.true_peak_max_dbtp,
-        progress=progress_logger(f"encode audio {track.name}", info.duration_s))
-    get_run_logger().info("audio %s (%s): %.0f kbps AAC stereo", track.language, track.role, rendition.kbps)
+    """One planned audio rendition, loudness-normalised in two passes (encoding/audio.py)."""
+    origin = f"file-{sha256_file(track.source.file)[:12]}" if track.source.file else "source"
+    digest = config_digest(track.to_dict(), settings.audio.lra_lu, settings.encode.audio_rate,
+                           audio.code_digest())[:12]
+    out = work / f"audio-{track.name}-{origin}-{digest}.mp4"
+    rendition = audio.encode_track(source, info, track, out, config=settings.audio, rate=settings.encode.audio_rate,
+                                   progress=progress_logger(f"encode audio {track.name}", info.duration_s))
+    figures = dict(rendition.loudness)
+    get_run_logger().info("audio %s: %d channels %s, %.0f kbps; %s -> %s LUFS", track.name, rendition.channels,
+                          track.codec, rendition.kbps, figures.get("input_i"), figures.get("output_i"))
     return rendition
 
 
@@ -535,12 +539,16 @@ def ingest(source: str, title_id: str | None = None, storage: str | None = None,
                       sidecar=Path(sidecar) if sidecar else None, drm=drm).record
 
 
-def check_sidecar_streams(side: Sidecar, info: probe.MediaInfo, where: Path) -> None:
-    """The sidecar's tracks taken from the media itself must exist in it."""
-    for number, track in enumerate(side.audio):
-        if track.path is None and (track.stream or 0) >= len(info.audio):
-            raise ConfigError(f"sidecar {where}: audio.{number}.stream: the media has {len(info.audio)} audio "
-                              f"stream(s), so there is no audio stream {track.stream or 0}")
+def plan_title_audio(side: Sidecar | None, info: probe.MediaInfo, settings: Settings,
+                     where: Path | None = None) -> audio.AudioPlan:
+    """The audio plan; a sidecar whose tracks do not fit the media is one ConfigError naming every problem."""
+    entries = side.audio if side is not None and side.audio else None
+    layouts = {(t.path, t.stream or 0): audio.file_layout(t.path, t.stream or 0)
+               for t in entries or () if t.path is not None and not t.tracks}
+    try:
+        return audio.plan_audio(info, settings.audio, settings.encode, entries, layouts)
+    except ConfigError as exc:
+        raise ConfigError(f"sidecar {where}: {exc}" if where else str(exc)) from exc
 
 
 def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
@@ -561,8 +569,11 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     # Fail before any work on what would fail after it: a missing or non-media source (probe is
     # cheap and local), then an unreachable or read-only store; only then read every byte to hash.
     info = probe_task(source)
-    if side is not None and sidecar is not None:
-        check_sidecar_streams(side, info, sidecar)
+    audio_plan = plan_title_audio(side, info, settings, sidecar)   # a bad layout fails before any work
+    for warning in audio_plan.warnings:
+        logger.warning("audio: %s", warning)
+    for dropped in audio_plan.left_out:
+        logger.warning("audio track %d (stream %d) left out: %s", dropped.track, dropped.stream, dropped.reason)
     storage_preflight_task(store, prefix)
     sha = hash_task(source)
 
@@ -571,6 +582,7 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     if errors:
         where = quarantine_task(source, store, title, report)
         raise QCFailed(source, [f"{c['name']}: {c['message']}" for c in errors], report, where)
+    audio_qc = audio_qc_task(source, audio_plan, info, settings.qc) if audio_plan.tracks else []
 
     shot_list = shots.ShotList.from_dict(shots_task(source, sha, settings.shots, info))
     keyframes = encode.keyframe_frames([s.start_frame for s in shot_list.shots], info.video.frames,
@@ -584,11 +596,8 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
         ladder = analyse_ladder(source, sha, info, shot_list, keyframes, settings, work, remote)
     encode_digest = config_digest(encode.result_digest_parts(settings.encode), keyframes, ladder.plan_digest)
     encode_dir = work / f"encode-{encode_digest}"
-    if side is not None and side.audio:
-        audio_calls: list[tuple[Any, tuple[Any, ...]]] = [
-            (encode_track_task, (source, info, track, settings, encode_dir)) for track in side.audio]
-    else:
-        audio_calls = [(encode_audio_task, (source, info, settings.encode, encode_dir))] if info.audio else []
+    audio_calls: list[tuple[Any, tuple[Any, ...]]] = [
+        (encode_track_task, (source, info, track, settings, encode_dir)) for track in audio_plan.tracks]
     # Audio first: it is short, and would otherwise wait behind every rung in the bounded pool. With
     # a Dask cluster it is encoded here, before the rungs go out (a sidecar's audio files are local).
     audio = [t.submit(*args) for t, args in audio_calls] if remote is None else []
@@ -616,9 +625,8 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     # The rendition files are named by their CRFs, which the ladder's feedback step may have moved.
     made_by: list[Any] = [sha, encode_digest, settings.package, settings.encode.segment_s,
                           [r.path.name for r in video]]
-    if side is not None:
-        made_by.append([[r.name, r.path.name] for r in renditions if r.kind == "audio"] +
-                       [[t.name, t.path.name] for t in texts])
+    made_by.append([[r.name, r.path.name] for r in renditions if r.kind == "audio"] +
+                   [[t.name, t.path.name] for t in texts])
     if key_ids is not None:
         # Fresh IVs on every packager run: an encrypted package is never rewritten in place.
         made_by += [settings.drm.model_dump(mode="json", exclude={"master_key", "master_key_file"}), key_ids,
@@ -636,7 +644,8 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
 
     record = title_record(title, source, sha, info, report, shot_list, renditions, pkg, store,
                           f"{prefix}/{version}", qc_url, started, ladder_entry, subtitles=texts, sidecar=side,
-                          hls_key_uri=settings.drm.hls_key_uri if pkg.encryption else None)
+                          hls_key_uri=settings.drm.hls_key_uri if pkg.encryption else None,
+                          audio_report=audio_report(audio_plan, audio_qc, renditions))
     record_url = title_record_task(store, prefix, record)
     return IngestResult(title_id=title, record_url=record_url, record=record)
 
@@ -645,12 +654,13 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
                  shot_list: shots.ShotList, renditions: list[Rendition], pkg: Package, store: Storage,
                  prefix: str, qc_url: str, started: dt.datetime, ladder: dict[str, Any], *,
                  subtitles: list[SubtitleTrack] | None = None, sidecar: Sidecar | None = None,
-                 hls_key_uri: str | None = None) -> dict[str, Any]:
+                 hls_key_uri: str | None = None, audio_report: dict[str, Any] | None = None) -> dict[str, Any]:
     """The title record: what was published, where (``prefix``: the package's folder), and from what.
 
     ``ladder`` says how the rungs were chosen (and where ladder.json is); ``encryption`` holds the
     scheme, the systems and the key id of each tier (never a key); ``countries`` the sidecar's
-    territories (null: everywhere); ``audio`` and ``subtitles`` the tracks.
+    territories (null: everywhere); ``audio`` and ``subtitles`` the tracks; ``audio_report`` the
+    audio plan, what was left out of it and why, the layout QC and each track's loudness.
     """
     def entry(r: Rendition) -> dict[str, Any]:
         folder = f"{r.kind}/{r.name}"
@@ -660,7 +670,8 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
         if r.kind == "video":
             out.update(width=r.width, height=r.height, frames=r.frames)
         else:
-            out.update(channels=r.channels, sample_rate=r.sample_rate, language=r.language, role=r.role)
+            out.update(channels=r.channels, sample_rate=r.sample_rate, language=r.language, role=r.role,
+                       layout=r.layout, loudness=dict(r.loudness))
         return out
 
     encryption = None
@@ -685,11 +696,21 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
                       "hls": store.url_for(f"{prefix}/{pkg.hls_master}")},
         "encryption": encryption,
         "countries": list(sidecar.countries) if sidecar is not None and sidecar.countries is not None else None,
-        "audio": [{"language": r.language, "role": r.role, "name": r.name, "playlist": f"audio/{r.name}.m3u8"}
+        "audio": [{"language": r.language, "role": r.role, "name": r.name, "playlist": f"audio/{r.name}.m3u8",
+                   "codec": r.codec, "channels": r.channels, "layout": r.layout}
                   for r in renditions if r.kind == "audio"],
+        "audio_left_out": (audio_report or {}).get("left_out", []),
+        "audio_report": audio_report,
         "subtitles": [{"language": t.language, "role": t.role, "name": t.name, "playlist": f"text/{t.name}.m3u8"}
                       for t in subtitles or ()],
     }
+
+
+def audio_report(plan: audio.AudioPlan, layout_qc: list[dict[str, Any]], renditions: list[Rendition],
+                 ) -> dict[str, Any]:
+    """What title.json says of the audio: the plan, what was left out and why, QC, loudness in and out."""
+    return {**plan.to_dict(), "qc": layout_qc,
+            "loudness": {r.name: dict(r.loudness) for r in renditions if r.kind == "audio"}}
 
 
 # --- the measured ladder: trials, rungs, final encodes, delivered quality, report -------------
