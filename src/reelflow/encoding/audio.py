@@ -387,18 +387,20 @@ def timeline_filter(info: MediaInfo, source: AudioSource) -> str:
 def source_graph(info: MediaInfo, source: AudioSource) -> str:
     """The filter graph head that makes the source's channels one stream in its canonical layout.
 
-    Mono tracks are joined with an explicit map (input i -> the layout's i-th channel): join's own
-    default matches channel names, and every mono track is "FC". A single multichannel stream is
-    renamed by position (5.1(side) -> 5.1), which keeps SMPTE order without any remix.
+    Mono tracks are merged in track order (``amerge``: input i is channel i) and the channels named
+    by position with ``channelmap``. Not ``join``: its default map matches channel names (every
+    mono track is "FC"), and join followed by ebur128 hangs this ffmpeg (9.0.2) on some inputs. A
+    single multichannel stream is renamed by position too (5.1(side) -> 5.1), which keeps SMPTE
+    order without any remix.
     """
     def label(pos: int) -> str:
         return f"[0:a:{pos}]" if source.file else f"[0:{info.audio[pos].index}]"
 
     if source.grouped:
-        names = CHANNEL_NAMES[source.layout]
-        mapping = "|".join(f"{i}.0-{name}" for i, name in enumerate(names))
-        head = (f"{''.join(label(p) for p in source.streams)}join=inputs={len(source.streams)}"
-                f":channel_layout={source.layout}:map={mapping}")
+        count = LAYOUT_CHANNELS[source.layout]
+        order = "|".join(map(str, range(count)))
+        head = (f"{''.join(label(p) for p in source.streams)}amerge=inputs={len(source.streams)},"
+                f"channelmap=map={order}:channel_layout={source.layout}")
     elif source.layout in CHANNEL_NAMES:
         count = LAYOUT_CHANNELS[source.layout]
         order = "|".join(map(str, range(count)))
