@@ -284,3 +284,75 @@ def test_a_sidecar_with_many_errors_reports_them_all(tmp_path: Path) -> None:
         assert where in text, where
     assert f"{tmp_path / 'bad.vtt'}:3: the cue ends" in text
     assert "bad.vtt:6: malformed cue timing" in text
+
+
+# --- the playback service filters audio by codec and channels -------------------------------------------
+
+@pytest.fixture(scope="module")
+def mov_title(mov_package: Package, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from reelflow.infra.storage import LocalStorage
+    from reelflow.packaging import publish
+    from reelflow.playback.catalog import load_title
+
+    store = LocalStorage(tmp_path_factory.mktemp("store"))
+    prefix = "titles/feature/v-audio0001"
+    publish.publish_package(mov_package.root, store, prefix)
+    publish.write_title_record(store, "titles/feature", {
+        "title_id": "feature", "status": "published", "package": store.url_for(prefix),
+        "manifests": {"dash": store.url_for(f"{prefix}/manifest.mpd"), "hls": store.url_for(f"{prefix}/master.m3u8")},
+        "encryption": None, "countries": None})
+    return load_title(store, "feature")
+
+
+def _dash_audio(text: str) -> list[str]:
+    from reelflow.playback.manifests import audio_channels
+
+    mpd = mpegdash.parser.MPEGDASHParser.parse(text)
+    return sorted(f"{a.lang}:{r.codecs.split('.')[0]}:{audio_channels(a, r)}"
+                  for a in mpd.periods[0].adaptation_sets if a.content_type == "audio" for r in a.representations)
+
+
+@pytest.mark.parametrize(("codecs", "channels", "dash", "hls"), [
+    # a device that declares nothing new keeps what it decodes (AAC: stereo and 5.1)
+    (("avc1", "mp4a"), 0, ["None:mp4a:2", "en:mp4a:2", "en:mp4a:6", "fr:mp4a:2"], {"2", "6"}),
+    (("avc1", "mp4a", "ec-3"), 0, ["None:mp4a:2", "en:ec-3:6", "en:mp4a:2", "en:mp4a:6", "fr:mp4a:2"], {"2", "6"}),
+    (("avc1", "mp4a"), 2, ["None:mp4a:2", "en:mp4a:2", "fr:mp4a:2"], {"2"}),
+])
+def test_service_filters_audio_by_codec_and_channels(mov_title: Any, codecs: tuple[str, ...], channels: int,
+                                                     dash: list[str], hls: set[str]) -> None:
+    from reelflow.playback.manifests import Limits, filter_dash, filter_hls_master
+
+    limits = Limits(codecs=frozenset(codecs), max_height=1080, audio_channels=channels)
+    assert _dash_audio(filter_dash(mov_title, limits, [("origin", "http://127.0.0.1:1")])) == dash
+    master = m3u8.loads(filter_hls_master(mov_title, limits, "http://127.0.0.1:1"))
+    assert {m.channels for m in master.media if m.type == "AUDIO"} == hls
+    assert all(("ec-3" in (p.stream_info.codecs or "")) == ("ec-3" in codecs and p.stream_info.audio == "audio-ec3")
+               for p in master.playlists)
+    assert {m.language for m in master.media if m.type == "AUDIO"} >= {"en", "fr"}
+
+
+# --- the CLI player picks a language and its surround or stereo rendition ----------------------------
+
+@pytest.mark.parametrize("fmt", ["dash", "hls"])
+def test_player_picks_language_and_channels(mov_package: Package, fmt: str) -> None:
+    from reelflow.errors import PlayerError
+    from reelflow.player.manifest import parse_dash, parse_hls, select_audio
+
+    root = mov_package.root
+    if fmt == "dash":
+        p = parse_dash((root / "manifest.mpd").read_text(), (root / "manifest.mpd").as_uri())
+    else:
+        p = parse_hls((root / "master.m3u8").read_text(), (root / "master.m3u8").as_uri(),
+                      lambda url: Path(url.removeprefix("file://")).read_text())
+    assert {(t.language, t.channels) for t in p.audio} >= {("en", 6), ("en", 2), ("fr", 2)}
+
+    def picked(language: str | None, channels: int | None) -> tuple[str | None, int, str]:
+        track = select_audio(p, language, channels).audio
+        assert len(track) == 1
+        return track[0].language, track[0].channels, track[0].codecs or track[0].id
+
+    assert picked("en", None)[:2] == ("en", 6)
+    assert picked("en", 2)[:2] == ("en", 2)
+    assert picked("fr", 6)[:2] == ("fr", 2)         # no French 5.1: its stereo
+    with pytest.raises(PlayerError, match="no audio track in 'de': this title offers"):
+        select_audio(p, "de")

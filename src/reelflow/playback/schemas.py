@@ -27,6 +27,8 @@ class Device(_Body):
                                     "av01, vp09, mp4a, ec-3 (RFC 6381 strings also work).")
     max_height: int = Field(ge=144, le=4320)
     hdr: bool = False
+    audio_channels: int | None = Field(None, ge=1, le=16, description="Most audio channels it plays (2: stereo "
+                                       "only, 6: 5.1); None: any. Audio codecs go in ``codecs`` (mp4a, ec-3).")
 
     @field_validator("codecs")
     @classmethod
