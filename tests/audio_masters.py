@@ -43,7 +43,7 @@ def audio_masters_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def mov_master(talking_head: Path, audio_masters_dir: Path) -> Path:
-    """MOV, 320x180 H.264, 2.5 s: English 5.1 PCM (speech on C, tones elsewhere), French stereo whose
+    """MOV, 426x240 H.264, 2.5 s: English 5.1 PCM (speech on C, tones elsewhere), French stereo whose
     right channel is the left inverted (a phase-inverted pair), and an untagged stereo speech track."""
     out = audio_masters_dir / "feature.mov"
     tones = [MOV_51_TONES[c] for c in ("FL", "FR", "LFE", "BL", "BR")] + [600.0]
@@ -54,7 +54,7 @@ def mov_master(talking_head: Path, audio_masters_dir: Path) -> Path:
             ":map=0.0-FL|1.0-FR|2.0-FC|3.0-LFE|4.0-SL|5.0-SR[m51];"
             "[6:a]pan=stereo|c0=c0|c1=-1*c0[fr];"
             "[sp2]pan=stereo|c0=c0|c1=c0[es];"
-            "[0:v]scale=320:180[v]",
+            "[0:v]scale=426:240[v]",
             "-map", "[v]", "-map", "[m51]", "-map", "[fr]", "-map", "[es]",
             "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_s24le",
             "-metadata:s:a:0", "language=eng", "-metadata:s:a:1", "language=fra",
@@ -64,12 +64,12 @@ def mov_master(talking_head: Path, audio_masters_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def mxf_master(talking_head: Path, audio_masters_dir: Path) -> Path:
-    """MXF OP1a, MPEG-2 320x180 25 fps, 2.5 s, eight mono 24-bit PCM tracks: 1-6 = L R C LFE Ls Rs
+    """MXF OP1a, MPEG-2 426x240 25 fps, 2.5 s, eight mono 24-bit PCM tracks: 1-6 = L R C LFE Ls Rs
     (speech on C, a silent LFE), 7-8 = Lt/Rt (tones)."""
     out = audio_masters_dir / "feature.mxf"
     freqs = [MXF_TONES.get(t, 0.0) for t in (1, 2, 5, 6, 7, 8)] + [0.0]
     _ffmpeg("-t", f"{SECONDS}", "-i", str(talking_head), *_sines(freqs),
-            "-filter_complex", "[0:a]aresample=48000,pan=mono|c0=0.5*c0+0.5*c1[sp];[0:v]scale=320:180,fps=25[v]",
+            "-filter_complex", "[0:a]aresample=48000,pan=mono|c0=0.5*c0+0.5*c1[sp];[0:v]scale=426:240,fps=25[v]",
             "-map", "[v]", "-map", "1:a", "-map", "2:a", "-map", "[sp]", "-map", "7:a", "-map", "3:a",
             "-map", "4:a", "-map", "5:a", "-map", "6:a",
             "-c:v", "mpeg2video", "-q:v", "4", "-c:a", "pcm_s24le", "-t", f"{SECONDS}", str(out))
@@ -81,7 +81,7 @@ def lfe_fullband_master(talking_head: Path, audio_masters_dir: Path) -> Path:
     """MOV, six mono tracks where track 4 (LFE) carries speech: a main channel patched to the LFE."""
     out = audio_masters_dir / "lfe-fullband.mov"
     _ffmpeg("-t", f"{SECONDS}", "-i", str(talking_head), *_sines([440.0, 550.0, 1000.0, 660.0, 770.0]),
-            "-filter_complex", "[0:a]aresample=48000,pan=mono|c0=0.5*c0+0.5*c1[sp];[0:v]scale=320:180[v]",
+            "-filter_complex", "[0:a]aresample=48000,pan=mono|c0=0.5*c0+0.5*c1[sp];[0:v]scale=426:240[v]",
             "-map", "[v]", "-map", "1:a", "-map", "2:a", "-map", "3:a", "-map", "[sp]", "-map", "4:a",
             "-map", "5:a", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_s16le",
             "-t", f"{SECONDS}", str(out))
