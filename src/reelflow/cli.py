@@ -301,9 +301,10 @@ def ingest(
 
     # What can be checked without the flow is checked before it starts (and its server with it).
     probe_media(source)
-    from reelflow.flows.ingest import check_title_id, default_title_id, ingest_flow
+    from reelflow.flows.ingest import default_title_id, ingest_flow
     from reelflow.infra.storage import open_storage
     from reelflow.packaging.sidecar import load_sidecar
+    from reelflow.packaging.titles import check_title_id
 
     flow = ingest_flow(settings)  # an unreachable Dask scheduler fails here, before any work
 

@@ -80,6 +80,7 @@ from reelflow.packaging.keys import TIERS, KeyStore, Tier, generate_keys
 from reelflow.packaging.packager import Encryption, Package, package, tier_of
 from reelflow.packaging.sidecar import Sidecar, load_sidecar
 from reelflow.packaging.subtitles import SubtitleTrack, copy_webvtt
+from reelflow.packaging.titles import check_title_id, title_key
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,6 @@ _send_stage_logs_to_prefect()
 P = ParamSpec("P")
 R = TypeVar("R")
 
-TITLE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 TITLES_PREFIX = "titles"
 
 
@@ -129,15 +129,6 @@ def default_title_id(source: Path) -> str:
     """A title id from the file name: lower case, runs of other characters as one dash."""
     slug = re.sub(r"[^a-z0-9._-]+", "-", source.stem.lower()).strip("-._")
     return slug[:128] or "title"
-
-
-def check_title_id(title_id: str) -> str:
-    if not TITLE_ID.match(title_id):
-        raise ConfigError(
-            f"title id {title_id!r} is not valid: use 1-128 of a-z, 0-9, '.', '_', '-', starting with a letter "
-            "or digit"
-        )
-    return title_id
 
 
 # --- retries: transient storage errors only --------------------------------------------------
@@ -560,7 +551,8 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
         logger.warning("title id %r given: it overrides the sidecar's %r", title_id, side.title_id)
     title = check_title_id(title_id or (side.title_id if side else None) or default_title_id(source))
     store = open_storage(storage_url or settings.storage.output, settings.storage)
-    prefix = f"{TITLES_PREFIX}/{title}"
+    key = title_key(title)     # storage folder, key store and playback URLs: safe for any valid id
+    prefix = f"{TITLES_PREFIX}/{key}"
     started = dt.datetime.now(dt.UTC)
     encrypt = drm and settings.drm.enabled
     if encrypt:
@@ -580,7 +572,7 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     report = qc_task(source, sha, settings.qc, info)
     errors = [c for c in report["checks"] if not c["passed"] and c["severity"] == "error"]
     if errors:
-        where = quarantine_task(source, store, title, report)
+        where = quarantine_task(source, store, key, report)
         raise QCFailed(source, [f"{c['name']}: {c['message']}" for c in errors], report, where)
     audio_qc = audio_qc_task(source, audio_plan, info, settings.qc) if audio_plan.tracks else []
 
@@ -617,7 +609,7 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     key_ids = None
     if encrypt:
         tiers = sorted({tier_of(r) for r in renditions}, key=TIERS.index)
-        key_ids = content_keys_task(title, tiers, settings)
+        key_ids = content_keys_task(key, tiers, settings)
 
     # Each package goes to a folder named by what made it, so republishing a title never rewrites
     # files a reader is using and never leaves stale segments in a listed package; title.json,
@@ -634,7 +626,7 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     version = "v-" + config_digest(*made_by)[:12]
     package_dir = Path(tempfile.mkdtemp(prefix="package-", dir=work))  # private to this run
     try:
-        pkg = package_task(renditions, package_dir, settings.encode.segment_s, settings, texts, title, key_ids)
+        pkg = package_task(renditions, package_dir, settings.encode.segment_s, settings, texts, key, key_ids)
         publish_task(pkg.root, store, f"{prefix}/{version}")
     finally:
         shutil.rmtree(package_dir, ignore_errors=True)
@@ -680,6 +672,7 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
 
     return {
         "title_id": title,
+        "title_key": title_key(title),
         "status": "published",
         "package": store.url_for(prefix),
         "reelflow_version": reelflow.__version__,
@@ -901,5 +894,5 @@ def run_drop_ingest(source: str, settings: Settings, *, title_id: str | None = N
         store = open_storage(storage_url or settings.storage.output, settings.storage)
         report = {"verdict": "error", "source": source, "checks": [
             {"name": "probe", "passed": False, "severity": "error", "message": str(exc)}]}
-        where = quarantine_task(local, store, check_title_id(title), report)
+        where = quarantine_task(local, store, title_key(check_title_id(title)), report)
         raise InvalidMedia(local, f"{exc.problem} (dropped as {source}); quarantined at {where}", exc.fix) from exc

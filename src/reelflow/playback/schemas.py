@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-_TITLE = r"^[a-z0-9][a-z0-9._-]{0,127}$"
+_TITLE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"   # a title id or its key (packaging/titles.py)
 
 DrmSystem = Literal["clearkey", "widevine", "playready", "fairplay", "none"]
 SecurityLevel = Literal["L1", "L2", "L3", "SL3000", "SL2000", "SL150", "hardware", "software"]
