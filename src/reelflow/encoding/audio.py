@@ -451,6 +451,28 @@ def _loudnorm_filter(track: PlannedTrack, config: AudioConfig, measured: dict[st
             f":offset={measured['target_offset']}")
 
 
+_SUMMARY = {
+    "input_i": re.compile(r"^\s*I:\s+(-?[\d.]+|-inf) LUFS$"),
+    "input_thresh": re.compile(r"^\s*Threshold:\s+(-?[\d.]+|-inf) LUFS$"),
+    "input_lra": re.compile(r"^\s*LRA:\s+(-?[\d.]+) LU$"),
+    "input_tp": re.compile(r"^\s*Peak:\s+(-?[\d.]+|-inf) dBFS$"),
+}
+
+
+def _ebur128_summary(stderr: str, what: str) -> dict[str, float]:
+    """ebur128's summary as loudnorm's measured_* values (the first Threshold is the integrated gate's)."""
+    found: dict[str, float] = {}
+    for line in stderr[stderr.rfind("Summary:"):].splitlines():
+        for key, pattern in _SUMMARY.items():
+            match = pattern.match(line)
+            if match and key not in found:
+                found[key] = float(match.group(1))
+    if len(found) != len(_SUMMARY):
+        raise StageError(f"loudness of {what} could not be measured (ebur128 printed {sorted(found)})")
+    found["target_offset"] = 0.0
+    return found
+
+
 def _loudnorm_json(stderr: str, what: str) -> dict[str, Any]:
     text = stderr[stderr.rfind("{"):stderr.rfind("}") + 1]
     try:
@@ -477,8 +499,11 @@ def encode_track(src: Path, info: MediaInfo, track: PlannedTrack, out: Path, *,
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(f"{out.stem}.partial-{os.getpid()}-{threading.get_ident()}{out.suffix}")
         try:
-            first = run(track_argv(src, info, track, rate, Path("-"), _loudnorm_filter(track, config)))
-            measured = _loudnorm_json(first.stderr, track.name)
+            # Pass 1 measures with ebur128 (BS.1770 integrated loudness, its gate, LRA, true peak): what
+            # loudnorm's own first pass prints, at an eighth of its CPU (loudnorm measures through its
+            # 192 kHz dynamic path).
+            first = run(track_argv(src, info, track, rate, Path("-"), "ebur128=peak=true:framelog=quiet"))
+            measured = _ebur128_summary(first.stderr, track.name)
             cpu = first.cpu_s
             if measured["input_i"] > -70:
                 second = run(track_argv(src, info, track, rate, partial, _loudnorm_filter(track, config, measured)),
