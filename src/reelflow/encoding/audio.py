@@ -15,10 +15,11 @@ no track of a studio's master is lost without a word:
   rendition: the master's own stereo mix of that language when it has one, else an ITU-R BS.775
   downmix with the explicit coefficients of ``_DOWNMIX`` (the LFE is left out, as BS.775 says).
 
-Multichannel codec: AAC-LC 5.1 by default, because it is the only 5.1 codec every browser
-decodes: Debian's chromium (the browser the tests drive) and Chrome/Firefox on desktop decode AAC
-in MSE but report ``MediaSource.isTypeSupported('audio/mp4; codecs="ec-3"')`` false (E-AC-3 is
-licensed Dolby technology that only Edge, Safari and TV/set-top platforms carry). E-AC-3 (the
+Multichannel codec: AAC-LC 5.1 by default, because it is the 5.1 codec every browser decodes.
+Checked here: Debian's chromium 156 (the browser the tests drive) answers
+``MediaSource.isTypeSupported`` true for ``audio/mp4; codecs="mp4a.40.2"`` (also with
+``channels=6``) and false for ``ec-3`` and ``ac-3``; E-AC-3 is licensed Dolby technology that
+Edge, Safari and TV/set-top platforms carry, Chrome and Firefox on desktop do not. E-AC-3 (the
 bundled ffmpeg's native ``eac3`` encoder, up to 5.1) is ``audio.multichannel_codec = "eac3"``
 for living-room deliveries; its renditions go to an HLS group of their own (``audio-ec3``) so a
 player that cannot decode it still has whole AAC variants. 7.1 is always AAC (ffmpeg's eac3
