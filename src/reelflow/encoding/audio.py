@@ -26,7 +26,9 @@ player that cannot decode it still has whole AAC variants. 7.1 is always AAC (ff
 encoder stops at 5.1).
 
 Loudness: every rendition is normalised in two passes of ``loudnorm`` (measure, then a linear gain
-with the measured values) to ``audio.loudness_lufs`` with true peak at most ``audio.true_peak_dbtp``;
+with the measured values) to ``audio.loudness_lufs`` with true peak at most ``audio.true_peak_dbtp``
+(pass 1 is ebur128; pass 2 a plain gain when that keeps the true peak under the limit, as
+loudnorm's linear mode would, else loudnorm's true-peak limiter);
 the surround and stereo renditions of one language are normalised separately to the same target,
 so a player switching between them hears no jump. Integrated loudness is ITU-R BS.1770's
 level-gated measure, not dialogue-gated: dialogue gating needs a speech classifier (Dolby's
@@ -506,7 +508,16 @@ def encode_track(src: Path, info: MediaInfo, track: PlannedTrack, out: Path, *,
             first = run(track_argv(src, info, track, rate, Path("-"), "ebur128=peak=true:framelog=quiet"))
             measured = _ebur128_summary(first.stderr, track.name)
             cpu = first.cpu_s
-            if measured["input_i"] > -70:
+            gain = track.loudness_lufs - measured["input_i"]
+            if measured["input_i"] > -70 and measured["input_tp"] + gain <= track.true_peak_dbtp:
+                # The gain alone keeps the true peak under the limit: what loudnorm's linear mode does,
+                # without its 192 kHz round trip; ebur128 measures what comes out.
+                second = run(track_argv(src, info, track, rate, partial,
+                                        f"volume={gain:.3f}dB,ebur128=peak=true:framelog=quiet"), progress=progress)
+                out_figures = _ebur128_summary(second.stderr, track.name)
+                result = {"output_i": out_figures["input_i"], "output_tp": out_figures["input_tp"],
+                          "output_lra": out_figures["input_lra"], "normalization_type": "linear"}
+            elif measured["input_i"] > -70:   # the peak would clip: loudnorm's true-peak limiter
                 second = run(track_argv(src, info, track, rate, partial, _loudnorm_filter(track, config, measured)),
                              progress=progress)
                 result = _loudnorm_json(second.stderr, track.name)
