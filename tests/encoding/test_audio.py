@@ -67,6 +67,14 @@ def test_eac3_setting_names_the_51_ec3(mov_master: Path) -> None:
     assert "aac_eng" in names(plan)                       # the stereo stays AAC
 
 
+def test_71_stays_aac_with_a_bs775_stereo(mov_master: Path) -> None:
+    info = probe(mov_master)
+    wide = MediaInfo(**{**info.__dict__, "audio": (_stream(0, channels=8, layout="7.1", language="de"),)})
+    plan = plan_audio(wide, AudioConfig(multichannel_codec="eac3"))
+    assert [(t.name, t.codec, t.channels, t.downmix) for t in plan.tracks] == [
+        ("aac_de_71", "aac", 8, "none"), ("aac_de", "aac", 2, "bs775")]
+
+
 def test_mxf_mono_tracks_group_into_51_and_stereo(mxf_master: Path) -> None:
     info = probe(mxf_master)
     assert len(info.audio) == 8 and all(a.channels == 1 for a in info.audio)

@@ -22,8 +22,8 @@ Checked here: Debian's chromium 156 (the browser the tests drive) answers
 Edge, Safari and TV/set-top platforms carry, Chrome and Firefox on desktop do not. E-AC-3 (the
 bundled ffmpeg's native ``eac3`` encoder, up to 5.1) is ``audio.multichannel_codec = "eac3"``
 for living-room deliveries; its renditions go to an HLS group of their own (``audio-ec3``) so a
-player that cannot decode it still has whole AAC variants. 7.1 is always AAC (ffmpeg's eac3
-encoder stops at 5.1).
+player that cannot decode it still has whole AAC variants. 7.1 is always AAC: ffmpeg's eac3
+encoder stops at 5.1 (asked for 7.1 it silently writes 5.1(side), checked with 9.0.2).
 
 Loudness: every rendition is normalised in two passes of ``loudnorm`` (measure, then a linear gain
 with the measured values) to ``audio.loudness_lufs`` with true peak at most ``audio.true_peak_dbtp``
