@@ -300,8 +300,8 @@ def ingest(
     from reelflow.encoding.probe import probe as probe_media
 
     # What can be checked without the flow is checked before it starts (and its server with it).
-    probe_media(source)
-    from reelflow.flows.ingest import default_title_id, ingest_flow
+    info = probe_media(source)
+    from reelflow.flows.ingest import default_title_id, ingest_flow, plan_title_audio
     from reelflow.infra.storage import open_storage
     from reelflow.packaging.sidecar import load_sidecar
     from reelflow.packaging.titles import check_title_id
@@ -310,6 +310,7 @@ def ingest(
 
     side = load_sidecar(sidecar) if sidecar is not None else None
     check_title_id(title_id or (side.title_id if side else None) or default_title_id(source))
+    plan_title_audio(side, info, settings, sidecar)   # a sidecar's tracks that do not fit the media
     if not no_drm and settings.drm.enabled:
         from reelflow.packaging.keys import KeyStore
 

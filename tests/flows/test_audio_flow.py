@@ -92,3 +92,20 @@ def test_mxf_mono_tracks_grouped_by_the_sidecar(mxf_master: Path, fast_config: P
         "aac_en_51": ("en", 6, "en"), "aac_en": ("en", 2, "en")}
     for name, f in found.items():
         assert f["lufs"] == pytest.approx(TARGET, abs=1), name
+
+
+def test_cli_refuses_a_layout_that_does_not_fit_before_the_flow(mxf_master: Path, fast_config: Path,
+                                                                tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    side = tmp_path / "bad.json"
+    side.write_text(json.dumps({"audio": [{"tracks": [1, 2, 3, 4, 5], "layout": "5.1", "language": "en"},
+                                          {"tracks": [7, 9], "language": "fr"}]}))
+    done = subprocess.run([sys.executable, "-m", "reelflow.cli", "ingest", str(mxf_master), "--sidecar", str(side),
+                           "--storage", str(tmp_path / "out")], capture_output=True, text=True, check=False,
+                          env={**os.environ, "REELFLOW_CONFIG": str(fast_config)}, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "audio[0]: layout 5.1 needs 6 channels" in done.stderr and "audio[1].tracks" in done.stderr
+    assert "Prefect flow run" not in done.stderr and not (tmp_path / "out" / "titles").exists()
