@@ -308,7 +308,7 @@ def ingest(
 
     flow = ingest_flow(settings)  # an unreachable Dask scheduler fails here, before any work
 
-    side = load_sidecar(sidecar) if sidecar is not None else None
+    side = load_sidecar(sidecar, [a.channels for a in info.audio]) if sidecar is not None else None
     check_title_id(title_id or (side.title_id if side else None) or default_title_id(source))
     plan_title_audio(side, info, settings, sidecar)   # a sidecar's tracks that do not fit the media
     if not no_drm and settings.drm.enabled:

@@ -364,3 +364,18 @@ def test_player_picks_language_and_channels(mov_package: Package, fmt: str) -> N
     assert picked("fr", 6)[:2] == ("fr", 2)         # no French 5.1: its stereo
     with pytest.raises(PlayerError, match="no audio track in 'de': this title offers"):
         select_audio(p, "de")
+
+
+def test_sidecar_problems_with_the_media_come_with_its_own(tmp_path: Path) -> None:
+    side = tmp_path / "title.json"
+    side.write_text(json.dumps({"countries": ["NLD"], "audio": [
+        {"tracks": [1, 2, 3, 4, 5], "layout": "5.1", "language": "en"},
+        {"tracks": [7, 9], "layout": "stereo", "language": "fr"},
+        {"stream": 8, "language": "de"}]}))
+    with pytest.raises(ConfigError) as caught:
+        load_sidecar(side, [1] * 8)        # eight mono tracks, as the MXF master has
+    text = str(caught.value)
+    assert "4 problems" in text and "countries:" in text
+    assert "audio[0]: layout 5.1 needs 6 channels, tracks [1, 2, 3, 4, 5] hold 5" in text
+    assert "audio[1].tracks: the media has 8 audio stream(s): no track [9]" in text
+    assert "audio[2].stream: the media has 8 audio stream(s), so there is no audio stream 8" in text

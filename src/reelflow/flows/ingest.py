@@ -546,7 +546,9 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
                storage_url: str | None = None, sidecar: Path | None = None, drm: bool = True) -> IngestResult:
     """The flow's body (call inside a flow run): each stage as a task."""
     logger = get_run_logger()
-    side = load_sidecar(sidecar) if sidecar is not None else None
+    # Probe first (cheap, local): a sidecar's problems with the media come out with its own, at once.
+    info = probe_task(source)
+    side = load_sidecar(sidecar, [a.channels for a in info.audio]) if sidecar is not None else None
     if title_id and side and side.title_id and side.title_id != title_id:
         logger.warning("title id %r given: it overrides the sidecar's %r", title_id, side.title_id)
     title = check_title_id(title_id or (side.title_id if side else None) or default_title_id(source))
@@ -560,7 +562,6 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
 
     # Fail before any work on what would fail after it: a missing or non-media source (probe is
     # cheap and local), then an unreachable or read-only store; only then read every byte to hash.
-    info = probe_task(source)
     audio_plan = plan_title_audio(side, info, settings, sidecar)   # a bad layout fails before any work
     for warning in audio_plan.warnings:
         logger.warning("audio: %s", warning)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -182,8 +183,13 @@ class Sidecar(_Model):
         return self
 
 
-def load_sidecar(path: Path | str) -> Sidecar:
-    """Read and check a sidecar; one ConfigError naming the file and every problem, each with its field."""
+def load_sidecar(path: Path | str, media_channels: Sequence[int] | None = None) -> Sidecar:
+    """Read and check a sidecar; one ConfigError naming the file and every problem, each with its field.
+
+    With ``media_channels`` (the channel count of each audio stream of the media), entries that
+    name streams or tracks the media does not have, or a layout their tracks do not fill, are
+    reported in the same error (a valid sidecar gets those checks from the audio planner).
+    """
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -198,6 +204,8 @@ def load_sidecar(path: Path | str) -> Sidecar:
     except ValidationError as exc:
         problems = [f"{json_path(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
         problems += [p for p in _raw_duplicates(data) if p not in problems]
+        if media_channels is not None:
+            problems += [p for p in _raw_media_problems(data, media_channels) if p not in problems]
         count = f"{len(problems)} problems" if len(problems) > 1 else "1 problem"
         raise ConfigError(f"sidecar {path}: {count}:\n  " + "\n  ".join(problems)) from exc
 
@@ -208,6 +216,39 @@ def json_path(loc: tuple[int | str, ...] | list[int | str]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
+
+
+_LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "5.1": 6, "7.1": 8}
+
+
+def _raw_media_problems(data: object, channels: Sequence[int]) -> list[str]:
+    """Audio entries of the media that do not fit it, read from the raw JSON (as the planner words them)."""
+    entries = data.get("audio") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        return []
+    out = []
+    count = len(channels)
+    for number, entry in enumerate(entries):
+        if not isinstance(entry, dict) or entry.get("file") is not None:
+            continue
+        where = f"audio[{number}]"
+        tracks = entry.get("tracks")
+        if isinstance(tracks, list) and tracks and all(isinstance(t, int) for t in tracks):
+            missing = [t for t in tracks if not 1 <= t <= count]
+            if missing:
+                out.append(f"{where}.tracks: the media has {count} audio stream(s): no track {missing}")
+                continue
+            wanted = _LAYOUT_CHANNELS.get(str(entry.get("layout")))
+            held = sum(channels[t - 1] for t in tracks)
+            if wanted is not None and held != wanted:
+                out.append(f"{where}: layout {entry.get('layout')} needs {wanted} channels, tracks {tracks} hold "
+                           f"{held}")
+        elif tracks is None:
+            stream = entry.get("stream", 0)
+            if isinstance(stream, int) and stream >= count:
+                out.append(f"{where}.stream: the media has {count} audio stream(s), so there is no audio stream "
+                           f"{stream}")
+    return out
 
 
 def _raw_duplicates(data: object) -> list[str]:
