@@ -64,6 +64,8 @@ def test_mov_master_publishes_every_track(mov_master: Path, fast_config: Path, t
     assert {t["name"]: t["downmix"] for t in report["tracks"]}["aac_eng"] == "bs775"
     phase = [c for layout in report["qc"] for c in layout["checks"] if not c["passed"]]
     assert [c["name"] for c in phase] == ["aac_fra:phase_FL_FR"]
+    assert "audio:aac_fra:phase_FL_FR" in record["qc"]["warnings"]      # in qc.json and the record too
+    assert record["qc"]["verdict"] == "warning"
     for name, figures in report["loudness"].items():
         assert figures["output_i"] == pytest.approx(TARGET, abs=1), name
         assert figures["input_i"] > -30, name
@@ -87,6 +89,7 @@ def test_mxf_mono_tracks_grouped_by_the_sidecar(mxf_master: Path, fast_config: P
         (8, "not listed in the sidecar's audio: excluded by the sidecar")]
     silent = [c for layout in record["audio_report"]["qc"] for c in layout["checks"] if not c["passed"]]
     assert [c["name"] for c in silent] == ["aac_en_51:silent_channels"] and "LFE" in silent[0]["message"]
+    assert "audio:aac_en_51:silent_channels" in record["qc"]["warnings"]
     found = published(record, tmp_path)
     assert {n: (f["lang"], f["decoded_channels"], f["hls_language"]) for n, f in found.items()} == {
         "aac_en_51": ("en", 6, "en"), "aac_en": ("en", 2, "en")}

@@ -571,11 +571,14 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     sha = hash_task(source)
 
     report = qc_task(source, sha, settings.qc, info)
+    # Each published audio layout's checks join the source's (qc.json, the record's warnings); their
+    # severities are settings like every other check's, so a studio can make a silent LFE an error.
+    audio_qc = audio_qc_task(source, audio_plan, info, settings.qc) if audio_plan.tracks else []
+    report = with_audio_checks(report, audio_qc)
     errors = [c for c in report["checks"] if not c["passed"] and c["severity"] == "error"]
     if errors:
         where = quarantine_task(source, store, key, report)
         raise QCFailed(source, [f"{c['name']}: {c['message']}" for c in errors], report, where)
-    audio_qc = audio_qc_task(source, audio_plan, info, settings.qc) if audio_plan.tracks else []
 
     shot_list = shots.ShotList.from_dict(shots_task(source, sha, settings.shots, info))
     keyframes = encode.keyframe_frames([s.start_frame for s in shot_list.shots], info.video.frames,
@@ -698,6 +701,17 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
         "subtitles": [{"language": t.language, "role": t.role, "name": t.name, "playlist": f"text/{t.name}.m3u8"}
                       for t in subtitles or ()],
     }
+
+
+def with_audio_checks(report: dict[str, Any], layout_qc: list[dict[str, Any]]) -> dict[str, Any]:
+    """The QC report with every audio layout check added (``audio:<rendition>:<check>``), verdict updated."""
+    added = [{**c, "name": f"audio:{c['name']}"} for layout in layout_qc for c in layout["checks"]]
+    if not added:
+        return report
+    checks = [*report["checks"], *added]
+    fired = {c["severity"] for c in checks if not c["passed"]}
+    verdict = "error" if "error" in fired else "warning" if "warning" in fired else "pass"
+    return {**report, "checks": checks, "verdict": verdict}
 
 
 def audio_report(plan: audio.AudioPlan, layout_qc: list[dict[str, Any]], renditions: list[Rendition],
