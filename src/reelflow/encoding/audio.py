@@ -46,7 +46,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -54,8 +54,9 @@ import av
 
 from reelflow.encoding.encode import Rendition, _kbps
 from reelflow.encoding.probe import AudioStream, MediaInfo
+from reelflow.encoding.qc import _json_ready, judge_layout, layout_filters, parse_layout_log
 from reelflow.errors import ConfigError, StageError
-from reelflow.infra.settings import AudioConfig, EncodeConfig
+from reelflow.infra.settings import AudioConfig, EncodeConfig, QCConfig
 from reelflow.infra.tools import ffmpeg_exe, run
 
 log = logging.getLogger(__name__)
@@ -495,7 +496,8 @@ def encode_track(src: Path, info: MediaInfo, track: PlannedTrack, out: Path, *,
     """
     figures: dict[str, Any] = {}
     report = out.with_suffix(".loudness.json")
-    if reuse and out.exists() and report.exists():
+    reused = reuse and out.exists() and report.exists()
+    if reused:
         log.info("reusing finished encode %s", out)
         figures = json.loads(report.read_text())
     else:
@@ -542,7 +544,9 @@ def encode_track(src: Path, info: MediaInfo, track: PlannedTrack, out: Path, *,
         channels = stream.codec_context.channels
     if channels != track.channels:
         raise StageError(f"{track.name}: encoded {channels} channels, planned {track.channels}")
-    cpu_s = float(figures.pop("cpu_s", 0.0)) if not reuse or "cpu_s" in figures else 0.0
+    cpu_s = float(figures.pop("cpu_s", 0.0))
+    if reused:
+        cpu_s = 0.0                       # a finished encode of an earlier run costs this run nothing
     return Rendition(kind="audio", path=out, codec=track.codec, kbps=_kbps(out, duration), duration_s=duration,
                      target_kbps=track.kbps, channels=channels, sample_rate=rate, language=track.language,
                      role=track.role, track_name=track.name, layout=track.layout,
@@ -605,19 +609,15 @@ def file_layout(path: Path, stream: int = 0) -> str:
 
 # --- QC of each grouped layout --------------------------------------------------------------------
 
-def layout_qc_argv(src: Path, info: MediaInfo, source: AudioSource) -> list[str]:
+def layout_qc_argv(src: Path, info: MediaInfo, source: AudioSource, lfe_cutoff_hz: float = 150.0) -> list[str]:
     """One decode of a source mix through the layout checks' filters (qc.layout_filters)."""
-    from reelflow.encoding.qc import layout_filters
-
-    graph = f"{source_graph(info, source)},{layout_filters(source.layout)}"
+    graph = f"{source_graph(info, source)},{layout_filters(source.layout, lfe_cutoff_hz)}"
     return [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(source.file or src),
             "-filter_complex", graph, "-map", "[qc]", "-f", "null", "-"]
 
 
-def check_layouts(src: Path, plan: AudioPlan, info: MediaInfo, qc_config: Any) -> list[dict[str, Any]]:
+def check_layouts(src: Path, plan: AudioPlan, info: MediaInfo, qc_config: QCConfig) -> list[dict[str, Any]]:
     """QC of every source mix the plan publishes: silent channels, LFE content, phase, loudness."""
-    from reelflow.encoding.qc import _json_ready, judge_layout, parse_layout_log
-
     out = []
     seen: set[AudioSource] = set()
     for track in plan.tracks:
@@ -625,18 +625,10 @@ def check_layouts(src: Path, plan: AudioPlan, info: MediaInfo, qc_config: Any) -
         if source in seen or source.layout not in CHANNEL_NAMES or source.layout == "mono":
             continue
         seen.add(source)
-        done = run(layout_qc_argv(src, info, source))
+        done = run(layout_qc_argv(src, info, source, qc_config.lfe_cutoff_hz))
         stats = parse_layout_log(done.stderr, source.layout)
         checks = judge_layout(track.name, source.layout, stats, qc_config)
         out.append({"tracks": [s + 1 for s in source.streams], "layout": source.layout, "rendition": track.name,
                     "measurements": _json_ready(stats), "checks": [c.to_dict() for c in checks],
                     "cpu_s": round(done.cpu_s, 3)})
     return out
-
-
-@dataclass(frozen=True)
-class AudioOutcome:
-    """The stage's result: the renditions and the report that title.json carries."""
-
-    renditions: tuple[Rendition, ...]
-    report: dict[str, Any] = field(default_factory=dict)
