@@ -42,7 +42,8 @@ HOST = "127.0.0.1"
 
 def make_title(folder: Path) -> dict[str, Any]:
     """Encode, package (cenc, key per tier) and publish the bench title; returns the keys as hex."""
-    from reelflow.encoding.encode import encode_audio, encode_video_rung, keyframe_frames
+    from reelflow.encoding.audio import encode_audio
+    from reelflow.encoding.encode import encode_video_rung, keyframe_frames
     from reelflow.encoding.probe import probe
     from reelflow.infra.settings import EncodeConfig, Rung
     from reelflow.infra.storage import LocalStorage

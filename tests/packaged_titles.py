@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from reelflow.encoding.encode import Rendition, encode_audio, encode_video_rung, keyframe_frames
+from reelflow.encoding.audio import encode_audio
+from reelflow.encoding.encode import Rendition, encode_video_rung, keyframe_frames
 from reelflow.encoding.probe import probe
 from reelflow.infra.database import open_database
 from reelflow.infra.settings import DrmConfig, EncodeConfig, ProtectionScheme, Rung

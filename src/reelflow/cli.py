@@ -365,7 +365,9 @@ def ingest(
     # What can be checked without the flow is checked before it starts (and before the machine's
     # orchestration service is started or reached).
     info = probe_media(source)
+    from reelflow.encoding.audio import plan_title_audio
     from reelflow.infra.outputs import check_free_space
+    from reelflow.packaging.titles import check_title_id, default_title_id
 
     # A conformed intermediate can be as large as the source; encodes are far smaller.
     check_free_space(settings.storage.work_dir, info.size_bytes + int(settings.storage.work_free_margin_gb * 1e9),
@@ -374,7 +376,10 @@ def ingest(
     from reelflow.infra.storage import open_storage
     from reelflow.packaging.sidecar import load_sidecar
 
-    side = load_sidecar(sidecar) if sidecar is not None else None
+    side = load_sidecar(sidecar, [a.channels for a in info.audio]) if sidecar is not None else None
+    check_title_id(title_id or (side.title_id if side else None) or default_title_id(source))
+    # a sidecar's tracks that do not fit the media
+    plan_title_audio(side.audio if side is not None else None, info, settings.audio, settings.encode, sidecar)
     if not no_drm and settings.drm.enabled:
         from reelflow.packaging.keys import KeyStore
 
@@ -383,9 +388,8 @@ def ingest(
         storage = str(Path(storage).resolve())  # a plain path: absolute, so the record's paths are too
     open_storage(storage or settings.storage.output, settings.storage)  # refuses unknown schemes, bad buckets
     ensure_api()  # before Prefect is imported: it reads PREFECT_API_URL once
-    from reelflow.flows.ingest import check_title_id, default_title_id, ingest_flow
+    from reelflow.flows.ingest import ingest_flow
 
-    check_title_id(title_id or (side.title_id if side else None) or default_title_id(source))
     flow = ingest_flow(settings)  # an unreachable Dask scheduler fails here, before any work
     _quiet_console_tracebacks()
     source = source.resolve()

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reelflow.encoding.audio import encode_audio
 from reelflow.encoding.encode import (
     ShotCrf,
     drop_leading_frames,
-    encode_audio,
     encode_rung_per_shot,
     encode_video_rung,
     force_key_frames_arg,

@@ -52,5 +52,5 @@ def test_console_shows_ingested_and_refused_titles_and_their_runs(
         page = client.get("/console/titles/console-good")
         assert page.status_code == 200
         assert "<table id='rungs'>" in page.text and "<table id='renditions'>" in page.text
-        assert "/play/console-good" in page.text
+        assert "/play/console-good" in page.text and "<h2>Left out of the package</h2>" in page.text
         assert client.get("/console/titles/no-such-title").status_code == 404

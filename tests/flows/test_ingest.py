@@ -104,7 +104,9 @@ def test_every_rung_has_a_keyframe_at_every_shot_start_and_grid_point(
     _, record = sintel_ingest
     shot_starts = [0, *record["shots"]["cuts"]]
     wanted = sorted({*shot_starts, 0, 96, 192})  # 4 s grid at 24 fps
-    encodes = sorted(load_settings(fast_config).storage.work_dir.rglob("encode-*/*p_*.mp4"))
+    # this title's own work folder: other tests of the session share the config's work_dir
+    work = load_settings(fast_config).storage.work_dir / record["source"]["sha256"][:16]
+    encodes = sorted(work.rglob("encode-*/*p_*.mp4"))
     assert len(encodes) == 2
     for path in encodes:
         frames, keys = read_keyframes(path)
@@ -114,7 +116,7 @@ def test_every_rung_has_a_keyframe_at_every_shot_start_and_grid_point(
 def test_rerun_reuses_finished_encodes(sintel_fight: Path, fast_config: Path,
                                        sintel_ingest: tuple[Path, dict[str, Any]]) -> None:
     store, first = sintel_ingest
-    work = load_settings(fast_config).storage.work_dir
+    work = load_settings(fast_config).storage.work_dir / first["source"]["sha256"][:16]
     encodes = sorted(work.rglob("encode-*/*.mp4"))
     assert len(encodes) == 2
     before = {p: p.stat().st_mtime_ns for p in encodes}

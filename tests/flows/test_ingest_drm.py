@@ -158,7 +158,7 @@ def test_sidecar_stream_missing_from_the_media_fails_before_work(
     bad.write_text(json.dumps({"audio": [{"stream": 2, "language": "en"}]}))
     state = run_flow_state(studio_delivery.with_suffix(".mp4"), tmp_path / "store", drm_config, sidecar=str(bad))
     assert state.is_failed()
-    with pytest.raises(ConfigError, match=r"audio\.0\.stream: the media has 2 audio stream\(s\)"):
+    with pytest.raises(ConfigError, match=r"audio\[0\]\.stream: the media has 2 audio stream\(s\)"):
         state.result()
     assert not (tmp_path / "store" / "titles").exists()
 

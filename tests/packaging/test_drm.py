@@ -28,7 +28,8 @@ from typing import Any
 import m3u8
 import pytest
 
-from reelflow.encoding.encode import Rendition, encode_audio, encode_video_rung, keyframe_frames
+from reelflow.encoding.audio import encode_audio
+from reelflow.encoding.encode import Rendition, encode_video_rung, keyframe_frames
 from reelflow.encoding.probe import probe
 from reelflow.errors import StageError, ToolFailed
 from reelflow.infra.settings import DrmConfig, EncodeConfig, Rung
@@ -316,6 +317,6 @@ def test_missing_tier_key_is_refused(inputs: Inputs, tmp_path: Path) -> None:
 def test_two_tracks_from_one_file_are_refused(inputs: Inputs, tmp_path: Path) -> None:
     """The packager would give both the first one's language: refused before it runs."""
     video, audio = inputs.renditions[0], inputs.renditions[2]
-    twin = replace(audio, language="fr")
+    twin = replace(audio, language="fr", track_name="aac_fr")
     with pytest.raises(StageError, match="same file"):
         package([video, audio, twin], tmp_path / "out", segment_s=2.0)

@@ -9,7 +9,8 @@ import m3u8
 import mpegdash.parser
 import pytest
 
-from reelflow.encoding.encode import encode_audio, encode_video_rung, keyframe_frames, ladder_for_source
+from reelflow.encoding.audio import encode_audio
+from reelflow.encoding.encode import encode_video_rung, keyframe_frames, ladder_for_source
 from reelflow.encoding.probe import probe
 from reelflow.errors import StageError
 from reelflow.infra.settings import EncodeConfig

@@ -47,13 +47,13 @@ def test_empty_sidecar_means_defaults(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("data", "message"), [
     ("{not json", r"is not valid JSON: .* at line 1"),
-    ({"audio": [{"language": "english"}]}, r"audio\.0\.language: 'english' is not a BCP-47 language tag"),
-    ({"audio": [{"language": "und"}]}, r"audio\.0\.language: 'und' is not a language a viewer can pick"),
-    ({"audio": [{"language": "en", "role": "karaoke"}]}, r"audio\.0\.role: Input should be 'main'"),
-    ({"audio": [{"file": "missing.wav", "language": "de"}]}, r"audio\.0\.file: 'missing.wav' does not exist"),
-    ({"audio": [{"language": "en", "stream": -1}]}, r"audio\.0\.stream: Input should be greater than or equal"),
+    ({"audio": [{"language": "english"}]}, r"audio\[0\]\.language: 'english' is not a BCP-47 language tag"),
+    ({"audio": [{"language": "und"}]}, r"audio\[0\]\.language: 'und' is not a language a viewer can pick"),
+    ({"audio": [{"language": "en", "role": "karaoke"}]}, r"audio\[0\]\.role: Input should be 'main'"),
+    ({"audio": [{"file": "missing.wav", "language": "de"}]}, r"audio\[0\]\.file: 'missing.wav' does not exist"),
+    ({"audio": [{"language": "en", "stream": -1}]}, r"audio\[0\]\.stream: Input should be greater than or equal"),
     ({"audio": [{"language": "en"}, {"language": "en", "stream": 1}]}, r"two audio tracks share language and role"),
-    ({"subtitles": [{"file": "a.srt", "language": "en"}]}, r"subtitles\.0\.file: 'a.srt': subtitles are WebVTT"),
+    ({"subtitles": [{"file": "a.srt", "language": "en"}]}, r"subtitles\[0\]\.file: 'a.srt': subtitles are WebVTT"),
     ({"countries": ["NLD"]}, r"countries: \['NLD'\] are not ISO 3166 alpha-2"),
     ({"countries": []}, r"countries: an empty list would license the title nowhere"),
     ({"languages": ["en"]}, r"languages: Extra inputs are not permitted"),
@@ -73,7 +73,7 @@ def test_missing_sidecar(tmp_path: Path) -> None:
 def test_malformed_vtt_in_a_sidecar_is_refused_with_file_and_line(tmp_path: Path) -> None:
     write(tmp_path, "WEBVTT\n\n00:00:01.000 --> 00:00:02.000\nok\n\n00:00:03,000 --> 00:00:04,000\nsrt commas\n",
           "bad.vtt")
-    with pytest.raises(ConfigError, match=r"subtitles\.0\.file: .*bad\.vtt:6: malformed cue timing"):
+    with pytest.raises(ConfigError, match=r"subtitles\[0\]\.file: .*bad\.vtt:6: malformed cue timing"):
         load_sidecar(write(tmp_path, {"subtitles": [{"file": "bad.vtt", "language": "en"}]}))
 
 

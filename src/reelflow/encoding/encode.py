@@ -1,4 +1,4 @@
-"""Final encodes: the ladder's video renditions with aligned keyframes, and the AAC audio track.
+"""Final encodes: the ladder's video renditions with aligned keyframes (audio: encoding/audio.py).
 
 Every rendition gets a keyframe (IDR, closed GOP) at every shot start and on a fixed segment
 grid, at the same frames in every rung, so the packager can cut all rungs at the same instants
@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
-import json
 import logging
 import os
 import tempfile
@@ -58,6 +57,10 @@ class Rendition:
     role: str = "main"          # audio: main, description, commentary or dub (a sidecar's role)
     ladder: str = ""            # video: the ladder of a multi-ladder title (h264, av1, hevc_hdr); "" for the only one
     range: str = "sdr"          # video: sdr, pq or hlg (what the manifests signal)
+    track_name: str = ""        # audio: the planner's unique name (aac_en_51); empty: codec_language[_role]
+    layout: str = ""            # audio: stereo, 5.1, 7.1
+    # audio: loudnorm's measured input and output figures, (key, value) pairs; bookkeeping like cpu_s
+    loudness: tuple[tuple[str, float | str], ...] = field(default=(), compare=False)
     # CPU seconds the encode took in this run (0 when a finished one was reused): bookkeeping, not
     # part of what the rendition is, so two descriptions of one file compare equal
     cpu_s: float = field(default=0.0, compare=False)
@@ -66,6 +69,8 @@ class Rendition:
     def name(self) -> str:
         """Stable folder name in the package: 720p_3000k, aac_eng, aac_en_description."""
         if self.kind == "audio":
+            if self.track_name:
+                return self.track_name
             return f"{self.codec}_{self.language}" + ("" if self.role == "main" else f"_{self.role}")
         plain = f"{self.height}p_{self.target_kbps}k"
         return f"{self.ladder}_{plain}" if self.ladder else plain
@@ -80,6 +85,7 @@ class Rendition:
     def from_dict(cls, data: dict[str, Any]) -> Rendition:
         fields = {k: v for k, v in data.items() if k != "name"}
         fields["path"] = Path(fields["path"])
+        fields["loudness"] = tuple(tuple(pair) for pair in fields.get("loudness", ()))
         return cls(**fields)
 
 
@@ -234,45 +240,6 @@ def _color_args(video: VideoStream, codec: VideoCodec | None = None) -> list[str
     return args
 
 
-def audio_filter(info: MediaInfo, stream: int = 0, *, external: bool = False) -> str:
-    """Put the audio on the video's timeline: 0 is the first video frame, the end is the last.
-
-    Audio that starts before the video is trimmed, audio that starts after it is delayed with
-    silence, and the tail is trimmed or padded so the track lasts exactly as long as the video.
-    ``stream`` is the source's audio stream (0: the first); an ``external`` file (a sidecar's
-    track) starts at the first video frame by definition, so only its length is fitted.
-    """
-    offset = 0.0 if external else info.audio[stream].start_s - info.video.start_s
-    chain = ["asetpts=PTS-STARTPTS", "aresample=async=1"]   # own timeline; fill holes inside it
-    if offset < 0:
-        chain += [f"atrim=start={-offset:.6f}", "asetpts=PTS-STARTPTS"]
-    elif offset > 0:
-        chain.append(f"adelay=delays={round(offset * 1000)}:all=1")
-    chain += ["apad", f"atrim=end={info.video.duration_s:.6f}"]
-    return ",".join(chain)
-
-
-def audio_encode_argv(src: Path, info: MediaInfo, config: EncodeConfig, out: Path, *, stream: int = 0,
-                      audio_file: Path | None = None, loudnorm: str | None = None) -> list[str]:
-    """ffmpeg argv for a stereo AAC track: the source's audio stream ``stream`` (default the first),
-    or audio stream ``stream`` of ``audio_file``; ``loudnorm`` is an extra filter appended to the chain."""
-    chain = audio_filter(info, stream, external=audio_file is not None)
-    if loudnorm:
-        chain += f",{loudnorm}"
-    return [
-        ffmpeg_exe(), "-hide_banner", "-nostdin", "-y",
-        "-i", str(audio_file or src),
-        "-map", f"0:a:{stream}" if audio_file else f"0:{info.audio[stream].index}", "-vn", "-sn", "-dn",
-        "-map_metadata", "-1", "-map_chapters", "-1",
-        "-af", chain,
-        "-c:a", "aac", "-b:a", f"{config.audio_kbps}k",
-        "-ac", "2",                                   # stereo: a 5.1 source is downmixed, mono doubled
-        "-ar", str(config.audio_rate),
-        "-movflags", "+faststart",
-        str(out),
-    ]
-
-
 def encode_video_rung(
     src: Path,
     rung: Rung,
@@ -327,82 +294,6 @@ def _verified_rung(path: Path, rung: Rung, keyframes: Sequence[int], info: Media
         kind="video", path=path, codec=codec, kbps=_kbps(path, duration), duration_s=duration,
         width=rung.width, height=rung.height, target_kbps=rung.kbps, frames=frames,
     )
-
-
-def encode_audio(
-    src: Path, info: MediaInfo, config: EncodeConfig, out: Path,
-    *, progress: Callable[[float], None] | None = None, reuse: bool = True,
-    stream: int = 0, audio_file: Path | None = None, language: str | None = None, role: str = "main",
-    loudness_lufs: float | None = None, true_peak_dbtp: float = -1.0,
-) -> Rendition:
-    """Encode an audio track to stereo AAC on the video's timeline (an existing ``out`` is reused).
-
-    By default the source's first audio stream; ``stream`` picks another of the source's audio
-    streams, or of ``audio_file`` (a separate delivery, e.g. a dub). ``language`` overrides the
-    stream's tag. With ``loudness_lufs`` the track is normalised to that integrated loudness (EBU
-    R128, two passes: measure, then a linear gain) with its true peak at most ``true_peak_dbtp``.
-    """
-    count = _audio_stream_count(audio_file) if audio_file is not None else len(info.audio)
-    if not 0 <= stream < count:
-        where = audio_file or src
-        raise StageError(f"{where} has {count} audio stream(s): there is no audio stream {stream} to encode")
-    if reuse and out.exists():
-        log.info("reusing finished encode %s", out)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        partial = _partial_name(out)
-        try:
-            gain = None
-            if loudness_lufs is not None:
-                gain = _loudnorm(src, info, config, stream, audio_file, loudness_lufs, true_peak_dbtp)
-            run(audio_encode_argv(src, info, config, partial, stream=stream, audio_file=audio_file, loudnorm=gain),
-                progress=progress)
-            partial.replace(out)  # the final name only for a complete file
-        finally:
-            partial.unlink(missing_ok=True)
-    with av.open(str(out)) as container:
-        track = container.streams.audio[0]
-        duration = (float(track.duration * track.time_base)
-                    if track.duration and track.time_base else info.duration_s)
-    return Rendition(
-        kind="audio", path=out, codec="aac", kbps=_kbps(out, duration), duration_s=duration,
-        target_kbps=config.audio_kbps, channels=2, sample_rate=config.audio_rate,
-        language=language or (None if audio_file else info.audio[stream].language) or "und", role=role,
-    )
-
-
-def _audio_stream_count(path: Path) -> int:
-    try:
-        with av.open(str(path)) as container:
-            return len(container.streams.audio)
-    except av.error.FFmpegError as exc:
-        raise StageError(f"{path} is not an audio file ffmpeg can read ({exc})") from exc
-
-
-def _loudnorm(src: Path, info: MediaInfo, config: EncodeConfig, stream: int, audio_file: Path | None,
-              target_lufs: float, true_peak_dbtp: float) -> str | None:
-    """The second-pass loudnorm filter for a track, from a measuring pass; None for near-silence."""
-    measure = f"loudnorm=I={target_lufs}:TP={true_peak_dbtp}:LRA=50:print_format=json"
-    argv = audio_encode_argv(src, info, config, Path("-"), stream=stream, audio_file=audio_file, loudnorm=measure)
-    argv = [*argv[:argv.index("-c:a")], "-f", "null", "-"]
-    done = run(argv)
-    text = done.stderr[done.stderr.rfind("{"):done.stderr.rfind("}") + 1]
-    try:
-        found = json.loads(text)
-        measured = {k: float(found[k]) for k in ("input_i", "input_tp", "input_lra", "input_thresh",
-                                                 "target_offset")}
-    except (ValueError, KeyError) as exc:
-        raise StageError(f"loudness of {audio_file or src} could not be measured: {text[:200]!r}") from exc
-    if not measured["input_i"] > -70:  # silence (or -inf): no gain can make it a programme level
-        log.info("%s audio stream %d is near-silent (%.1f LUFS): not normalised", audio_file or src, stream,
-                 measured["input_i"])
-        return None
-    log.info("%s audio stream %d: %.1f LUFS, true peak %.1f dBTP; normalising to %.1f LUFS",
-             audio_file or src, stream, measured["input_i"], measured["input_tp"], target_lufs)
-    return (f"loudnorm=I={target_lufs}:TP={true_peak_dbtp}:LRA=50:linear=true"
-            f":measured_I={measured['input_i']}:measured_TP={measured['input_tp']}"
-            f":measured_LRA={measured['input_lra']}:measured_thresh={measured['input_thresh']}"
-            f":offset={measured['target_offset']}")
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,9 @@ class AudioStream:
     duration_s: float
     start_s: float
     language: str | None
+    title: str | None = None        # the stream's title tag, or a MOV handler name that is not the muxer's
+    # disposition flags the audio planner reads a role from: visual_impaired, comment, dub, default...
+    dispositions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -423,5 +426,35 @@ def _audio_stream(a: Any, seen: _Demuxed) -> AudioStream:
         sample_rate=cc.sample_rate,
         duration_s=round(duration, 6),
         start_s=round(start, 6),
-        language=a.metadata.get("language"),
+        language=_language_tag(a.metadata.get("language")),
+        title=_audio_title(a.metadata),
+        dispositions=_dispositions(a),
     )
+
+
+# Handler names muxers write on every track: they say nothing about the track.
+_GENERIC_HANDLERS = ("soundhandler", "sound media handler", "core media audio", "isomedia", "apple sound media")
+
+
+def _language_tag(value: str | None) -> str | None:
+    """A container's language tag; ``und`` (and empty) mean untagged."""
+    value = (value or "").strip()
+    return None if value.lower() in ("", "und") else value
+
+
+def _audio_title(metadata: Any) -> str | None:
+    for key in ("title", "handler_name"):
+        value = str(metadata.get(key) or "").strip()
+        if value and value.lower() not in _GENERIC_HANDLERS:
+            return value
+    return None
+
+
+_AUDIO_DISPOSITIONS = ("default", "dub", "original", "comment", "visual_impaired", "hearing_impaired",
+                       "descriptions")
+
+
+def _dispositions(a: Any) -> tuple[str, ...]:
+    flags = a.disposition
+    return tuple(name for name in _AUDIO_DISPOSITIONS
+                 if (bit := getattr(av.stream.Disposition, name, None)) is not None and flags & bit)

@@ -47,6 +47,9 @@ class Check:
     threshold: float | str | None = None
     segments: tuple[Segment, ...] = ()
 
+    def to_dict(self) -> dict[str, Any]:
+        return _json_ready(asdict(self))  # type: ignore[no-any-return]
+
 
 @dataclass(frozen=True)
 class QCReport:
@@ -734,3 +737,134 @@ def _duration_mismatch(info: MediaInfo, config: QCConfig) -> Check:
     return _graded("duration_mismatch", "audio duration minus video duration:", diffs,
                    config.duration_mismatch_warn_s, config.duration_mismatch_error_s,
                    "truncated or padded track; re-deliver or confirm")
+
+
+# --- grouped audio layouts (encoding/audio.py): one extra decode of the audio only ------------------
+
+# Pairs whose phase is checked, by layout: front L/R and each surround pair.
+_PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
+    "stereo": (("FL", "FR"),),
+    "5.1": (("FL", "FR"), ("BL", "BR")),
+    "7.1": (("FL", "FR"), ("BL", "BR"), ("SL", "SR")),
+}
+_LAYOUT_NAMES: dict[str, tuple[str, ...]] = {
+    "stereo": ("FL", "FR"),
+    "5.1": ("FL", "FR", "FC", "LFE", "BL", "BR"),
+    "7.1": ("FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR"),
+}
+_ASTATS_LINE = re.compile(r"^\[astats@(\w+) @ [^]]+\] (Channel|Peak level dB|RMS level dB): (\S+)")
+
+
+def layout_filters(layout: str, lfe_cutoff_hz: float = 150.0) -> str:
+    """Filters after a layout's source graph: per-channel levels, the LFE above its cutoff, each
+    pair as mid/side, and the layout's loudness (ebur128); ends in the output pad ``[qc]``.
+
+    Cheap: astats, a pan, two biquads and ebur128 over the audio only.
+    """
+    pairs = _PAIRS.get(layout, ())
+    lfe = "LFE" in _LAYOUT_NAMES.get(layout, ())
+    branches = 2 + len(pairs) + (1 if lfe else 0)
+    labels = [f"[q{i}]" for i in range(branches)]
+    parts = [f"asplit={branches}{''.join(labels)}",
+             "[q0]astats@chan=measure_overall=none:measure_perchannel=RMS_level+Peak_level,anullsink"]
+    at = 1
+    for number, (left, right) in enumerate(pairs):
+        # mid = (L+R)/2, side = (L-R)/2: a phase-inverted pair has almost no mid
+        parts.append(f"[q{at}]pan=stereo|c0=0.5*{left}+0.5*{right}|c1=0.5*{left}-0.5*{right},"
+                     f"astats@pair{number}=measure_overall=none:measure_perchannel=RMS_level,anullsink")
+        at += 1
+    if lfe:
+        # two 2-pole high-passes: a 50 Hz rumble falls by ~38 dB, a full-band main channel hardly at all
+        parts.append(f"[q{at}]pan=mono|c0=LFE,highpass=f={lfe_cutoff_hz:g},highpass=f={lfe_cutoff_hz:g},"
+                     "astats@lfehigh=measure_overall=none:measure_perchannel=RMS_level,anullsink")
+        at += 1
+    parts.append(f"[q{at}]ebur128@r128=peak=true:framelog=quiet[qc]")
+    return ";".join(parts)
+
+
+def parse_layout_log(stderr: str, layout: str) -> dict[str, Any]:
+    """Per-channel peak/RMS, each pair's mid/side RMS, the LFE's high-band RMS and the loudness."""
+    stats: dict[str, dict[int, dict[str, float]]] = {}
+    current: dict[str, int] = {}
+    for line in stderr.splitlines():
+        match = _ASTATS_LINE.match(line.strip())
+        if not match:
+            continue
+        name, key, value = match.groups()
+        if key == "Channel":
+            current[name] = int(value)
+            continue
+        number = float(value) if value not in ("-inf", "inf", "nan") else -math.inf
+        stats.setdefault(name, {}).setdefault(current.get(name, 1), {})[key] = number
+    names = _LAYOUT_NAMES.get(layout, ())
+    channels = {names[i - 1] if i - 1 < len(names) else str(i): {"peak_db": v.get("Peak level dB", -math.inf),
+                                                               "rms_db": v.get("RMS level dB", -math.inf)}
+                for i, v in sorted(stats.get("chan", {}).items())}
+    pairs = {}
+    for number, (left, right) in enumerate(_PAIRS.get(layout, ())):
+        found = stats.get(f"pair{number}", {})
+        pairs[f"{left}/{right}"] = {"mid_rms_db": found.get(1, {}).get("RMS level dB", -math.inf),
+                                    "side_rms_db": found.get(2, {}).get("RMS level dB", -math.inf)}
+    r128: dict[str, Any] = {}
+    summary = stderr[stderr.rfind("Summary:"):] if "Summary:" in stderr else ""
+    for line in summary.splitlines():
+        for key, pattern in _R128_SUMMARY.items():
+            m = pattern.match(line)
+            if m and key not in r128:
+                r128[key] = float(m.group(1))
+    return {"channels": channels, "pairs": pairs,
+            "lfe_high_rms_db": stats.get("lfehigh", {}).get(1, {}).get("RMS level dB"),
+            "integrated_lufs": r128.get("integrated_lufs"), "true_peak_dbtp": r128.get("true_peak_dbtp")}
+
+
+_R128_SUMMARY = {
+    "integrated_lufs": re.compile(r"^\s*I:\s+(-?[\d.]+|-inf) LUFS$"),
+    "true_peak_dbtp": re.compile(r"^\s*Peak:\s+(-?[\d.]+|-inf) dBFS$"),
+}
+
+
+def _db(value: float | None) -> str:
+    return "-inf" if value is None or value == -math.inf else f"{value:.1f}"
+
+
+def judge_layout(name: str, layout: str, stats: dict[str, Any], config: QCConfig = _DEFAULT_CONFIG) -> list[Check]:
+    """The checks of one grouped layout: silent channels, LFE full-band content, phase-inverted pairs,
+    and its loudness (information: every published track is normalised anyway)."""
+    checks = []
+    channels: dict[str, dict[str, float]] = stats["channels"]
+    silent = [ch for ch, v in channels.items() if v["peak_db"] < config.channel_silent_db]
+    if silent:
+        checks.append(Check(f"{name}:silent_channels", config.channel_silent_severity, False,
+                            f"{layout} channel(s) {', '.join(silent)} silent (peak below "
+                            f"{config.channel_silent_db:g} dB): a missing or mis-patched track?",
+                            ",".join(silent), config.channel_silent_db))
+    else:
+        checks.append(Check(f"{name}:silent_channels", config.channel_silent_severity, True,
+                            f"every {layout} channel carries sound", "", config.channel_silent_db))
+    if "LFE" in channels and "LFE" not in silent:
+        total = channels["LFE"]["rms_db"]
+        high = stats.get("lfe_high_rms_db")
+        above = (high - total) if high is not None and high != -math.inf else -math.inf
+        fired = above > config.lfe_fullband_db
+        checks.append(Check(f"{name}:lfe_band", config.lfe_severity, not fired,
+                            (f"LFE has full-band content: {above:.1f} dB of its energy above "
+                             f"{config.lfe_cutoff_hz:g} Hz (a main channel patched to track 4?)") if fired else
+                            f"LFE is band-limited ({_db(above)} dB above {config.lfe_cutoff_hz:g} Hz)",
+                            round(above, 1) if above != -math.inf else None, config.lfe_fullband_db))
+    for pair, v in stats["pairs"].items():
+        left, right = pair.split("/")
+        if left in silent or right in silent:
+            continue
+        mid, side = v["mid_rms_db"], v["side_rms_db"]
+        excess = side - mid if mid != -math.inf else math.inf
+        fired = excess > config.phase_inverted_db
+        checks.append(Check(f"{name}:phase_{left}_{right}", config.phase_severity, not fired,
+                            (f"{pair} is phase-inverted: its difference is {_db(excess)} dB louder than its sum "
+                             "(inf: the sum is silent); it cancels in a downmix (invert one channel)") if fired else
+                            f"{pair} in phase (side - mid {_db(excess)} dB)",
+                            round(excess, 1) if math.isfinite(excess) else None, config.phase_inverted_db))
+    lufs = stats.get("integrated_lufs")
+    checks.append(Check(f"{name}:loudness", "info", True,
+                        f"{layout} at {_db(lufs)} LUFS, true peak {_db(stats.get('true_peak_dbtp'))} dBTP before "
+                        "normalisation", lufs, None))
+    return checks

@@ -35,7 +35,6 @@ import hashlib
 import inspect
 import json
 import logging
-import re
 import secrets
 import shutil
 import socket
@@ -55,7 +54,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import Task
 
 import reelflow
-from reelflow.encoding import analysis, codecs, conform, encode, hdr, probe, qc, shots, trials, vmaf
+from reelflow.encoding import analysis, audio, codecs, conform, encode, hdr, probe, qc, shots, trials, vmaf
 from reelflow.encoding.analysis import Delivered, LadderAnalysis
 from reelflow.encoding.codecs import codec_for
 from reelflow.encoding.encode import Rendition
@@ -84,8 +83,9 @@ from reelflow.infra.storage import Storage, open_storage
 from reelflow.packaging import publish
 from reelflow.packaging.keys import TIERS, KeyStore, Tier, generate_keys
 from reelflow.packaging.packager import Encryption, Package, package, tier_of
-from reelflow.packaging.sidecar import Sidecar, SidecarAudio, load_sidecar
+from reelflow.packaging.sidecar import Sidecar, load_sidecar
 from reelflow.packaging.subtitles import SubtitleTrack, copy_webvtt
+from reelflow.packaging.titles import check_title_id, default_title_id, title_key
 
 log = logging.getLogger(__name__)
 
@@ -127,23 +127,7 @@ _send_stage_logs_to_prefect()
 P = ParamSpec("P")
 R = TypeVar("R")
 
-TITLE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 TITLES_PREFIX = "titles"
-
-
-def default_title_id(source: Path) -> str:
-    """A title id from the file name: lower case, runs of other characters as one dash."""
-    slug = re.sub(r"[^a-z0-9._-]+", "-", source.stem.lower()).strip("-._")
-    return slug[:128] or "title"
-
-
-def check_title_id(title_id: str) -> str:
-    if not TITLE_ID.match(title_id):
-        raise ConfigError(
-            f"title id {title_id!r} is not valid: use 1-128 of a-z, 0-9, '.', '_', '-', starting with a letter "
-            "or digit"
-        )
-    return title_id
 
 
 # --- retries: transient storage errors only --------------------------------------------------
@@ -429,27 +413,31 @@ def quick_vmaf_task(rendition: Rendition, step: int, info: probe.MediaInfo, work
     return score
 
 
-@task(name="encode audio", cache_policy=NO_CACHE)
-def encode_audio_task(source: Path, info: probe.MediaInfo, config: EncodeConfig, work: Path) -> Rendition:
-    out = work / "audio.mp4"
-    rendition = encode.encode_audio(source, info, config, out,
-                                    progress=progress_logger("encode audio", info.duration_s))
-    get_run_logger().info("audio: %.0f kbps AAC stereo", rendition.kbps)
-    return rendition
+@task(name="audio layout QC", cache_policy=NO_CACHE)
+def audio_qc_task(source: Path, plan: audio.AudioPlan, info: probe.MediaInfo, config: QCConfig) -> list[dict[str, Any]]:
+    """QC of each mix the plan publishes (one decode of the audio only): channels, LFE, phase, loudness."""
+    found = audio.check_layouts(source, plan, info, config)
+    logger = get_run_logger()
+    for layout in found:
+        for check in layout["checks"]:
+            if not check["passed"]:
+                logger.warning("audio QC %s %s: %s", check["severity"], check["name"], check["message"])
+    return found
 
 
-@task(name="encode audio track", cache_policy=NO_CACHE, task_run_name="encode audio {track.language} {track.role}")
-def encode_track_task(source: Path, info: probe.MediaInfo, track: SidecarAudio, settings: Settings,
+@task(name="encode audio track", cache_policy=NO_CACHE, task_run_name="encode audio {track.name}")
+def encode_track_task(source: Path, info: probe.MediaInfo, track: audio.PlannedTrack, settings: Settings,
                       work: Path) -> Rendition:
-    """One audio track a sidecar lists, loudness-normalised to the QC target."""
-    origin = f"file-{sha256_file(track.path)[:12]}" if track.path else "source"
-    lufs = settings.qc.loudness_target_lufs
-    out = work / f"audio-{track.name}-{origin}-a{track.stream or 0}-{lufs:g}lufs.mp4"
-    rendition = encode.encode_audio(
-        source, info, settings.encode, out, stream=track.stream or 0, audio_file=track.path,
-        language=track.language, role=track.role, loudness_lufs=lufs, true_peak_dbtp=settings.qc.true_peak_max_dbtp,
-        progress=progress_logger(f"encode audio {track.name}", info.duration_s))
-    get_run_logger().info("audio %s (%s): %.0f kbps AAC stereo", track.language, track.role, rendition.kbps)
+    """One planned audio rendition, loudness-normalised in two passes (encoding/audio.py)."""
+    origin = f"file-{sha256_file(track.source.file)[:12]}" if track.source.file else "source"
+    digest = config_digest(track.to_dict(), settings.audio.lra_lu, settings.encode.audio_rate,
+                           audio.code_digest())[:12]
+    out = work / f"audio-{track.name}-{origin}-{digest}.mp4"
+    rendition = audio.encode_track(source, info, track, out, config=settings.audio, rate=settings.encode.audio_rate,
+                                   progress=progress_logger(f"encode audio {track.name}", info.duration_s))
+    figures = dict(rendition.loudness)
+    get_run_logger().info("audio %s: %d channels %s, %.0f kbps; %s -> %s LUFS", track.name, rendition.channels,
+                          track.codec, rendition.kbps, figures.get("input_i"), figures.get("output_i"))
     return rendition
 
 
@@ -566,24 +554,19 @@ def ingest(source: str, title_id: str | None = None, storage: str | None = None,
                       sidecar=Path(sidecar) if sidecar else None, drm=drm).record
 
 
-def check_sidecar_streams(side: Sidecar, info: probe.MediaInfo, where: Path) -> None:
-    """The sidecar's tracks taken from the media itself must exist in it."""
-    for number, track in enumerate(side.audio):
-        if track.path is None and (track.stream or 0) >= len(info.audio):
-            raise ConfigError(f"sidecar {where}: audio.{number}.stream: the media has {len(info.audio)} audio "
-                              f"stream(s), so there is no audio stream {track.stream or 0}")
-
-
 def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
                storage_url: str | None = None, sidecar: Path | None = None, drm: bool = True) -> IngestResult:
     """The flow's body (call inside a flow run): each stage as a task."""
     logger = get_run_logger()
-    side = load_sidecar(sidecar) if sidecar is not None else None
+    # Probe first (cheap, local): a sidecar's problems with the media come out with its own, at once.
+    info = probe_task(source)
+    side = load_sidecar(sidecar, [a.channels for a in info.audio]) if sidecar is not None else None
     if title_id and side and side.title_id and side.title_id != title_id:
         logger.warning("title id %r given: it overrides the sidecar's %r", title_id, side.title_id)
     title = check_title_id(title_id or (side.title_id if side else None) or default_title_id(source))
     store = open_storage(storage_url or settings.storage.output, settings.storage)
-    prefix = f"{TITLES_PREFIX}/{title}"
+    key = title_key(title)     # storage folder, key store and playback URLs: safe for any valid id
+    prefix = f"{TITLES_PREFIX}/{key}"
     started = dt.datetime.now(dt.UTC)
     encrypt = drm and settings.drm.enabled
     if encrypt:
@@ -591,16 +574,23 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
 
     # Fail before any work on what would fail after it: a missing or non-media source (probe is
     # cheap and local), then an unreachable or read-only store; only then read every byte to hash.
-    info = probe_task(source)
-    if side is not None and sidecar is not None:
-        check_sidecar_streams(side, info, sidecar)
+    audio_plan = audio.plan_title_audio(side.audio if side is not None else None, info, settings.audio,
+                                         settings.encode, sidecar)   # a bad layout fails before any work
+    for warning in audio_plan.warnings:
+        logger.warning("audio: %s", warning)
+    for dropped in audio_plan.left_out:
+        logger.warning("audio track %d (stream %d) left out: %s", dropped.track, dropped.stream, dropped.reason)
     storage_preflight_task(store, prefix)
     sha = hash_task(source)
 
     report = qc_task(source, sha, settings.qc, info, settings.conform)
+    # Each published audio layout's checks join the source's (qc.json, the record's warnings); their
+    # severities are settings like every other check's, so a studio can make a silent LFE an error.
+    audio_qc = audio_qc_task(source, audio_plan, info, settings.qc) if audio_plan.tracks else []
+    report = with_audio_checks(report, audio_qc)
     errors = [c for c in report["checks"] if not c["passed"] and c["severity"] == "error"]
     if errors:
-        where = quarantine_task(source, store, title, report)
+        where = quarantine_task(source, store, key, report)
         raise QCFailed(source, [f"{c['name']}: {c['message']}" for c in errors], report, where)
 
     work = settings.storage.work_dir.resolve() / sha[:16]
@@ -618,26 +608,23 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     specs = ladder_specs(video_info.video, settings)
     tonemapped = tonemap_task(video_info, video_sha, settings, work) if any(sp.tonemapped for sp in specs) else None
     encode_dir = work / f"encode-{config_digest(encode.result_digest_parts(settings.encode), keyframes)}"
-    if side is not None and side.audio:
-        audio_calls: list[tuple[Any, tuple[Any, ...]]] = [
-            (encode_track_task, (source, info, track, settings, encode_dir)) for track in side.audio]
-    else:
-        audio_calls = [(encode_audio_task, (source, info, settings.encode, encode_dir))] if info.audio else []
+    audio_calls: list[tuple[Any, tuple[Any, ...]]] = [
+        (encode_track_task, (source, info, track, settings, encode_dir)) for track in audio_plan.tracks]
     # Audio first: it is short, and would otherwise wait behind every rung in the bounded pool. With
     # a Dask cluster it is encoded here, before the rungs go out (a sidecar's audio files are local).
-    audio = [t.submit(*args) for t, args in audio_calls] if remote is None else []
+    audio_futures = [t.submit(*args) for t, args in audio_calls] if remote is None else []
     audio_here = [t(*args) for t, args in audio_calls] if remote is not None else []
     ladders = [make_ladder(spec, video_source, video_sha, video_info, shot_list, keyframes, settings, work, remote,
                            tonemapped, store) for spec in specs]
     video = [r for made in ladders for r in made.video]
     encode_digest = config_digest([made.encode_digest for made in ladders])
     texts = subtitles_task(side, encode_dir) if side is not None and side.subtitles else []
-    renditions = video + [f.result() for f in audio] + audio_here
+    renditions = video + [f.result() for f in audio_futures] + audio_here
 
     key_ids = None
     if encrypt:
         tiers = sorted({tier_of(r) for r in renditions}, key=TIERS.index)
-        key_ids = content_keys_task(title, tiers, settings)
+        key_ids = content_keys_task(key, tiers, settings)
 
     # Each package goes to a folder named by what made it, so republishing a title never rewrites
     # files a reader is using and never leaves stale segments in a listed package; title.json,
@@ -645,9 +632,8 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     # The rendition files are named by their CRFs, which the ladder's feedback step may have moved.
     made_by: list[Any] = [sha, encode_digest, settings.package, settings.encode.segment_s,
                           [r.path.name for r in video]]
-    if side is not None:
-        made_by.append([[r.name, r.path.name] for r in renditions if r.kind == "audio"] +
-                       [[t.name, t.path.name] for t in texts])
+    made_by.append([[r.name, r.path.name] for r in renditions if r.kind == "audio"] +
+                   [[t.name, t.path.name] for t in texts])
     if key_ids is not None:
         # Fresh IVs on every packager run: an encrypted package is never rewritten in place.
         made_by += [settings.drm.model_dump(mode="json", exclude={"master_key", "master_key_file"}), key_ids,
@@ -655,7 +641,7 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     version = "v-" + config_digest(*made_by)[:12]
     package_dir = Path(tempfile.mkdtemp(prefix="package-", dir=work))  # private to this run
     try:
-        pkg = package_task(renditions, package_dir, settings.encode.segment_s, settings, texts, title, key_ids)
+        pkg = package_task(renditions, package_dir, settings.encode.segment_s, settings, texts, key, key_ids)
         publish_task(pkg.root, store, f"{prefix}/{version}")
     finally:
         shutil.rmtree(package_dir, ignore_errors=True)
@@ -666,7 +652,7 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     record = title_record(title, source, sha, info, report, shot_list, renditions, pkg, store,
                           f"{prefix}/{version}", qc_url, started, ladder_entry["ladder"], subtitles=texts,
                           sidecar=side, hls_key_uri=settings.drm.hls_key_uri if pkg.encryption else None,
-                          conform=conform_record)
+                          conform=conform_record, audio_report=audio_report(audio_plan, audio_qc, renditions))
     record["ladders"] = [{k: e[k] for k in ("ladder", "codec", "range", "mode", "quality_metric", "renditions")
                           if k in e} | ({"report": e["report"]} if "report" in e else {})
                          for e in ladder_entry["ladders"]]
@@ -678,13 +664,15 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
                  shot_list: shots.ShotList, renditions: list[Rendition], pkg: Package, store: Storage,
                  prefix: str, qc_url: str, started: dt.datetime, ladder: dict[str, Any], *,
                  subtitles: list[SubtitleTrack] | None = None, sidecar: Sidecar | None = None,
-                 hls_key_uri: str | None = None, conform: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                 hls_key_uri: str | None = None, conform: list[dict[str, Any]] | None = None,
+                 audio_report: dict[str, Any] | None = None) -> dict[str, Any]:
     """The title record: what was published, where (``prefix``: the package's folder), and from what.
 
     ``ladder`` says how the rungs were chosen (and where ladder.json is); ``encryption`` holds the
     scheme, the systems and the key id of each tier (never a key); ``countries`` the sidecar's
-    territories (null: everywhere); ``audio`` and ``subtitles`` the tracks; ``conform`` what the
-    picture conform found and did (encoding/conform.py), step by step.
+    territories (null: everywhere); ``audio`` and ``subtitles`` the tracks; ``audio_report`` the
+    audio plan, what was left out of it and why, the layout QC and each track's loudness; ``conform``
+    what the picture conform found and did (encoding/conform.py), step by step.
     """
     def entry(r: Rendition) -> dict[str, Any]:
         folder = f"{r.kind}/{r.name}"
@@ -694,7 +682,8 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
         if r.kind == "video":
             out.update(width=r.width, height=r.height, frames=r.frames, ladder=r.ladder, range=r.range)
         else:
-            out.update(channels=r.channels, sample_rate=r.sample_rate, language=r.language, role=r.role)
+            out.update(channels=r.channels, sample_rate=r.sample_rate, language=r.language, role=r.role,
+                       layout=r.layout, loudness=dict(r.loudness))
         return out
 
     encryption = None
@@ -703,6 +692,7 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
 
     return {
         "title_id": title,
+        "title_key": title_key(title),
         "status": "published",
         "package": store.url_for(prefix),
         "reelflow_version": reelflow.__version__,
@@ -720,11 +710,32 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
                       "hls": store.url_for(f"{prefix}/{pkg.hls_master}")},
         "encryption": encryption,
         "countries": list(sidecar.countries) if sidecar is not None and sidecar.countries is not None else None,
-        "audio": [{"language": r.language, "role": r.role, "name": r.name, "playlist": f"audio/{r.name}.m3u8"}
+        "audio": [{"language": r.language, "role": r.role, "name": r.name, "playlist": f"audio/{r.name}.m3u8",
+                   "codec": r.codec, "channels": r.channels, "layout": r.layout}
                   for r in renditions if r.kind == "audio"],
+        "audio_left_out": (audio_report or {}).get("left_out", []),
+        "audio_report": audio_report,
         "subtitles": [{"language": t.language, "role": t.role, "name": t.name, "playlist": f"text/{t.name}.m3u8"}
                       for t in subtitles or ()],
     }
+
+
+def with_audio_checks(report: dict[str, Any], layout_qc: list[dict[str, Any]]) -> dict[str, Any]:
+    """The QC report with every audio layout check added (``audio:<rendition>:<check>``), verdict updated."""
+    added = [{**c, "name": f"audio:{c['name']}"} for layout in layout_qc for c in layout["checks"]]
+    if not added:
+        return report
+    checks = [*report["checks"], *added]
+    fired = {c["severity"] for c in checks if not c["passed"]}
+    verdict = "error" if "error" in fired else "warning" if "warning" in fired else "pass"
+    return {**report, "checks": checks, "verdict": verdict}
+
+
+def audio_report(plan: audio.AudioPlan, layout_qc: list[dict[str, Any]], renditions: list[Rendition],
+                 ) -> dict[str, Any]:
+    """What title.json says of the audio: the plan, what was left out and why, QC, loudness in and out."""
+    return {**plan.to_dict(), "qc": layout_qc,
+            "loudness": {r.name: dict(r.loudness) for r in renditions if r.kind == "audio"}}
 
 
 # --- the measured ladder: trials, rungs, final encodes, delivered quality, report -------------
@@ -1025,5 +1036,5 @@ def run_drop_ingest(source: str, settings: Settings, *, title_id: str | None = N
         store = open_storage(storage_url or settings.storage.output, settings.storage)
         report = {"verdict": "error", "source": source, "checks": [
             {"name": "probe", "passed": False, "severity": "error", "message": str(exc)}]}
-        where = quarantine_task(local, store, check_title_id(title), report)
+        where = quarantine_task(local, store, title_key(check_title_id(title)), report)
         raise InvalidMedia(local, f"{exc.problem} (dropped as {source}); quarantined at {where}", exc.fix) from exc

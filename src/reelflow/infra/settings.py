@@ -61,6 +61,16 @@ class QCConfig(_Config):
     silence_noise_db: float = Field(-60.0, description="Audio below this level counts as silence.")
     silence_min_s: float = Field(5.0, gt=0, description="Report silences at least this long.")
     silence_severity: Severity = "warning"
+    channel_silent_db: float = Field(-60.0, description="A channel of a grouped layout whose peak stays below "
+                                     "this is silent (a missing or mis-patched track).")
+    channel_silent_severity: Severity = "warning"
+    lfe_cutoff_hz: float = Field(150.0, gt=20, le=1000, description="The LFE carries nothing above this.")
+    lfe_fullband_db: float = Field(-20.0, description="LFE energy above the cutoff, relative to all of it, "
+                                   "beyond which the LFE holds full-band content (a main channel patched there).")
+    lfe_severity: Severity = "warning"
+    phase_inverted_db: float = Field(10.0, gt=0, description="A pair whose difference (S) is this much louder than "
+                                     "its sum (M) is phase-inverted: it cancels in a mono or stereo downmix.")
+    phase_severity: Severity = "warning"
     av_offset_warn_s: float = Field(0.1, ge=0, description="Warn when audio and video start further apart.")
     av_offset_error_s: float = Field(1.0, ge=0, description="Fail when audio and video start further apart.")
     duration_mismatch_warn_s: float = Field(0.5, ge=0, description="Warn when stream durations differ more.")
@@ -209,7 +219,6 @@ class EncodeConfig(_Config):
     parallel_encodes: int = Field(2, ge=1, description="Rungs of a fixed ladder, or pieces of a "
                                   "measured rung (its rungs go one after another), encoded at once.")
 
-
     @property
     def sdr_codecs(self) -> tuple[CodecName, ...]:
         return self.codecs or (self.codec,)
@@ -245,6 +254,27 @@ class ToneMapConfig(_Config):
     max_height: int = Field(1080, ge=0, description="The intermediate is scaled down to this height first (0: the "
                             "source's): the SDR fallback (H.264) tops out at 1080p, and tone mapping in float RGB "
                             "costs about 3x a 2160p decode at full size.")
+
+
+class AudioConfig(_Config):
+    """The audio stage (encoding/audio.py): codecs, bitrates and loudness of every published track.
+
+    Stereo tracks use ``encode.audio_kbps`` and ``encode.audio_rate``.
+    """
+
+    multichannel_codec: Literal["aac", "eac3"] = Field("aac", description="Codec of the 5.1 renditions: AAC-LC "
+                                                       "(every browser decodes it) or E-AC-3 (living-room devices; "
+                                                       "Debian's chromium does not decode it). 7.1 is always AAC.")
+    surround_kbps: int = Field(384, ge=96, le=1024, description="Bitrate of a 5.1 rendition.")
+    surround_71_kbps: int = Field(512, ge=128, le=1536, description="Bitrate of a 7.1 rendition.")
+    loudness_lufs: float = Field(-24.0, ge=-40, le=-10, description="Integrated loudness (ITU-R BS.1770, "
+                                 "level-gated) every published track is normalised to, in LUFS (= LKFS).")
+    true_peak_dbtp: float = Field(-2.0, ge=-9, le=0, description="Highest true peak after normalisation.")
+    lra_lu: float = Field(20.0, ge=1, le=50, description="Loudness range above which loudnorm would compress; "
+                          "wider than any home mix, so the gain stays linear.")
+    mono_layout: tuple[Literal["5.1", "stereo"], ...] = Field(
+        ("5.1", "stereo"), description="How a master made only of mono streams is grouped when no sidecar says: "
+        "each layout takes the next tracks in order (default: 1-6 = L R C LFE Ls Rs, 7-8 = Lt Rt).")
 
 
 class PackageConfig(_Config):
@@ -607,6 +637,7 @@ class Settings(_Config):
     shots: ShotConfig = ShotConfig()
     encode: EncodeConfig = EncodeConfig()
     tonemap: ToneMapConfig = ToneMapConfig()
+    audio: AudioConfig = AudioConfig()
     package: PackageConfig = PackageConfig()
     storage: StorageConfig = Field(default_factory=StorageConfig)  # paths in REELFLOW_HOME, read when made
     trials: TrialConfig = TrialConfig()

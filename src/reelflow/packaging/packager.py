@@ -5,7 +5,7 @@ the same CMAF segments:
 
     manifest.mpd, master.m3u8
     video/<rung>/init.mp4, video/<rung>/<n>.m4s, video/<rung>.m3u8
-    audio/<codec>_<lang>[_<role>]/init.mp4, .../<n>.m4s, audio/<codec>_<lang>[_<role>].m3u8
+    audio/<codec>_<lang>[_<role>][_51|_71]/init.mp4, .../<n>.m4s, audio/<name>.m3u8   (encoding/audio.py names)
     text/<lang>[_<role>]/init.mp4, .../<n>.m4s, text/<lang>[_<role>].m3u8   (WebVTT in CMAF, wvtt)
 
 Encrypted packages use raw keys, one per tier (``keys.py``): each stream's ``drm_label`` is its
@@ -111,7 +111,18 @@ def stream_descriptor(rendition: Rendition, *, drm_label: str | None = None) -> 
         f"playlist_name={folder}.m3u8",
     ]
     if rendition.kind == "audio":
-        fields += ["hls_group_id=audio", f"hls_name={_hls_label(rendition.language, rendition.role, 'main')}"]
+        # One HLS group per codec: a variant lists its group's codec, and a player that cannot decode
+        # E-AC-3 must still find whole AAC variants. AAC stereo and 5.1 share a group; CHANNELS tells
+        # them apart. DASH: a label per rendition keeps stereo and 5.1 in AdaptationSets of their own
+        # (the packager would otherwise put them in one set and switch between them on bandwidth).
+        group = "audio" if rendition.codec == "aac" else f"audio-{rendition.codec.replace('eac3', 'ec3')}"
+        label = _hls_label(rendition.language, rendition.role, "main")
+        if rendition.layout in ("5.1", "7.1"):
+            label += f" {rendition.layout}"
+        repeat = re.search(r"_t(\d+)$", rendition.name)
+        if repeat:
+            label += f" (track {repeat.group(1)})"
+        fields += [f"hls_group_id={group}", f"hls_name={label}", f"dash_label={label}"]
         if rendition.language != "und":  # the packager refuses "und"; no tag means undetermined
             fields.append(f"language={rendition.language}")
         fields.append(f"roles={rendition.role}")  # explicit: --default_language would add "main" to every track

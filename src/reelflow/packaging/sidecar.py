@@ -8,7 +8,8 @@ Example (``<media>.json``; every key optional)::
       "audio": [
         {"language": "en", "role": "main"},
         {"file": "sintel.de.wav", "language": "de", "role": "dub"},
-        {"stream": 1, "language": "en", "role": "description"}
+        {"stream": 1, "language": "en", "role": "description"},
+        {"tracks": [3, 4, 5, 6, 7, 8], "layout": "5.1", "language": "fr"}
       ],
       "subtitles": [
         {"file": "sintel.nl.vtt", "language": "nl"},
@@ -18,7 +19,13 @@ Example (``<media>.json``; every key optional)::
 
 An audio entry without ``file`` is audio stream ``stream`` (0-based among the audio streams,
 default 0) of the media file itself; with ``file`` (relative to the sidecar) it is audio stream
-``stream`` of that file, which starts at the programme's first frame. ``countries`` are ISO 3166
+``stream`` of that file, which starts at the programme's first frame. ``tracks`` (1-based audio
+streams of the media) groups discrete mono tracks into ``layout`` (``stereo``, ``5.1``, ``7.1``),
+one track per channel in SMPTE order (L R C LFE Ls Rs [Lss Rss]). With a sidecar, exactly its
+entries are published and every other audio stream of the media is listed as left out.
+
+A bad sidecar is refused with every problem at once, each with its JSON path
+(``audio[2].language``) and, for a WebVTT file it names, the file's line numbers. ``countries`` are ISO 3166
 alpha-2 codes where the title is licensed; absent or null means everywhere. Languages are BCP-47
 tags (``en``, ``pt-BR``, ``es-419``).
 """
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -36,6 +44,7 @@ from reelflow.errors import ConfigError
 from reelflow.packaging.subtitles import check_webvtt
 
 AudioRole = Literal["main", "description", "commentary", "dub"]
+AudioLayout = Literal["mono", "stereo", "5.1", "7.1"]
 SubtitleRole = Literal["subtitle", "caption", "forced"]
 
 # language[-script][-region](-variant)*: enough of BCP-47 for media tracks; extensions are refused.
@@ -70,8 +79,28 @@ class SidecarAudio(_Model):
 
     file: str | None = Field(None, description="Audio file, relative to the sidecar; none: the media file.")
     stream: int | None = Field(None, ge=0, description="0-based audio stream of that file (default 0).")
+    tracks: tuple[int, ...] | None = Field(None, min_length=1, max_length=8, description="1-based audio streams "
+                                           "of the media, one mono track per channel of ``layout``.")
+    layout: AudioLayout | None = Field(None, description="The layout of ``tracks`` (or of the stream).")
     language: str
     role: AudioRole = "main"
+
+    @field_validator("tracks")
+    @classmethod
+    def _tracks(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is None:
+            return None
+        if any(t < 1 for t in value):
+            raise ValueError(f"{list(value)}: tracks are numbered from 1")
+        if len(set(value)) != len(value):
+            raise ValueError(f"{list(value)}: a track is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _stream_or_tracks(self) -> SidecarAudio:
+        if self.tracks is not None and (self.stream is not None or self.file is not None):
+            raise ValueError("give either tracks (mono tracks of the media) or file/stream, not both")
+        return self
 
     @field_validator("file")
     @classmethod
@@ -89,7 +118,8 @@ class SidecarAudio(_Model):
 
     @property
     def name(self) -> str:
-        return self.language + ("" if self.role == "main" else f"_{self.role}")
+        wide = {"5.1": "_51", "7.1": "_71"}.get(self.layout or "", "")
+        return self.language + ("" if self.role == "main" else f"_{self.role}") + wide
 
 
 class SidecarSubtitle(_Model):
@@ -153,8 +183,13 @@ class Sidecar(_Model):
         return self
 
 
-def load_sidecar(path: Path | str) -> Sidecar:
-    """Read and check a sidecar; one ConfigError naming the file and the field on any problem."""
+def load_sidecar(path: Path | str, media_channels: Sequence[int] | None = None) -> Sidecar:
+    """Read and check a sidecar; one ConfigError naming the file and every problem, each with its field.
+
+    With ``media_channels`` (the channel count of each audio stream of the media), entries that
+    name streams or tracks the media does not have, or a layout their tracks do not fill, are
+    reported in the same error (a valid sidecar gets those checks from the audio planner).
+    """
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -167,7 +202,69 @@ def load_sidecar(path: Path | str) -> Sidecar:
     try:
         return Sidecar.model_validate(data, context={"base": path.resolve().parent})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        message = first["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"sidecar {path}: {where}: {message}") from exc
+        problems = [f"{json_path(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+        problems += [p for p in _raw_duplicates(data) if p not in problems]
+        if media_channels is not None:
+            problems += [p for p in _raw_media_problems(data, media_channels) if p not in problems]
+        count = f"{len(problems)} problems" if len(problems) > 1 else "1 problem"
+        raise ConfigError(f"sidecar {path}: {count}:\n  " + "\n  ".join(problems)) from exc
+
+
+def json_path(loc: tuple[int | str, ...] | list[int | str]) -> str:
+    """pydantic's error location as a JSON path: ('audio', 2, 'language') -> audio[2].language."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+_LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "5.1": 6, "7.1": 8}
+
+
+def _raw_media_problems(data: object, channels: Sequence[int]) -> list[str]:
+    """Audio entries of the media that do not fit it, read from the raw JSON (as the planner words them)."""
+    entries = data.get("audio") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        return []
+    out = []
+    count = len(channels)
+    for number, entry in enumerate(entries):
+        if not isinstance(entry, dict) or entry.get("file") is not None:
+            continue
+        where = f"audio[{number}]"
+        tracks = entry.get("tracks")
+        if isinstance(tracks, list) and tracks and all(isinstance(t, int) for t in tracks):
+            missing = [t for t in tracks if not 1 <= t <= count]
+            if missing:
+                out.append(f"{where}.tracks: the media has {count} audio stream(s): no track {missing}")
+                continue
+            wanted = _LAYOUT_CHANNELS.get(str(entry.get("layout")))
+            held = sum(channels[t - 1] for t in tracks)
+            if wanted is not None and held != wanted:
+                out.append(f"{where}: layout {entry.get('layout')} needs {wanted} channels, tracks {tracks} hold "
+                           f"{held}")
+        elif tracks is None:
+            stream = entry.get("stream", 0)
+            if isinstance(stream, int) and stream >= count:
+                out.append(f"{where}.stream: the media has {count} audio stream(s), so there is no audio stream "
+                           f"{stream}")
+    return out
+
+
+def _raw_duplicates(data: object) -> list[str]:
+    """The duplicate-track check on the raw JSON, so it is reported beside field errors (pydantic runs
+    the model's own check only when every field is valid)."""
+    if not isinstance(data, dict):
+        return []
+    out = []
+    for kind, plain in (("audio", "main"), ("subtitles", "subtitle")):
+        entries = data.get(kind)
+        if not isinstance(entries, list):
+            continue
+        names = [f"{e.get('language')}" + ("" if e.get("role", plain) == plain else f"_{e.get('role')}")
+                 + {"5.1": "_51", "7.1": "_71"}.get(str(e.get("layout")), "")
+                 for e in entries if isinstance(e, dict)]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            out.append(f"{kind}: two {kind} tracks share language and role: {', '.join(twice)}")
+    return out

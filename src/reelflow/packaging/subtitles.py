@@ -38,20 +38,29 @@ def _seconds(hours: str | None, minutes: str, seconds: str, millis: str) -> floa
 def check_webvtt(path: Path) -> int:
     """Check that ``path`` is WebVTT the packager will read fully; returns the number of cues.
 
-    Refuses (ConfigError naming the file and line): a file that is not UTF-8, a missing
-    ``WEBVTT`` header, a malformed timing line, a cue that ends before it starts, cues out of
-    start-time order, and a file without any cue.
+    Refuses (one ConfigError naming the file and the line of every problem): a file that is not
+    UTF-8, a missing ``WEBVTT`` header, a malformed timing line, a cue that ends before it starts,
+    cues out of start-time order, and a file without any cue.
     """
+    cues, problems = webvtt_problems(path)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return cues
+
+
+def webvtt_problems(path: Path) -> tuple[int, list[str]]:
+    """(cues, every problem as "file:line: what"), reading the whole file."""
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
-        raise ConfigError(f"subtitle file {path} cannot be read: {exc.strerror or exc}") from exc
+        return 0, [f"subtitle file {path} cannot be read: {exc.strerror or exc}"]
     except UnicodeDecodeError as exc:
         at = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path}:{at}: not UTF-8 text (WebVTT is UTF-8)") from exc
+        return 0, [f"{path}:{at}: not UTF-8 text (WebVTT is UTF-8)"]
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    problems = []
     if not re.match(r"^WEBVTT(?:[ \t].*)?$", lines[0]):
-        raise ConfigError(f"{path}:1: a WebVTT file starts with a 'WEBVTT' line, not {lines[0][:40]!r}")
+        problems.append(f"{path}:1: a WebVTT file starts with a 'WEBVTT' line, not {lines[0][:40]!r}")
     cues = 0
     last_start = 0.0
     for number, row in enumerate(lines[1:], start=2):
@@ -59,20 +68,21 @@ def check_webvtt(path: Path) -> int:
             continue
         match = _TIMING.match(row.strip())
         if not match:
-            raise ConfigError(f"{path}:{number}: malformed cue timing {row.strip()[:60]!r} "
-                              "(expected e.g. '00:00:01.000 --> 00:00:02.500')")
+            problems.append(f"{path}:{number}: malformed cue timing {row.strip()[:60]!r} "
+                            "(expected e.g. '00:00:01.000 --> 00:00:02.500')")
+            continue
         start = _seconds(*match.groups()[:4])
         end = _seconds(*match.groups()[4:])
         if end <= start:
-            raise ConfigError(f"{path}:{number}: the cue ends ({end:.3f} s) before it starts ({start:.3f} s)")
+            problems.append(f"{path}:{number}: the cue ends ({end:.3f} s) before it starts ({start:.3f} s)")
         if start < last_start:
-            raise ConfigError(f"{path}:{number}: the cue starts at {start:.3f} s, before the previous cue "
-                              f"({last_start:.3f} s); WebVTT cues are in start-time order")
-        last_start = start
+            problems.append(f"{path}:{number}: the cue starts at {start:.3f} s, before the previous cue "
+                            f"({last_start:.3f} s); WebVTT cues are in start-time order")
+        last_start = max(last_start, start)
         cues += 1
-    if cues == 0:
-        raise ConfigError(f"{path}: no cues (no 'start --> end' timing line)")
-    return cues
+    if cues == 0 and not problems:
+        problems.append(f"{path}: no cues (no 'start --> end' timing line)")
+    return cues, problems
 
 
 def copy_webvtt(src: Path, out: Path) -> Path:

@@ -148,7 +148,7 @@ class Service:
 
 def limits_of(claims: Claims) -> manifests.Limits:
     return manifests.Limits(codecs=frozenset(claims.codecs), max_height=claims.max_height,
-                            max_kbps=claims.max_kbps, hdr=claims.hdr)
+                            max_kbps=claims.max_kbps, hdr=claims.hdr, audio_channels=claims.audio_channels)
 
 
 def build_service(settings: Settings, *, storage: Storage | None = None, keys: lic.KeySource | None = None,
@@ -251,7 +251,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None, keys: lic.
             max_height=max_height, codecs=tuple(sorted({manifests.codec_family(c) for c in body.device.codecs})),
             max_kbps=config.cellular_max_kbps if body.network.connection == "cellular" else 0,
             hdr=body.device.hdr, edges=tuple(c.name for c in ranked if c.name != ORIGIN)[:4],
-            expires=int(time.time()) + config.token_ttl_s,
+            expires=int(time.time()) + config.token_ttl_s, audio_channels=body.device.audio_channels or 0,
         )
         service.dash(title, limits_of(claims), ranked)  # Unplayable now rather than at the manifest
         token = service.signer.issue(claims)

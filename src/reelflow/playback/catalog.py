@@ -23,11 +23,12 @@ from mpegdash.nodes import MPEGDASH
 
 from reelflow.errors import NotFound, StageError, StorageError
 from reelflow.infra.storage import Storage, join_key
+from reelflow.packaging.titles import TITLE_KEY, is_title_id, title_key
 
 log = logging.getLogger(__name__)
 
 TITLES = "titles"
-TITLE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+TITLE_ID = TITLE_KEY   # what a storage key / URL segment of a title may be (packaging/titles.py)
 VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 KID_HEX = re.compile(r"^[0-9a-f]{32}$")
 
@@ -83,9 +84,11 @@ def parse_encryption(value: Any) -> Encryption | None:
 
 
 def load_title(storage: Storage, title_id: str) -> Title:
-    """Read and parse a title; NotFound when it is not published (or not a valid id)."""
-    if not TITLE_ID.match(title_id):
+    """Read and parse a title, by its id or its storage key (packaging/titles.py); NotFound when it is
+    not published (or not a valid id). The Title's ``title_id`` is the key: URLs and tokens use it."""
+    if not is_title_id(title_id):
         raise NotFound(f"no title {title_id!r}: not a valid title id")
+    title_id = title_key(title_id)
     record_key = join_key(TITLES, title_id, "title.json")
     try:
         raw = storage.get_bytes(record_key)
@@ -157,7 +160,7 @@ class Catalog:
             try:
                 title = load_title(self.storage, title_id)
             except NotFound:
-                if TITLE_ID.match(title_id) and len(self._missing) < 10_000:
+                if is_title_id(title_id) and len(self._missing) < 10_000:
                     self._missing[title_id] = time.monotonic()  # unknown ids must not each cost a read
                 raise
             self._missing.pop(title_id, None)

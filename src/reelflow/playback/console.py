@@ -75,7 +75,7 @@ def title_summary(folder: str, record: Mapping[str, Any]) -> dict[str, Any]:
         "top": max((f"{r.get('height')}p" for r in video), key=lambda h: int(h[:-1]), default=None),
         "audio_tracks": sum(1 for r in renditions if r.get("kind") == "audio"),
         "subtitles": len(record.get("subtitles") or []),
-        "left_out": len(record.get("left_out") or []),
+        "left_out": len(record.get("audio_left_out") or []),
         "encrypted": record.get("encryption") is not None,
     }
 
@@ -254,11 +254,12 @@ def render_title(folder: str, record: Mapping[str, Any], qc: Mapping[str, Any] |
          _e(r.get("language", "")), _e(r.get("role", "")), _e(r.get("kbps"))] for r in renditions]
         + [["text", _e(s.get("name")), "wvtt", "", _e(s.get("language")), _e(s.get("role")), ""]
            for s in record.get("subtitles") or []], "renditions"))
-    left_out = record.get("left_out") or []
+    left_out = record.get("audio_left_out") or []
     body.append("<h2>Left out of the package</h2>")
-    body.append(_table(["what", "why"], [[_e(item.get("stream", item.get("what"))), _e(item.get("reason"))]
-                                         for item in left_out], "left-out") if left_out
-                else "<p>Nothing: every stream of the source is in the package.</p>")
-    body.append(f"<h2>Play</h2><iframe title='player' src='/play/{_e(title_id)}' width='720' height='460'>"
+    body.append(_table(["stream", "audio track", "why"], [
+        [_e(item.get("stream")), _e(item.get("track")), _e(item.get("reason"))] for item in left_out], "left-out")
+        if left_out else "<p>Nothing: every stream of the source is in the package.</p>")
+    # the player's path takes the title's storage key (packaging/titles.py), which is the folder
+    body.append(f"<h2>Play</h2><iframe title='player' src='/play/{_e(folder)}' width='720' height='460'>"
                 "</iframe>")
     return _page(f"{title_id} - reelflow console", "".join(body))

@@ -10,6 +10,9 @@ What a device gets:
   one hull;
 - video no taller than its cap (the device's own, lowered to ``software_drm_max_height`` for
   software DRM on encrypted titles), and no HDR unless it said it has HDR;
+- audio only in codecs it declared (``mp4a``, ``ec-3``) and with no more channels than its
+  ``audio_channels`` (DASH AudioChannelConfiguration, HLS CHANNELS), but never all of a language's
+  audio: its narrowest rendition stays (the stage makes a stereo one for every language);
 - on cellular, video rungs above ``cellular_max_kbps`` are left out, but never all of them: the
   lowest rung stays if none is under the cap (playing something beats refusing);
 - an encrypted package has one AdaptationSet per key tier; a set left with no representation is
@@ -95,6 +98,7 @@ class Limits:
     max_height: int
     max_kbps: int = 0             # 0: no cap
     hdr: bool = False
+    audio_channels: int = 0       # 0: no cap
 
     def codec_ok(self, codecs: str | None) -> bool:
         if not codecs:
@@ -135,6 +139,40 @@ def _video_ok(aset: AdaptationSet, rep: Representation, limits: Limits) -> bool:
             and (limits.hdr or not _is_hdr(aset, rep)))
 
 
+# CICP ChannelConfiguration (ISO/IEC 23091-3) index -> channels; the packager writes it for E-AC-3.
+_CICP_CHANNELS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 8, 9: 3, 10: 4, 11: 7, 12: 8, 13: 24, 14: 8}
+_CHANNELS_23003 = "urn:mpeg:dash:23003:3:audio_channel_configuration:2011"
+_CHANNELS_CICP = "urn:mpeg:mpegB:cicp:ChannelConfiguration"
+
+
+def audio_channels(aset: AdaptationSet, rep: Representation) -> int:
+    """Channels of an audio representation from its AudioChannelConfiguration (0: not said)."""
+    for node in (rep, aset):
+        for config in getattr(node, "audio_channel_configurations", None) or []:
+            try:
+                value = int(str(config.value))
+            except (TypeError, ValueError):
+                continue                      # e.g. Dolby's hex channel mask: not counted
+            if config.scheme_id_uri == _CHANNELS_23003:
+                return value
+            if config.scheme_id_uri == _CHANNELS_CICP:
+                return _CICP_CHANNELS.get(value, 0)
+    return 0
+
+
+def _cap_audio(found: list[tuple[AdaptationSet, Representation, int]], cap: int) -> None:
+    """Remove audio wider than ``cap`` channels, keeping each language's narrowest if none fits."""
+    by_language: dict[str, list[tuple[AdaptationSet, Representation, int]]] = {}
+    for item in found:
+        by_language.setdefault(str(item[0].lang or ""), []).append(item)
+    for items in by_language.values():
+        over = [i for i in items if i[2] > cap]
+        if len(over) == len(items):
+            over.remove(min(items, key=lambda i: i[2]))
+        for aset, rep, _ in over:
+            aset.representations.remove(rep)
+
+
 def filter_dash(title: Title, limits: Limits, bases: Sequence[tuple[str, str]]) -> str:
     """The title's MPD for this device; ``bases`` are ranked (name, CDN base URL) pairs."""
     mpd = copy.deepcopy(title.mpd)
@@ -148,6 +186,7 @@ def filter_dash(title: Title, limits: Limits, bases: Sequence[tuple[str, str]]) 
 
     # Pass 1: what the device can decode and may show.
     videos: list[tuple[AdaptationSet, Representation]] = []
+    audios: list[tuple[AdaptationSet, Representation, int]] = []
     for period in mpd.periods or []:
         for aset in period.adaptation_sets or []:
             kept = []
@@ -160,6 +199,7 @@ def filter_dash(title: Title, limits: Limits, bases: Sequence[tuple[str, str]]) 
                 elif kind == "audio":
                     if limits.codec_ok(rep.codecs or aset.codecs):
                         kept.append(rep)
+                        audios.append((aset, rep, audio_channels(aset, rep)))
                 else:
                     kept.append(rep)  # text and the like: nothing to decode in hardware
             aset.representations = kept
@@ -179,6 +219,8 @@ def filter_dash(title: Title, limits: Limits, bases: Sequence[tuple[str, str]]) 
             over.remove(min(videos, key=lambda ar: int(ar[1].bandwidth)))
         for aset, rep in over:
             aset.representations.remove(rep)
+    if limits.audio_channels:
+        _cap_audio(audios, limits.audio_channels)
     # Pass 3: drop emptied adaptation sets and references to them.
     for period in mpd.periods or []:
         period.adaptation_sets = [a for a in period.adaptation_sets or [] if a.representations]
@@ -260,6 +302,8 @@ def _select_hls(title: Title, master: m3u8.M3U8, limits: Limits) -> tuple[list[A
                if not p.iframe_stream_info.resolution or p.iframe_stream_info.resolution[1] in heights]
     groups = {g for p in variants for g in (p.stream_info.audio, p.stream_info.subtitles, p.stream_info.video) if g}
     media = [m for m in master.media if m.group_id in groups]
+    if limits.audio_channels:
+        media = _cap_hls_audio(media, limits.audio_channels)
     return variants, iframes, media
 
 
@@ -269,6 +313,25 @@ def chosen_ladder(title: Title, limits: Limits) -> dict[str, Any]:
     family, _ = _variant_ladder(variants[0])
     return {"codec": family, "range": str(variants[0].stream_info.video_range or "SDR").upper(),
             "renditions": len(variants)}
+
+
+def _hls_channels(media: Any) -> int:
+    try:
+        return int(str(media.channels or "0").split("/")[0])
+    except ValueError:
+        return 0
+
+
+def _cap_hls_audio(media: list[Any], cap: int) -> list[Any]:
+    """Audio renditions no wider than ``cap``; per group and language the narrowest stays if none fits."""
+    keep = [m for m in media if m.type != "AUDIO" or _hls_channels(m) <= cap]
+    for m in media:
+        if m.type != "AUDIO" or m in keep:
+            continue
+        same = [o for o in media if o.type == "AUDIO" and o.group_id == m.group_id and o.language == m.language]
+        if not any(o in keep for o in same) and m is min(same, key=_hls_channels):
+            keep.append(m)
+    return [m for m in media if m in keep]
 
 
 def filter_hls_master(title: Title, limits: Limits, service_url: str) -> str:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-_TITLE = r"^[a-z0-9][a-z0-9._-]{0,127}$"
+_TITLE = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"   # a title id or its key (packaging/titles.py)
 
 DrmSystem = Literal["clearkey", "widevine", "playready", "fairplay", "none"]
 SecurityLevel = Literal["L1", "L2", "L3", "SL3000", "SL2000", "SL150", "hardware", "software"]
@@ -27,6 +27,8 @@ class Device(_Body):
                                     "av01, vp09, mp4a, ec-3 (RFC 6381 strings also work).")
     max_height: int = Field(ge=144, le=4320)
     hdr: bool = False
+    audio_channels: int | None = Field(None, ge=1, le=16, description="Most audio channels it plays (2: stereo "
+                                       "only, 6: 5.1); None: any. Audio codecs go in ``codecs`` (mp4a, ec-3).")
 
     @field_validator("codecs")
     @classmethod

@@ -44,18 +44,20 @@ class Claims:
     hdr: bool
     edges: tuple[str, ...]       # ranked edge names; the origin is always implied last
     expires: int                 # Unix time, seconds
+    audio_channels: int = 0      # most audio channels the device plays; 0: no cap
 
     def to_payload(self) -> dict[str, Any]:
         return {"s": self.session, "t": self.title, "p": self.profile, "l": self.security[0],
                 "h": self.max_height, "c": list(self.codecs), "b": self.max_kbps, "r": int(self.hdr),
-                "e": list(self.edges), "x": self.expires}
+                "e": list(self.edges), "x": self.expires, **({"a": self.audio_channels} if self.audio_channels else {})}
 
     @classmethod
     def from_payload(cls, data: dict[str, Any]) -> Claims:
         return cls(session=str(data["s"]), title=str(data["t"]), profile=str(data["p"]),
                    security="hardware" if data["l"] == "h" else "software", max_height=int(data["h"]),
                    codecs=tuple(str(c) for c in data["c"]), max_kbps=int(data["b"]), hdr=bool(data["r"]),
-                   edges=tuple(str(e) for e in data["e"]), expires=int(data["x"]))
+                   edges=tuple(str(e) for e in data["e"]), expires=int(data["x"]),
+                   audio_channels=int(data.get("a", 0)))
 
 
 def _b64(data: bytes) -> str:

@@ -18,7 +18,7 @@ import typer
 from reelflow.errors import ConfigError, PlaybackError, PlayerError
 from reelflow.player.abr import RULES, make_rule
 from reelflow.player.devices import PRESETS, preset
-from reelflow.player.manifest import Presentation, Track
+from reelflow.player.manifest import Presentation, Track, select_audio
 from reelflow.player.player import Player, PlayerConfig, PlayResult
 from reelflow.player.session import PlayerHttp
 from reelflow.player.shaping import Shaper
@@ -43,6 +43,8 @@ class PlayOptions:
     profile: str = "cli"
     country: str = "US"
     buffer_cap_s: float = 30.0
+    audio_language: str | None = None    # play the audio in this language (BCP-47: fr, pt-BR)
+    audio_channels: int | None = None    # at most this many channels: 2 stereo, 6 5.1
 
 
 def _is_url(target: str) -> bool:
@@ -135,6 +137,7 @@ def play(options: PlayOptions, *, on_update: Callable[[Player], None] | None = N
         else:
             manifest_url = options.target
         presentation = http.presentation(manifest_url, fmt)
+        presentation = select_audio(presentation, options.audio_language, options.audio_channels)
         presentation = _resolve_indexes(http, presentation)
         presentation, keys, withheld = _keys(http, presentation, license_url)
         if start_s >= presentation.duration_s - 0.5:
@@ -252,11 +255,16 @@ def play_command(
     profile: Annotated[str, typer.Option("--profile", help="Viewer profile (resume positions are per profile).")
                        ] = "cli",
     country: Annotated[str, typer.Option("--country", help="Where the player says it is (ISO alpha-2).")] = "US",
+    audio_language: Annotated[str | None, typer.Option("--audio-language", help="Audio language to play "
+                                                       "(fr, pt-BR); default: the first the manifest lists.")] = None,
+    audio_channels: Annotated[int | None, typer.Option("--audio-channels", min=1, max=16, help="Most audio "
+                                                       "channels: 2 plays the stereo rendition, 6 the 5.1.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")] = False,
 ) -> None:
     """Play a title (or a manifest URL) in real time, the way a device would; report QoE."""
     options = PlayOptions(target, service=service, abr=abr, device=device, trace=trace, duration_s=duration,
-                          fmt=fmt, save=save, profile=profile, country=country)
+                          fmt=fmt, save=save, profile=profile, country=country, audio_language=audio_language,
+                          audio_channels=audio_channels)
     live, update = _live(not json_out)
     with live:
         outcome = play(options, on_update=update)

@@ -63,6 +63,8 @@ class Track:
     base: str = ""                                  # what paths resolve against (HLS: the media playlist)
     init_range: tuple[int, int] | None = None
     index_range: tuple[int, int] | None = None      # SegmentBase: the sidx box, until ``with_sidx``
+    language: str | None = None                     # audio: DASH lang / HLS LANGUAGE
+    channels: int = 0                               # audio: AudioChannelConfiguration / CHANNELS; 0 unknown
 
     @property
     def kbps(self) -> float:
@@ -216,6 +218,49 @@ def parse_dash(text: str, url: str) -> Presentation:
     return Presentation("dash", url, duration_s, tuple(video), tuple(audio), bases, scheme)
 
 
+# CICP ChannelConfiguration index -> channels (the packager writes it for E-AC-3)
+_CICP_CHANNELS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 8, 9: 3, 10: 4, 11: 7, 12: 8, 14: 8}
+
+
+def _dash_channels(rep: ET.Element, aset: ET.Element) -> int:
+    for node in (rep, aset):
+        for config in node.findall("mpd:AudioChannelConfiguration", _NS):
+            scheme, value = config.get("schemeIdUri", ""), config.get("value", "")
+            if not value.isdigit():
+                continue
+            if scheme.endswith("23003:3:audio_channel_configuration:2011"):
+                return int(value)
+            if scheme == "urn:mpeg:mpegB:cicp:ChannelConfiguration":
+                return _CICP_CHANNELS.get(int(value), 0)
+    return 0
+
+
+def _same_language(tag: str, wanted: str) -> bool:
+    """``fr`` matches ``fr`` and ``fr-CA``; case does not matter."""
+    tag, wanted = tag.lower(), wanted.lower()
+    return tag == wanted or tag.split("-")[0] == wanted
+
+
+def select_audio(p: Presentation, language: str | None = None, channels: int | None = None) -> Presentation:
+    """The presentation with one audio track: of ``language`` (any when None), the widest with at most
+    ``channels`` channels (the narrowest when none is that narrow); PlayerError if no track has the language."""
+    if not p.audio:
+        if language:
+            raise PlayerError(f"{display_url(p.url)} has no audio track, so none in {language!r}")
+        return p
+    pool = list(p.audio)
+    if language:
+        pool = [t for t in pool if t.language and _same_language(t.language, language)]
+        if not pool:
+            offered = sorted({t.language or "und" for t in p.audio})
+            raise PlayerError(f"no audio track in {language!r}: this title offers {', '.join(offered)}")
+    if channels:
+        fit = [t for t in pool if t.channels <= channels]
+        pool = fit or [min(pool, key=lambda t: t.channels)]
+    chosen = max(pool, key=lambda t: t.channels)  # the first of the widest: manifest order breaks ties
+    return replace(p, audio=(chosen,))
+
+
 def _dash_track(aset: ET.Element, rep: ET.Element, period: ET.Element, period_s: float, kid: bytes | None) -> Track:
     def attr(name: str) -> str | None:
         return rep.get(name) or aset.get(name)
@@ -231,7 +276,7 @@ def _dash_track(aset: ET.Element, rep: ET.Element, period: ET.Element, period_s:
     tpl = _inherited(chain, "SegmentTemplate")
     common = {"kind": kind, "id": rep_id, "bandwidth_bps": bandwidth, "codecs": attr("codecs") or "",
               "width": int(w) if (w := attr("width")) else None, "height": int(h) if (h := attr("height")) else None,
-              "kid": kid}
+              "kid": kid, "language": aset.get("lang"), "channels": _dash_channels(rep, aset)}
     if tpl is not None:
         init, segments = _template_segments(tpl, rep_id, bandwidth, period_s)
         return Track(init_path=init, segments=tuple(segments), **common)  # type: ignore[arg-type]
@@ -322,7 +367,9 @@ def parse_hls(text: str, url: str, fetch: Callable[[str], str]) -> Presentation:
         if media.type == "AUDIO" and media.uri and media.uri not in seen:
             seen.add(media.uri)
             media_url = urljoin(url, media.uri)
-            audio.append(_hls_track("audio", media.name or media.uri, 0, "", None, None, media_url, fetch(media_url)))
+            track = _hls_track("audio", media.name or media.uri, 0, "", None, None, media_url, fetch(media_url))
+            wide = str(media.channels or "").split("/")[0]
+            audio.append(replace(track, language=media.language, channels=int(wide) if wide.isdigit() else 0))
     if not video:
         raise PlayerError(f"{display_url(url)} has no variant streams")
     video.sort(key=lambda t: t.bandwidth_bps)
