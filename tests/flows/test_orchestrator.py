@@ -1,4 +1,4 @@
-"""flows/server.py, the orchestration service: one Prefect API per machine, shared by concurrent CLI ingests, started race-free."""
+"""flows/server.py: one Prefect API per machine, shared by concurrent CLI ingests, started race-free."""
 
 from __future__ import annotations
 
