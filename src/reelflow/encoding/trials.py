@@ -71,11 +71,14 @@ from reelflow.encoding.hull import RdPoint, ShotPoints, upper_hull
 from reelflow.encoding.probe import MediaInfo, VideoStream
 from reelflow.encoding.shots import Shot
 from reelflow.encoding.vmaf import (
+    HD_LINES,
     VmafResult,
     check_subsample,
     measure_vmaf_many,
     piece_scores,
+    scoring_size,
     seek_s,
+    vmaf_model_for,
     vmaf_pix_fmt,
 )
 from reelflow.errors import ConfigError, StageError, ToolFailed
@@ -169,6 +172,12 @@ class TrialPlan:
     curvature: tuple[tuple[int, float, float], ...] = ()
     # per height, where they differ from ``crfs`` (shot_crfs = "placed"): the CRFs every shot is tried at
     probes: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    # UHD titles, uhd_trials = "sample": heights above 1080 lines whose points each shot gets from its
+    # trials at ``bridge`` (the tallest HD candidate) through ``uhd_map`` (trial preset at both ends)
+    uhd_heights: tuple[int, ...] = ()
+    bridge: int | None = None
+    uhd_map: Correction | None = None
+    uhd_sample_trials: tuple[Trial, ...] = ()     # trial preset on the sample at ``uhd_heights``, 4K model
 
     def crfs_at(self, height: int) -> tuple[int, ...]:
         """The CRFs every shot is tried at at this height."""
@@ -373,10 +382,18 @@ def trial_grid(
         raise StageError(f"trial encodes of frames {first}-{span.end_frame} failed: {exc}") from exc
     order = [(w, h, c) for w, h in sizes for c in per_height[h]]
     pieces = [(s.start_frame - first, s.end_frame - first, subsample_for(s.frames, config)) for s in shots]
-    results: list[VmafResult] = measure_vmaf_many(
-        [outs[(h, c)] for _, h, c in order], src, width=video.display_width, height=video.height, fps=video.fps,
-        ref_start_frame=first, ref_start_s=start_s, frames=span.frames, pieces=pieces, threads=config.threads,
-        pix_fmt=vmaf_pix_fmt(info), log_dir=out_dir)
+    # One VMAF run per model and scoring size (a UHD title's HD and UHD heights differ in both).
+    scoring: dict[tuple[tuple[int, int], str], list[int]] = {}
+    for i, (_, h, _) in enumerate(order):
+        scoring.setdefault((scoring_size(video, h), vmaf_model_for(h)), []).append(i)
+    by_index: dict[int, VmafResult] = {}
+    for ((width, height), model), indices in scoring.items():
+        scores = measure_vmaf_many(
+            [outs[order[i][1:]] for i in indices], src, width=width, height=height, fps=video.fps,
+            ref_start_frame=first, ref_start_s=start_s, frames=span.frames, pieces=pieces, threads=config.threads,
+            pix_fmt=vmaf_pix_fmt(info), log_dir=out_dir, model=model)
+        by_index.update(zip(indices, scores, strict=True))
+    results = [by_index[i] for i in range(len(order))]
     pixels = sum(w * h for w, h, _ in order)
     trials: dict[int, list[Trial]] = {s.index: [] for s in shots}
     for (w, h, c), result in zip(order, results, strict=True):
@@ -595,7 +612,12 @@ def plan_trials(
     """Cut the title's sample, choose the heights every shot is tried at, and measure the correction."""
     require_encoder(CODECS[config.codec].encoder)   # before any work, for a codec this ffmpeg may lack
     video = info.video
-    candidates = candidate_heights(video, config)
+    everyone = candidate_heights(video, config)
+    uhd = tuple(h for h in everyone if h > HD_LINES)
+    candidates = tuple(h for h in everyone if h <= HD_LINES)   # the HD ladder: planned as for an HD master
+    if not candidates:
+        raise ConfigError(f"trials.heights {config.heights} has no height of {HD_LINES} lines or less: a UHD "
+                          "title's ladder below its UHD rungs (and the UHD points) needs one")
     crfs = tuple(config.crfs)
     segments = sample_segments(shots, video.fps, config)
     frames = sum(end - start for start, end in segments)
@@ -652,14 +674,71 @@ def plan_trials(
     if config.shot_crfs == "placed":
         placed_on = [p for p in predict_points(sample_trials, correction, 1, curvature) if p.height in kept]
         probes = place_probes(placed_on, kept, config)
+    bridge: int | None = None
+    uhd_map: Correction | None = None
+    uhd_trials: tuple[Trial, ...] = ()
+    mapped: tuple[int, ...] = ()
+    if uhd and config.uhd_trials == "all":
+        kept = (*uhd, *kept)
+    elif uhd:
+        # The UHD heights on the sample only; each shot's points there follow its own trials at the
+        # tallest HD height, moved by what the sample measures between the two at each CRF.
+        bridge, mapped = candidates[0], uhd
+        kept = tuple(sorted({*kept, bridge}, reverse=True))
+        have_bridge = sorted(t.crf for t in sample_trials if t.height == bridge) == sorted(crfs)
+        measured = grid(uhd if have_bridge else (*uhd, bridge), config.preset, crfs)
+        cpu += sum(t.cpu_s for t in measured)
+        uhd_trials = tuple(t for t in measured if t.height in uhd)
+        base = [t for t in (sample_trials if have_bridge else measured) if t.height == bridge]
+        uhd_map = height_map(base, uhd_trials, config)
     if not keep:
         shutil.rmtree(folder, ignore_errors=True)
-    log.info("%s: trial heights %s (skipped %s) from a %d-frame sample; correction %s; %s%.1f CPU s",
-             src.name, kept, skipped, frames, "measured" if correction.measured else "fixed",
-             "".join(f"{h}p CRFs {list(c)}; " for h, c in probes), cpu)
+    log.info("%s: trial heights %s (skipped %s%s) from a %d-frame sample; correction %s; %s%.1f CPU s",
+             src.name, kept, skipped, f"; {mapped} mapped from {bridge}p" if mapped else "", frames,
+             "measured" if correction.measured else "fixed", "".join(f"{h}p CRFs {list(c)}; " for h, c in probes), cpu)
     return TrialPlan(heights=kept, skipped=skipped, crfs=config.crfs_per_shot, correction=correction,
                      sample_frames=frames, sample_trials=sample_trials, calibration_trials=calibration, cpu_s=cpu,
-                     curvature=curvature, probes=probes)
+                     curvature=curvature, probes=probes, uhd_heights=mapped, bridge=bridge, uhd_map=uhd_map,
+                     uhd_sample_trials=uhd_trials)
+
+
+def height_map(base: Sequence[Trial], uhd: Sequence[Trial], config: TrialConfig) -> Correction:
+    """From a trial at the bridge height (HD model) to one at each UHD height (4K model), same preset and CRF.
+
+    Measured on the sample: rate ratio and VMAF offset per (UHD height, CRF), as a ``Correction``
+    (interpolated in CRF, and in log(height) between UHD heights).
+    """
+    at_base = {t.crf: t for t in base}
+    heights = sorted({t.height for t in uhd})
+    crfs = sorted(at_base)
+    by_key = {(t.height, t.crf): t for t in uhd}
+    missing = [(h, c) for h in heights for c in crfs if (h, c) not in by_key]
+    if missing or not crfs:
+        raise StageError(f"the UHD sample trials lack {missing or 'every CRF'}: no map from the HD trials")
+    return Correction(
+        preset=config.preset, final_preset=config.preset, heights=tuple(heights), crfs=tuple(crfs),
+        rate_ratio=tuple(tuple(by_key[(h, c)].kbps / at_base[c].kbps for c in crfs) for h in heights),
+        vmaf_offset=tuple(tuple(by_key[(h, c)].vmaf - at_base[c].vmaf for c in crfs) for h in heights),
+        measured=True, x264_params=config.x264_params)
+
+
+def mapped_trials(trials: Sequence[Trial], plan: TrialPlan, video: VideoStream) -> list[Trial]:
+    """A shot's trials at the plan's UHD heights, from its trials at the bridge height through ``uhd_map``.
+
+    Not measured: no frames scored, no CPU (the sample's UHD trials carry that cost).
+    """
+    if plan.uhd_map is None or not plan.uhd_heights:
+        return []
+    out = []
+    for t in trials:
+        if t.height != plan.bridge:
+            continue
+        for height in plan.uhd_heights:
+            ratio, offset = plan.uhd_map.at(height, t.crf)
+            out.append(Trial(width=trial_size(video, height)[0], height=height, crf=t.crf, preset=t.preset,
+                             kbps=t.kbps * ratio, vmaf=t.vmaf + offset, frames_scored=0, encode_cpu_s=0.0,
+                             vmaf_cpu_s=0.0))
+    return out
 
 
 def _calibration_heights(candidates: Sequence[int], count: int) -> list[int]:
@@ -717,8 +796,9 @@ def trial_shots(
     out = []
     for shot in shots:
         trials = measured[shot.index]
+        mapped = mapped_trials(trials, plan, video) if plan is not None else []
         points = ShotPoints(shot.index, shot.duration_s,
-                            tuple(predict_points(trials, correction, config.crf_step, curvature)))
+                            tuple(predict_points([*trials, *mapped], correction, config.crf_step, curvature)))
         out.append(ShotTrials(points=points, trials=tuple(trials), cpu_s=sum(t.cpu_s for t in trials)))
     log.debug("shots %d-%d: %d trials each, %.1f CPU s", shots[0].index, shots[-1].index, sum(map(len, crfs.values())),
               sum(r.cpu_s for r in out))
