@@ -178,6 +178,8 @@ class TrialPlan:
     bridge: int | None = None
     uhd_map: Correction | None = None
     uhd_sample_trials: tuple[Trial, ...] = ()     # trial preset on the sample at ``uhd_heights``, 4K model
+    # (height, VMAF model, scoring width, scoring height) of every candidate: what scored its trials and rungs
+    scoring: tuple[tuple[int, str, int, int], ...] = ()
 
     def crfs_at(self, height: int) -> tuple[int, ...]:
         """The CRFs every shot is tried at at this height."""
@@ -699,7 +701,8 @@ def plan_trials(
     return TrialPlan(heights=kept, skipped=skipped, crfs=config.crfs_per_shot, correction=correction,
                      sample_frames=frames, sample_trials=sample_trials, calibration_trials=calibration, cpu_s=cpu,
                      curvature=curvature, probes=probes, uhd_heights=mapped, bridge=bridge, uhd_map=uhd_map,
-                     uhd_sample_trials=uhd_trials)
+                     uhd_sample_trials=uhd_trials,
+                     scoring=tuple((h, vmaf_model_for(h), *scoring_size(video, h)) for h in everyone))
 
 
 def height_map(base: Sequence[Trial], uhd: Sequence[Trial], config: TrialConfig) -> Correction:
