@@ -45,6 +45,22 @@ where an exhaustive medium grid costs 10-15x):
    tried one by one, 7 in one run). Everything is single-threaded (``threads``): the CPU time of
    each process is its own (tools.run), and the flow gets parallelism by running groups at once.
 
+6. UHD titles (a source taller than 1080 lines; 1440 and 2160 are candidates only then, so an HD
+   title is planned exactly as before). The heights up to 1080 are planned as for an HD master:
+   their sample trials and calibration run on a 1080-line proxy of the sample (cut in the same run,
+   so the 2160p source is decoded once; a quarter of the pixels to decode and scale after that),
+   and every trial of theirs is scored with the HD model against the source scaled to 1080 lines
+   (vmaf.py). The heights above 1080 are scored with the 4K model at the source's size, and tried
+   on the full-size sample only (``uhd_trials = "sample"``): there a trial costs about four times a
+   1080p one in encoding and in VMAF (33 frames of a 2160p title, 2160p and 1440p at three CRFs:
+   54 CPU s, against 150-200 for the whole title's final 2160p and 1440p rungs), so trying every shot
+   would break the budget. Each shot's points there are its own 1080p trials moved by what the
+   sample measured between 1080p and that height at the same CRF (``height_map``: rate ratio and
+   VMAF offset, from the HD model at 1080 lines to the 4K one at 2160), then corrected to the final
+   preset like any trial (the preset correction is measured at HD heights and held beyond them).
+   What that misses (a shot whose UHD detail differs from the sample's) the closed loop catches:
+   the first UHD rung is checked on its own (analysis.deliver_rungs).
+
 Trial streams are NUT files; a shot's kbps is the sum of its frames' packet sizes (no container
 overhead) over its duration. Per-trial CPU is the runs' CPU shared by pixels x frames (encodes)
 and equally per trial, by frames per shot (VMAF); the totals are exact.
@@ -57,7 +73,7 @@ import logging
 import math
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from itertools import pairwise
 from pathlib import Path
@@ -322,8 +338,12 @@ def sample_segments(shots: Sequence[Shot], fps: Fraction, config: TrialConfig) -
 
 
 def sample_cut_argv(src: Path, segments: Sequence[tuple[int, int]], fps: Fraction, out: Path,
-                    *, start_s: float = 0.0, threads: int = 1) -> list[str]:
-    """ffmpeg argv joining the sample pieces, losslessly (x264 at QP 0), at the source's size and format."""
+                    *, start_s: float = 0.0, threads: int = 1, proxy: tuple[Path, int, int] | None = None) -> list[str]:
+    """ffmpeg argv joining the sample pieces, losslessly (x264 at QP 0), at the source's size and format.
+
+    ``proxy`` (path, width, height): a second lossless output scaled to that size, from the same
+    decode (a UHD title's HD trials run on it: a quarter of the pixels to decode and scale).
+    """
     argv = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-y", "-filter_threads", str(threads)]
     for start, _ in segments:
         argv += ["-threads", str(threads)]
@@ -333,10 +353,17 @@ def sample_cut_argv(src: Path, segments: Sequence[tuple[int, int]], fps: Fractio
     graph = [f"[{i}:v:0]trim=end_frame={end - start},setpts=PTS-STARTPTS[p{i}]"
              for i, (start, end) in enumerate(segments)]
     graph.append("".join(f"[p{i}]" for i in range(len(segments)))
-                 + f"concat=n={len(segments)}:v=1:a=0,setpts=N*{fps.denominator}/{fps.numerator}/TB[v]")
-    return [*argv, "-filter_complex", ";".join(graph), "-map", "[v]", "-an", "-sn", "-dn",
-            "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast",        # lossless, and decodes 6x faster than FFV1
-            "-threads", str(threads), "-r", f"{fps.numerator}/{fps.denominator}", str(out)]
+                 + f"concat=n={len(segments)}:v=1:a=0,setpts=N*{fps.denominator}/{fps.numerator}/TB"
+                 + (",split=2[v][w]" if proxy else "[v]"))
+    if proxy:
+        # bicubic, as vmaf.py scales a UHD source's reference to 1080 lines for its HD rungs
+        graph.append(f"[w]scale={proxy[1]}:{proxy[2]}:flags=bicubic,setsar=1[x]")
+    lossless = ["-an", "-sn", "-dn", "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast",  # lossless, and decodes
+                "-threads", str(threads), "-r", f"{fps.numerator}/{fps.denominator}"]         # 6x faster than FFV1
+    outputs = ["-map", "[v]", *lossless, str(out)]
+    if proxy:
+        outputs += ["-map", "[x]", *lossless, str(proxy[0])]
+    return [*argv, "-filter_complex", ";".join(graph), *outputs]
 
 
 def frame_sizes(path: Path, frames: int) -> list[int]:
@@ -626,8 +653,17 @@ def plan_trials(
     folder = work_dir / "sample"
     folder.mkdir(parents=True, exist_ok=True)
     sample = folder / "sample.mkv"
+    # A UHD title's HD heights are tried on a 1080-line proxy of the sample (scored there as vmaf.py
+    # scores them on the title), its UHD heights on the full-size sample.
+    hd_size = scoring_size(video, candidates[0])
+    proxy = (folder / "proxy.mkv", *hd_size) if uhd and hd_size != (video.display_width, video.height) else None
+    hd_sample, hd_info = sample, info
+    if proxy is not None:
+        hd_sample = proxy[0]
+        hd_info = replace(info, video=replace(video, width=hd_size[0], height=hd_size[1], sar=Fraction(1)))
     try:
-        cut = run(sample_cut_argv(src, segments, video.fps, sample, start_s=video.start_s, threads=config.threads))
+        cut = run(sample_cut_argv(src, segments, video.fps, sample, start_s=video.start_s, threads=config.threads,
+                                  proxy=proxy))
     except ToolFailed as exc:
         raise StageError(f"cutting the trial sample from {src.name} failed: {exc}") from exc
     cpu = cut.cpu_s
@@ -641,8 +677,10 @@ def plan_trials(
 
     def grid(heights: Sequence[int], preset: str, probes: Sequence[int]) -> list[Trial]:
         params = config.x264_params if preset == config.preset else ""
-        per_piece = trial_grid(sample, info, pieces, [trial_size(video, h) for h in heights], probes, preset,
-                               config, folder, start_s=0.0, x264_params=params)
+        hd = all(h <= HD_LINES for h in heights)
+        per_piece = trial_grid(hd_sample if hd else sample, hd_info if hd else info, pieces,
+                               [trial_size(video, h) for h in heights], probes, preset, config, folder, start_s=0.0,
+                               x264_params=params)
         return combine(per_piece, pieces)
 
     if config.preset == config.final_preset:
@@ -687,11 +725,12 @@ def plan_trials(
         # tallest HD height, moved by what the sample measures between the two at each CRF.
         bridge, mapped = candidates[0], uhd
         kept = tuple(sorted({*kept, bridge}, reverse=True))
-        have_bridge = sorted(t.crf for t in sample_trials if t.height == bridge) == sorted(crfs)
-        measured = grid(uhd if have_bridge else (*uhd, bridge), config.preset, crfs)
-        cpu += sum(t.cpu_s for t in measured)
-        uhd_trials = tuple(t for t in measured if t.height in uhd)
-        base = [t for t in (sample_trials if have_bridge else measured) if t.height == bridge]
+        base = [t for t in sample_trials if t.height == bridge]
+        if sorted(t.crf for t in base) != sorted(crfs):
+            base = grid([bridge], config.preset, crfs)
+            cpu += sum(t.cpu_s for t in base)
+        uhd_trials = tuple(grid(uhd, config.preset, crfs))
+        cpu += sum(t.cpu_s for t in uhd_trials)
         uhd_map = height_map(base, uhd_trials, config)
     if not keep:
         shutil.rmtree(folder, ignore_errors=True)
