@@ -16,7 +16,15 @@ from reelflow.encoding.hull import RdPoint, ShotPoints
 from reelflow.encoding.ladder import select_ladder
 from reelflow.encoding.probe import VideoStream, probe
 from reelflow.encoding.shots import Shot
-from reelflow.encoding.trials import candidate_heights, plan_trials, trial_shots
+from reelflow.encoding.trials import (
+    Trial,
+    TrialPlan,
+    candidate_heights,
+    height_map,
+    mapped_trials,
+    plan_trials,
+    trial_shots,
+)
 from reelflow.encoding.vmaf import (
     VMAF_4K_MODEL,
     VMAF_MODEL,
@@ -132,3 +140,23 @@ def test_uhd_master_gets_a_2160p_rung_scored_with_the_4k_model(uhd_prores_master
     assert report["vmaf_models"]["2160"] == {"model": VMAF_4K_MODEL, "scored_at": "3840x2160"}
     assert report["vmaf_models"]["1080"] == {"model": VMAF_MODEL, "scored_at": "1920x1080"}
     assert report["analysis"]["heights_mapped"] == [2160, 1440]
+
+
+def test_shot_points_at_uhd_heights_follow_the_sample_map() -> None:
+    config = TrialConfig()
+
+    def trial(height: int, crf: int, kbps: float, vmaf: float) -> Trial:
+        return Trial(width=round(height * 16 / 9), height=height, crf=crf, preset="superfast", kbps=kbps, vmaf=vmaf,
+                     frames_scored=5, encode_cpu_s=1.0, vmaf_cpu_s=1.0)
+
+    base = [trial(1080, 20, 4000, 97), trial(1080, 27, 2000, 93), trial(1080, 34, 1000, 85)]
+    uhd = [trial(2160, 20, 12000, 96), trial(2160, 27, 7000, 94), trial(2160, 34, 3000, 90)]
+    table = height_map(base, uhd, config)
+    assert table.at(2160, 27) == pytest.approx((3.5, 1.0))
+    plan = TrialPlan(heights=(1080,), skipped=(), crfs=(20, 27, 34), correction=table, sample_frames=5,
+                     sample_trials=(), calibration_trials=(), cpu_s=0.0, uhd_heights=(2160,), bridge=1080,
+                     uhd_map=table)
+    shot = [trial(1080, 27, 1000, 90), trial(720, 27, 600, 88)]
+    (mapped,) = mapped_trials(shot, plan, _video(3840, 2160))
+    assert (mapped.width, mapped.height, mapped.crf) == (3840, 2160, 27)
+    assert mapped.kbps == pytest.approx(3500) and mapped.vmaf == pytest.approx(91.0) and mapped.cpu_s == 0.0
