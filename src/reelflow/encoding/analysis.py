@@ -25,7 +25,7 @@ from reelflow.encoding.ladder import PlannedRung, ShotPlan, select_ladder
 from reelflow.encoding.probe import MediaInfo
 from reelflow.encoding.shots import Shot, split_at
 from reelflow.encoding.trials import ShotTrials, TrialPlan, frame_sizes, group_shots, plan_trials, trial_shots
-from reelflow.encoding.vmaf import VmafResult
+from reelflow.encoding.vmaf import VmafResult, vmaf_model_for
 from reelflow.errors import StageError
 from reelflow.infra.hashing import config_digest
 from reelflow.infra.settings import EncodeConfig, LadderConfig, LadderMode, Settings
@@ -233,12 +233,18 @@ def deliver_rungs(
     delivered: dict[str, Delivered] = {}
     carried = 0.0
     for i, planned in enumerate(analysis.rungs):
+        # The first rung scored with another VMAF model (a UHD title's first rung above 1080p) starts
+        # afresh: a miss on one model's scale says nothing exact on the other's, and its points are
+        # mapped from 1080p (trials.py), so it is checked quickly first, as the cheapest rung is.
+        first_of_model = i == 0 or vmaf_model_for(planned.height) != vmaf_model_for(analysis.rungs[i - 1].height)
+        if first_of_model:
+            carried = 0.0
         moved = carried_shift(planned, carried, analysis.points, config) if config.measure_delivered else 0.0
         rung = shifted_rung(planned, moved) if moved else planned
         rendition = encode(rung)
         check = None
         if config.measure_delivered:
-            step = config.first_check_subsample if i == 0 else 1
+            step = config.first_check_subsample if first_of_model else 1
             quick_score = quick(rendition, step) if quick is not None and step > 1 else None
             again = 0.0
             if quick_score is not None and abs(rung.vmaf - quick_score.mean) > config.first_check_vmaf:
@@ -363,7 +369,8 @@ def ladder_report(
 ) -> dict[str, Any]:
     """ladder.json: trials, hulls, rungs with per-shot choices, planned against delivered, CPU per stage.
 
-    ``renditions`` and ``delivered`` are keyed by the planned rung's name.
+    ``renditions`` and ``delivered`` are keyed by the planned rung's name; ``vmaf_models`` says
+    which model scored each candidate height (trials and rungs) and at what size.
     """
     renditions = renditions or {}
     delivered = delivered or {}
@@ -373,6 +380,7 @@ def ladder_report(
     for rung in analysis.rungs:
         entry: dict[str, Any] = {
             "name": rung.name, "width": rung.width, "height": rung.height,
+            "vmaf_model": vmaf_model_for(rung.height),
             "planned": {"kbps": round(rung.kbps, 1), "vmaf": round(rung.vmaf, 3)},
             "shots": [{"shot": p.index, "crf": round(p.crf, 2), "planned_kbps": round(p.kbps, 1),
                        "planned_vmaf": round(p.vmaf, 3)} for p in rung.shots],
@@ -384,6 +392,7 @@ def ladder_report(
         measured = delivered.get(rung.name)
         if measured is not None:
             entry["delivered"] = {"kbps": round(measured.kbps, 1), "vmaf": round(measured.vmaf.mean, 3),
+                                  "vmaf_model": measured.vmaf.model,
                                   "vmaf_harmonic": round(measured.vmaf.harmonic_mean, 3),
                                   "vmaf_min": round(measured.vmaf.min, 3), "vmaf_p5": round(measured.vmaf.p5, 3),
                                   "frames_scored": measured.vmaf.frames}
@@ -402,10 +411,19 @@ def ladder_report(
         "final_preset": settings.encode.preset,
         "trial_preset": settings.trials.preset if plan is not None else None,
         "rules": settings.ladder.model_dump(mode="json"),
+        # Which libvmaf model scored each height's trials and rungs, and at what size (vmaf.py); the
+        # hull never compares the two models' scores (ladder.py stacks UHD rungs on the HD ladder).
+        "vmaf_models": {str(h): {"model": model, "scored_at": f"{w}x{sh}"} for h, model, w, sh in plan.scoring}
+        if plan is not None else {},
         "analysis": None if plan is None else {
             "heights_tried": list(plan.heights), "heights_skipped": list(plan.skipped), "crfs": list(plan.crfs),
             "crfs_per_height": {str(h): list(plan.crfs_at(h)) for h in plan.heights},
             "sample_frames": plan.sample_frames,
+            "heights_mapped": list(plan.uhd_heights),
+            "uhd_map": None if plan.uhd_map is None else {
+                "from_height": plan.bridge, "heights": list(plan.uhd_map.heights), "crfs": list(plan.uhd_map.crfs),
+                "rate_ratio": [[round(r, 4) for r in row] for row in plan.uhd_map.rate_ratio],
+                "vmaf_offset": [[round(v, 3) for v in row] for row in plan.uhd_map.vmaf_offset]},
             "correction": {"measured": plan.correction.measured, "heights": list(plan.correction.heights),
                            "crfs": list(plan.correction.crfs),
                            "rate_ratio": [list(r) for r in plan.correction.rate_ratio],
@@ -447,7 +465,8 @@ def summary(analysis: LadderAnalysis, codec: str) -> dict[str, Any]:
         rungs = [{"width": w, "height": h, "kbps": k, "vmaf": None} for w, h, k in analysis.fixed]
     else:
         rungs = [{"width": r.width, "height": r.height, "kbps": round(r.kbps, 1), "vmaf": round(r.vmaf, 2),
-                  "crfs": [round(c, 2) for c in r.crfs]} for r in analysis.rungs]
+                  "vmaf_model": vmaf_model_for(r.height), "crfs": [round(c, 2) for c in r.crfs]}
+                 for r in analysis.rungs]
     plan = analysis.plan
     return {
         "mode": analysis.mode, "codec": codec, "rungs": rungs,
@@ -455,5 +474,6 @@ def summary(analysis: LadderAnalysis, codec: str) -> dict[str, Any]:
         "shots": len(analysis.shots),
         "heights_tried": list(plan.heights) if plan else [],
         "heights_skipped": list(plan.skipped) if plan else [],
+        "heights_mapped": list(plan.uhd_heights) if plan else [],
         "fixed_ladder": [{"width": w, "height": h, "kbps": k} for w, h, k in analysis.fixed],
     }

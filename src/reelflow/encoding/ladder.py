@@ -31,6 +31,9 @@ The algorithm, from trial points to rungs:
    interpolated between trial CRFs as ``hull.at_kbps`` documents (fractional CRFs, which x264
    accepts); in per-title mode every shot gets the same CRF.
 
+7. UHD titles (curves both up to and above 1080 lines, scored with different VMAF models): steps
+   3-5 on the curves up to 1080 lines, then the UHD rungs stacked on top (``_uhd_rungs``).
+
 Where a curve has gaps (a resolution's best point is cheaper than the window, or the trials do not
 reach down to the window), the rung's actual rate can fall outside the ratio window; the rules
 hold wherever the hulls allow them.
@@ -55,6 +58,7 @@ from reelflow.encoding.hull import (
     per_title_hull,
     title_hull,
 )
+from reelflow.encoding.vmaf import HD_LINES
 from reelflow.errors import ConfigError, StageError
 from reelflow.infra.settings import LadderConfig
 
@@ -223,12 +227,63 @@ def _rung(curve: _Curve, allocation: Allocation) -> PlannedRung:
 
 
 def select_ladder(shots: Sequence[ShotPoints], rules: LadderRules, mode: Mode = "per-shot") -> list[PlannedRung]:
-    """The rungs for a title, by ascending rate; the module docstring has the algorithm."""
+    """The rungs for a title, by ascending rate; the module docstring has the algorithm.
+
+    A title with curves on both sides of 1080 lines (a UHD source) gets two ladders stacked: the
+    rungs up to 1080p chosen as above on those curves only (scored with the HD VMAF model), and
+    on top the UHD rungs (``_uhd_rungs``) on the curves above 1080 lines (the 4K model).
+    """
     if mode not in ("per-title", "per-shot"):
         raise ConfigError(f"ladder mode {mode!r} is not per-title or per-shot")
     if not shots:
         raise HullError("no shots to plan a ladder for")
     curves = _curves(shots, rules, mode)
+    hd = [c for c in curves if c.height <= HD_LINES]
+    uhd = [c for c in curves if c.height > HD_LINES]
+    if not hd or not uhd:
+        return _walk(curves, rules)
+    below = _walk(hd, rules)
+    return below + _uhd_rungs(uhd, rules, below[-1].kbps, max(1, rules.max_rungs - len(below)))
+
+
+def _uhd_rungs(curves: Sequence[_Curve], rules: LadderRules, hd_top_kbps: float, room: int) -> list[PlannedRung]:
+    """The rungs above 1080p of a UHD title, on its curves above 1080 lines only, by ascending rate.
+
+    Why stacked rather than one envelope: VMAF's HD model (3 picture heights, on the source scaled
+    to 1080 lines) and its 4K model (1.5 picture heights, at 2160 lines) are not on one scale. The
+    HD model never sees detail that a 1080p rung lost against a 2160p source, so on one envelope the
+    1080p curve would reach the aim long before any UHD curve and no UHD rung would ever be chosen;
+    re-scoring everything with the 4K model would instead judge the HD rungs for a viewing they are
+    not made for (phones and HD screens). So each viewer's rungs sit on their own model's hull,
+    and the two ladders are joined by rate only: the UHD rungs start at least ``min_step_ratio``
+    above the HD top. The top UHD rung is at the tallest UHD height (a UHD title's top rung is
+    native UHD, what a UHD device and store badge promise), at the aim VMAF in the 4K model, or
+    that step above the HD top where the aim comes cheaper; below it, rungs walk down the UHD
+    curves' envelope as step 4 of the module docstring does, while they stay that step above the
+    HD top, within ``room`` rungs.
+    """
+    lo_ratio, hi_ratio = rules.min_step_ratio, rules.max_step_ratio
+    floor = hd_top_kbps * lo_ratio
+    tallest = max(curves, key=lambda c: c.height)
+    top = at_vmaf(tallest.hull, min(rules.aim, tallest.vmaf[-1]))
+    if top.kbps < floor:
+        top = at_kbps(tallest.hull, floor)
+    picked = [(tallest, top)]
+    while len(picked) < room:
+        rate, vmaf = picked[-1][1].kbps, picked[-1][1].vmaf
+        lo, hi = max(floor, rate / hi_ratio), rate / lo_ratio
+        if hi < floor * (1 - _EPS):
+            break
+        target = _highest_rate_at_most(curves, lo, hi, vmaf - rules.min_vmaf_step) or lo
+        curve, _, kbps = _best(curves, target)
+        if kbps < floor * (1 - _EPS) or rate / kbps < lo_ratio * (1 - _EPS):
+            break
+        picked.append((curve, at_kbps(curve.hull, target)))
+    return [_rung(c, a) for c, a in reversed(picked)]
+
+
+def _walk(curves: Sequence[_Curve], rules: LadderRules) -> list[PlannedRung]:
+    """Steps 3-5 of the module docstring on one envelope: top, walking down, bottom."""
     bottom, lo_ratio, hi_ratio = rules.bottom_kbps, rules.min_step_ratio, rules.max_step_ratio
     picked = [_top(curves, rules)]
     while len(picked) < rules.max_rungs:

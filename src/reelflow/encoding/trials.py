@@ -45,6 +45,22 @@ where an exhaustive medium grid costs 10-15x):
    tried one by one, 7 in one run). Everything is single-threaded (``threads``): the CPU time of
    each process is its own (tools.run), and the flow gets parallelism by running groups at once.
 
+6. UHD titles (a source taller than 1080 lines; 1440 and 2160 are candidates only then, so an HD
+   title is planned exactly as before). The heights up to 1080 are planned as for an HD master:
+   their sample trials and calibration run on a 1080-line proxy of the sample (cut in the same run,
+   so the 2160p source is decoded once; a quarter of the pixels to decode and scale after that),
+   and every trial of theirs is scored with the HD model against the source scaled to 1080 lines
+   (vmaf.py). The heights above 1080 are scored with the 4K model at the source's size, and tried
+   on the full-size sample only (``uhd_trials = "sample"``): there a trial costs about four times a
+   1080p one in encoding and in VMAF (33 frames of a 2160p title, 2160p and 1440p at three CRFs:
+   54 CPU s, against 150-200 for the whole title's final 2160p and 1440p rungs), so trying every shot
+   would break the budget. Each shot's points there are its own 1080p trials moved by what the
+   sample measured between 1080p and that height at the same CRF (``height_map``: rate ratio and
+   VMAF offset, from the HD model at 1080 lines to the 4K one at 2160), then corrected to the final
+   preset like any trial (the preset correction is measured at HD heights and held beyond them).
+   What that misses (a shot whose UHD detail differs from the sample's) the closed loop catches:
+   the first UHD rung is checked on its own (analysis.deliver_rungs).
+
 Trial streams are NUT files; a shot's kbps is the sum of its frames' packet sizes (no container
 overhead) over its duration. Per-trial CPU is the runs' CPU shared by pixels x frames (encodes)
 and equally per trial, by frames per shot (VMAF); the totals are exact.
@@ -57,7 +73,7 @@ import logging
 import math
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from itertools import pairwise
 from pathlib import Path
@@ -71,11 +87,14 @@ from reelflow.encoding.hull import RdPoint, ShotPoints, upper_hull
 from reelflow.encoding.probe import MediaInfo, VideoStream
 from reelflow.encoding.shots import Shot
 from reelflow.encoding.vmaf import (
+    HD_LINES,
     VmafResult,
     check_subsample,
     measure_vmaf_many,
     piece_scores,
+    scoring_size,
     seek_s,
+    vmaf_model_for,
     vmaf_pix_fmt,
 )
 from reelflow.errors import ConfigError, StageError, ToolFailed
@@ -169,6 +188,14 @@ class TrialPlan:
     curvature: tuple[tuple[int, float, float], ...] = ()
     # per height, where they differ from ``crfs`` (shot_crfs = "placed"): the CRFs every shot is tried at
     probes: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    # UHD titles, uhd_trials = "sample": heights above 1080 lines whose points each shot gets from its
+    # trials at ``bridge`` (the tallest HD candidate) through ``uhd_map`` (trial preset at both ends)
+    uhd_heights: tuple[int, ...] = ()
+    bridge: int | None = None
+    uhd_map: Correction | None = None
+    uhd_sample_trials: tuple[Trial, ...] = ()     # trial preset on the sample at ``uhd_heights``, 4K model
+    # (height, VMAF model, scoring width, scoring height) of every candidate: what scored its trials and rungs
+    scoring: tuple[tuple[int, str, int, int], ...] = ()
 
     def crfs_at(self, height: int) -> tuple[int, ...]:
         """The CRFs every shot is tried at at this height."""
@@ -312,8 +339,12 @@ def sample_segments(shots: Sequence[Shot], fps: Fraction, config: TrialConfig) -
 
 
 def sample_cut_argv(src: Path, segments: Sequence[tuple[int, int]], fps: Fraction, out: Path,
-                    *, start_s: float = 0.0, threads: int = 1) -> list[str]:
-    """ffmpeg argv joining the sample pieces, losslessly (x264 at QP 0), at the source's size and format."""
+                    *, start_s: float = 0.0, threads: int = 1, proxy: tuple[Path, int, int] | None = None) -> list[str]:
+    """ffmpeg argv joining the sample pieces, losslessly (x264 at QP 0), at the source's size and format.
+
+    ``proxy`` (path, width, height): a second lossless output scaled to that size, from the same
+    decode (a UHD title's HD trials run on it: a quarter of the pixels to decode and scale).
+    """
     argv = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-y", "-filter_threads", str(threads)]
     for start, _ in segments:
         argv += ["-threads", str(threads)]
@@ -323,10 +354,17 @@ def sample_cut_argv(src: Path, segments: Sequence[tuple[int, int]], fps: Fractio
     graph = [f"[{i}:v:0]trim=end_frame={end - start},setpts=PTS-STARTPTS[p{i}]"
              for i, (start, end) in enumerate(segments)]
     graph.append("".join(f"[p{i}]" for i in range(len(segments)))
-                 + f"concat=n={len(segments)}:v=1:a=0,setpts=N*{fps.denominator}/{fps.numerator}/TB[v]")
-    return [*argv, "-filter_complex", ";".join(graph), "-map", "[v]", "-an", "-sn", "-dn",
-            "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast",        # lossless, and decodes 6x faster than FFV1
-            "-threads", str(threads), "-r", f"{fps.numerator}/{fps.denominator}", str(out)]
+                 + f"concat=n={len(segments)}:v=1:a=0,setpts=N*{fps.denominator}/{fps.numerator}/TB"
+                 + (",split=2[v][w]" if proxy else "[v]"))
+    if proxy:
+        # bicubic, as vmaf.py scales a UHD source's reference to 1080 lines for its HD rungs
+        graph.append(f"[w]scale={proxy[1]}:{proxy[2]}:flags=bicubic,setsar=1[x]")
+    lossless = ["-an", "-sn", "-dn", "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast",  # lossless, and decodes
+                "-threads", str(threads), "-r", f"{fps.numerator}/{fps.denominator}"]         # 6x faster than FFV1
+    outputs = ["-map", "[v]", *lossless, str(out)]
+    if proxy:
+        outputs += ["-map", "[x]", *lossless, str(proxy[0])]
+    return [*argv, "-filter_complex", ";".join(graph), *outputs]
 
 
 def frame_sizes(path: Path, frames: int) -> list[int]:
@@ -374,10 +412,18 @@ def trial_grid(
         raise StageError(f"trial encodes of frames {first}-{span.end_frame} failed: {exc}") from exc
     order = [(w, h, c) for w, h in sizes for c in per_height[h]]
     pieces = [(s.start_frame - first, s.end_frame - first, subsample_for(s.frames, config)) for s in shots]
-    results: list[VmafResult] = measure_vmaf_many(
-        [outs[(h, c)] for _, h, c in order], src, width=video.display_width, height=video.height, fps=video.fps,
-        ref_start_frame=first, ref_start_s=start_s, frames=span.frames, pieces=pieces, threads=config.threads,
-        pix_fmt=vmaf_pix_fmt(info), log_dir=out_dir)
+    # One VMAF run per model and scoring size (a UHD title's HD and UHD heights differ in both).
+    scoring: dict[tuple[tuple[int, int], str], list[int]] = {}
+    for i, (_, h, _) in enumerate(order):
+        scoring.setdefault((scoring_size(video, h), vmaf_model_for(h)), []).append(i)
+    by_index: dict[int, VmafResult] = {}
+    for ((width, height), model), indices in scoring.items():
+        scores = measure_vmaf_many(
+            [outs[order[i][1:]] for i in indices], src, width=width, height=height, fps=video.fps,
+            ref_start_frame=first, ref_start_s=start_s, frames=span.frames, pieces=pieces, threads=config.threads,
+            pix_fmt=vmaf_pix_fmt(info), log_dir=out_dir, model=model)
+        by_index.update(zip(indices, scores, strict=True))
+    results = [by_index[i] for i in range(len(order))]
     pixels = sum(w * h for w, h, _ in order)
     trials: dict[int, list[Trial]] = {s.index: [] for s in shots}
     for (w, h, c), result in zip(order, results, strict=True):
@@ -596,15 +642,29 @@ def plan_trials(
     """Cut the title's sample, choose the heights every shot is tried at, and measure the correction."""
     require_encoder(CODECS[config.codec].encoder)   # before any work, for a codec this ffmpeg may lack
     video = info.video
-    candidates = candidate_heights(video, config)
+    everyone = candidate_heights(video, config)
+    uhd = tuple(h for h in everyone if h > HD_LINES)
+    candidates = tuple(h for h in everyone if h <= HD_LINES)   # the HD ladder: planned as for an HD master
+    if not candidates:
+        raise ConfigError(f"trials.heights {config.heights} has no height of {HD_LINES} lines or less: a UHD "
+                          "title's ladder below its UHD rungs (and the UHD points) needs one")
     crfs = tuple(config.crfs)
     segments = sample_segments(shots, video.fps, config)
     frames = sum(end - start for start, end in segments)
     folder = work_dir / "sample"
     folder.mkdir(parents=True, exist_ok=True)
     sample = folder / "sample.mkv"
+    # A UHD title's HD heights are tried on a 1080-line proxy of the sample (scored there as vmaf.py
+    # scores them on the title), its UHD heights on the full-size sample.
+    hd_size = scoring_size(video, candidates[0])
+    proxy = (folder / "proxy.mkv", *hd_size) if uhd and hd_size != (video.display_width, video.height) else None
+    hd_sample, hd_info = sample, info
+    if proxy is not None:
+        hd_sample = proxy[0]
+        hd_info = replace(info, video=replace(video, width=hd_size[0], height=hd_size[1], sar=Fraction(1)))
     try:
-        cut = run(sample_cut_argv(src, segments, video.fps, sample, start_s=video.start_s, threads=config.threads))
+        cut = run(sample_cut_argv(src, segments, video.fps, sample, start_s=video.start_s, threads=config.threads,
+                                  proxy=proxy))
     except ToolFailed as exc:
         raise StageError(f"cutting the trial sample from {src.name} failed: {exc}") from exc
     cpu = cut.cpu_s
@@ -618,8 +678,10 @@ def plan_trials(
 
     def grid(heights: Sequence[int], preset: str, probes: Sequence[int]) -> list[Trial]:
         params = config.x264_params if preset == config.preset else ""
-        per_piece = trial_grid(sample, info, pieces, [trial_size(video, h) for h in heights], probes, preset,
-                               config, folder, start_s=0.0, x264_params=params)
+        hd = all(h <= HD_LINES for h in heights)
+        per_piece = trial_grid(hd_sample if hd else sample, hd_info if hd else info, pieces,
+                               [trial_size(video, h) for h in heights], probes, preset, config, folder, start_s=0.0,
+                               x264_params=params)
         return combine(per_piece, pieces)
 
     if config.preset == config.final_preset:
@@ -653,14 +715,73 @@ def plan_trials(
     if config.shot_crfs == "placed":
         placed_on = [p for p in predict_points(sample_trials, correction, 1, curvature) if p.height in kept]
         probes = place_probes(placed_on, kept, config)
+    bridge: int | None = None
+    uhd_map: Correction | None = None
+    uhd_trials: tuple[Trial, ...] = ()
+    mapped: tuple[int, ...] = ()
+    if uhd and config.uhd_trials == "all":
+        kept = (*uhd, *kept)
+    elif uhd:
+        # The UHD heights on the sample only; each shot's points there follow its own trials at the
+        # tallest HD height, moved by what the sample measures between the two at each CRF.
+        bridge, mapped = candidates[0], uhd
+        kept = tuple(sorted({*kept, bridge}, reverse=True))
+        base = [t for t in sample_trials if t.height == bridge]
+        if sorted(t.crf for t in base) != sorted(crfs):
+            base = grid([bridge], config.preset, crfs)
+            cpu += sum(t.cpu_s for t in base)
+        uhd_trials = tuple(grid(uhd, config.preset, crfs))
+        cpu += sum(t.cpu_s for t in uhd_trials)
+        uhd_map = height_map(base, uhd_trials, config)
     if not keep:
         shutil.rmtree(folder, ignore_errors=True)
-    log.info("%s: trial heights %s (skipped %s) from a %d-frame sample; correction %s; %s%.1f CPU s",
-             src.name, kept, skipped, frames, "measured" if correction.measured else "fixed",
-             "".join(f"{h}p CRFs {list(c)}; " for h, c in probes), cpu)
+    log.info("%s: trial heights %s (skipped %s%s) from a %d-frame sample; correction %s; %s%.1f CPU s",
+             src.name, kept, skipped, f"; {mapped} mapped from {bridge}p" if mapped else "", frames,
+             "measured" if correction.measured else "fixed", "".join(f"{h}p CRFs {list(c)}; " for h, c in probes), cpu)
     return TrialPlan(heights=kept, skipped=skipped, crfs=config.crfs_per_shot, correction=correction,
                      sample_frames=frames, sample_trials=sample_trials, calibration_trials=calibration, cpu_s=cpu,
-                     curvature=curvature, probes=probes)
+                     curvature=curvature, probes=probes, uhd_heights=mapped, bridge=bridge, uhd_map=uhd_map,
+                     uhd_sample_trials=uhd_trials,
+                     scoring=tuple((h, vmaf_model_for(h), *scoring_size(video, h)) for h in everyone))
+
+
+def height_map(base: Sequence[Trial], uhd: Sequence[Trial], config: TrialConfig) -> Correction:
+    """From a trial at the bridge height (HD model) to one at each UHD height (4K model), same preset and CRF.
+
+    Measured on the sample: rate ratio and VMAF offset per (UHD height, CRF), as a ``Correction``
+    (interpolated in CRF, and in log(height) between UHD heights).
+    """
+    at_base = {t.crf: t for t in base}
+    heights = sorted({t.height for t in uhd})
+    crfs = sorted(at_base)
+    by_key = {(t.height, t.crf): t for t in uhd}
+    missing = [(h, c) for h in heights for c in crfs if (h, c) not in by_key]
+    if missing or not crfs:
+        raise StageError(f"the UHD sample trials lack {missing or 'every CRF'}: no map from the HD trials")
+    return Correction(
+        preset=config.preset, final_preset=config.preset, heights=tuple(heights), crfs=tuple(crfs),
+        rate_ratio=tuple(tuple(by_key[(h, c)].kbps / at_base[c].kbps for c in crfs) for h in heights),
+        vmaf_offset=tuple(tuple(by_key[(h, c)].vmaf - at_base[c].vmaf for c in crfs) for h in heights),
+        measured=True, x264_params=config.x264_params)
+
+
+def mapped_trials(trials: Sequence[Trial], plan: TrialPlan, video: VideoStream) -> list[Trial]:
+    """A shot's trials at the plan's UHD heights, from its trials at the bridge height through ``uhd_map``.
+
+    Not measured: no frames scored, no CPU (the sample's UHD trials carry that cost).
+    """
+    if plan.uhd_map is None or not plan.uhd_heights:
+        return []
+    out = []
+    for t in trials:
+        if t.height != plan.bridge:
+            continue
+        for height in plan.uhd_heights:
+            ratio, offset = plan.uhd_map.at(height, t.crf)
+            out.append(Trial(width=trial_size(video, height)[0], height=height, crf=t.crf, preset=t.preset,
+                             kbps=t.kbps * ratio, vmaf=t.vmaf + offset, frames_scored=0, encode_cpu_s=0.0,
+                             vmaf_cpu_s=0.0))
+    return out
 
 
 def _calibration_heights(candidates: Sequence[int], count: int) -> list[int]:
@@ -718,8 +839,9 @@ def trial_shots(
     out = []
     for shot in shots:
         trials = measured[shot.index]
+        mapped = mapped_trials(trials, plan, video) if plan is not None else []
         points = ShotPoints(shot.index, shot.duration_s,
-                            tuple(predict_points(trials, correction, config.crf_step, curvature)))
+                            tuple(predict_points([*trials, *mapped], correction, config.crf_step, curvature)))
         out.append(ShotTrials(points=points, trials=tuple(trials), cpu_s=sum(t.cpu_s for t in trials)))
     log.debug("shots %d-%d: %d trials each, %.1f CPU s", shots[0].index, shots[-1].index, sum(map(len, crfs.values())),
               sum(r.cpu_s for r in out))

@@ -1,4 +1,13 @@
-"""VMAF (libvmaf, vmaf_v0.6.1) of encodes against the source, at the source's display size.
+"""VMAF (libvmaf) of encodes against the source: vmaf_v0.6.1 up to 1080 lines, vmaf_4k_v0.6.1 above.
+
+Which model scores what (``vmaf_model_for``, ``scoring_size``): a rung up to 1080 lines is scored
+with vmaf_v0.6.1 (trained for 1080p viewing at three picture heights) against the source at its
+display size, or, for a source taller than 1080 lines, against the source scaled to 1080 lines
+(the same comparison an HD master of the title would get: a quarter of a 2160p reference's
+pixels). A rung above 1080 lines is scored with vmaf_4k_v0.6.1 (4K viewing at 1.5 picture
+heights) against the source at its display size. Scores of the two models are not on one scale,
+so a title's hull never compares them: encoding/ladder.py stacks the rungs above 1080p on top of
+the ladder below (its docstring says how).
 
 Both inputs get frame-index timestamps (frame n at n/fps), so libvmaf pairs frame n with frame n
 whatever the containers' timestamps say; the reference is cut to a shot by an input seek aimed
@@ -36,20 +45,23 @@ import logging
 import math
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
 
-from reelflow.encoding.probe import MediaInfo
+from reelflow.encoding.probe import MediaInfo, VideoStream
 from reelflow.errors import ConfigError, StageError, ToolFailed
 from reelflow.infra.tools import ffmpeg_exe, run
 
 log = logging.getLogger(__name__)
 
 VMAF_MODEL = "vmaf_v0.6.1"
+VMAF_4K_MODEL = "vmaf_4k_v0.6.1"
+# Rungs taller than this are UHD: scored with the 4K model at the source's display size.
+HD_LINES = 1080
 # libvmaf computes VIF/ADM on every third selected frame: the middle of each (n-1, n, n+1) triple.
 _TRIPLE = 3
 
@@ -75,6 +87,7 @@ class VmafResult:
     scores: tuple[float, ...] = field(default=(), repr=False)   # per scored frame, in order
     scored: tuple[int, ...] = field(default=(), repr=False)     # their frame numbers on the compared timeline
     weights: tuple[float, ...] = field(default=(), repr=False)  # frames each one stands for
+    model: str = VMAF_MODEL       # the libvmaf model that scored it
 
 
 def check_subsample(step: int) -> int:
@@ -190,6 +203,7 @@ def vmaf_many_argv(
     log_paths: Sequence[Path],
     threads: int = 1,
     pix_fmt: str = "yuv420p",
+    model: str = VMAF_MODEL,
 ) -> list[str]:
     """One ffmpeg run scoring several encodes of the same frames: the reference is decoded once.
 
@@ -213,7 +227,7 @@ def vmaf_many_argv(
     graph = [f"[{count}:v:0]{chain}" + (f",split={count}" if count > 1 else "")
              + "".join(f"[r{i}]" for i in range(count))]
     for i, log_path in enumerate(log_paths):
-        options = [f"model=version={VMAF_MODEL}", "log_fmt=json", f"log_path={_filter_value(str(log_path))}",
+        options = [f"model=version={model}", "log_fmt=json", f"log_path={_filter_value(str(log_path))}",
                    f"n_threads={threads}"]
         if step > 1:
             options.append(f"n_subsample={_TRIPLE}")            # VIF/ADM on the middle of each triple only
@@ -239,6 +253,7 @@ def vmaf_argv(
     log_path: Path,
     threads: int = 1,
     pix_fmt: str = "yuv420p",
+    model: str = VMAF_MODEL,
 ) -> list[str]:
     """ffmpeg argv scoring ``distorted`` against frames [ref_start_frame, +frames) of ``reference``.
 
@@ -246,7 +261,7 @@ def vmaf_argv(
     """
     return vmaf_many_argv([distorted], reference, width=width, height=height, fps=fps, subsample=subsample,
                           ref_start_frame=ref_start_frame, ref_start_s=ref_start_s, frames=frames,
-                          log_paths=[log_path], threads=threads, pix_fmt=pix_fmt)
+                          log_paths=[log_path], threads=threads, pix_fmt=pix_fmt, model=model)
 
 
 def measure_vmaf_many(
@@ -264,6 +279,7 @@ def measure_vmaf_many(
     threads: int = 1,
     pix_fmt: str = "yuv420p",
     log_dir: Path | None = None,
+    model: str = VMAF_MODEL,
 ) -> list[VmafResult]:
     """VMAF of each distorted file in one ffmpeg run; the run's CPU seconds are shared equally.
 
@@ -283,14 +299,14 @@ def measure_vmaf_many(
         logs = [Path(tmp) / f"vmaf{i}.json" for i in range(len(distorted))]
         argv = vmaf_many_argv(distorted, reference, width=width, height=height, fps=fps, subsample=subsample,
                               ref_start_frame=ref_start_frame, ref_start_s=ref_start_s, frames=frames,
-                              pieces=pieces, log_paths=logs, threads=threads, pix_fmt=pix_fmt)
+                              pieces=pieces, log_paths=logs, threads=threads, pix_fmt=pix_fmt, model=model)
         try:
             done = run(argv)
         except ToolFailed as exc:
             names = ", ".join(p.name for p in distorted)
             raise VmafError(f"VMAF of {names} against {reference.name} failed: {exc}") from exc
         cpu_each = done.cpu_s / len(distorted)
-        results = [_parse_log(log_path, path, cpu_each, step, plan)
+        results = [replace(_parse_log(log_path, path, cpu_each, step, plan), model=model)
                    for log_path, path in zip(logs, distorted, strict=True)]
     return results
 
@@ -318,11 +334,12 @@ def measure_vmaf(
     threads: int = 1,
     pix_fmt: str = "yuv420p",
     log_dir: Path | None = None,
+    model: str = VMAF_MODEL,
 ) -> VmafResult:
     """VMAF of one encode against the reference frames it stands for (see ``vmaf_argv``)."""
     return measure_vmaf_many([distorted], reference, width=width, height=height, fps=fps, subsample=subsample,
                              ref_start_frame=ref_start_frame, ref_start_s=ref_start_s, frames=frames,
-                             threads=threads, pix_fmt=pix_fmt, log_dir=log_dir)[0]
+                             threads=threads, pix_fmt=pix_fmt, log_dir=log_dir, model=model)[0]
 
 
 def vmaf_pix_fmt(info: MediaInfo) -> str:
@@ -330,14 +347,43 @@ def vmaf_pix_fmt(info: MediaInfo) -> str:
     return "yuv420p10le" if info.video.bit_depth > 8 else "yuv420p"
 
 
+def vmaf_model_for(height: int) -> str:
+    """The model that scores a rung ``height`` lines tall: the 4K one above 1080 lines."""
+    return VMAF_4K_MODEL if height > HD_LINES else VMAF_MODEL
+
+
+def scoring_size(video: VideoStream, height: int) -> tuple[int, int]:
+    """(width, height) at which a rung ``height`` lines tall is compared with the source.
+
+    Above 1080 lines, the source's display size (the 4K model's viewing). Up to 1080 lines, the
+    source's display size too, unless the source is taller than 1080 lines: then its display
+    size scaled to 1080 lines, so the HD rungs of a UHD title are scored as those of an HD
+    master (what the HD model is for), and a reference of a quarter of the pixels is compared.
+    """
+    if height > HD_LINES or video.height <= HD_LINES:
+        return video.display_width, video.height
+    return round(HD_LINES * video.display_width / video.height / 2) * 2, HD_LINES
+
+
+def _rendition_height(path: Path) -> int:
+    try:
+        with av.open(str(path)) as container:
+            return int(container.streams.video[0].height)
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise VmafError(f"{path.name} cannot be read as video ({exc})") from exc
+
+
 def measure_rung_vmaf(rendition: Path, info: MediaInfo, *, subsample: int = 1, threads: int = 1,
-                      log_dir: Path | None = None) -> VmafResult:
-    """A delivered rung's VMAF at the source's display size, against the whole source: on every frame,
-    or (``subsample``) on every n-th from the first, with true neighbours for motion."""
+                      log_dir: Path | None = None, height: int | None = None) -> VmafResult:
+    """A delivered rung's VMAF against the whole source, with the model and at the size its height
+    calls for (``vmaf_model_for``, ``scoring_size``; ``height`` None: read from the file): on every
+    frame, or (``subsample``) on every n-th from the first, with true neighbours for motion."""
     video = info.video
-    return measure_vmaf(rendition, info.path, width=video.display_width, height=video.height, fps=video.fps,
+    lines = height if height is not None else _rendition_height(rendition)
+    width, size_h = scoring_size(video, lines)
+    return measure_vmaf(rendition, info.path, width=width, height=size_h, fps=video.fps,
                         subsample=subsample, ref_start_s=video.start_s, frames=video.frames, threads=threads,
-                        pix_fmt=vmaf_pix_fmt(info), log_dir=log_dir)
+                        pix_fmt=vmaf_pix_fmt(info), log_dir=log_dir, model=vmaf_model_for(lines))
 
 
 def piece_scores(result: VmafResult, pieces: Sequence[Piece]) -> list[VmafResult]:
@@ -349,8 +395,8 @@ def piece_scores(result: VmafResult, pieces: Sequence[Piece]) -> list[VmafResult
         if not rows:
             raise VmafError(f"no frame of piece {start}-{end} was scored")
         frames = tuple(f for f, _ in rows)
-        out.append(_pooled(tuple(s for _, s in rows), frames, _weights([(start, end, step)], frames),
-                           result.cpu_s * (end - start) / total, step))
+        out.append(replace(_pooled(tuple(s for _, s in rows), frames, _weights([(start, end, step)], frames),
+                                   result.cpu_s * (end - start) / total, step), model=result.model))
     return out
 
 

@@ -302,8 +302,15 @@ class StorageConfig(_Config):
 class TrialConfig(_Config):
     """Trial encodes and their VMAF (encoding/trials.py): what is tried, and what keeps it cheap."""
 
-    heights: tuple[int, ...] = Field((1080, 720, 540, 432, 360, 270, 234), description="Candidate "
-                                     "resolutions; those taller than the source are never tried.")
+    heights: tuple[int, ...] = Field((2160, 1440, 1080, 720, 540, 432, 360, 270, 234), description="Candidate "
+                                     "resolutions; those taller than the source are never tried (so 1440 and "
+                                     "2160 only on UHD sources). Above 1080 lines trials are scored with the 4K "
+                                     "VMAF model (encoding/vmaf.py).")
+    uhd_trials: Literal["sample", "all"] = Field("sample", description="Candidates above 1080 lines: tried on "
+                                                 "the sample only, each shot's points there mapped from its "
+                                                 "1080p trials by the sample's measured rate ratio and VMAF "
+                                                 "offset per CRF (trials.py: UHD titles); or tried on every "
+                                                 "shot (several times the analysis CPU of a UHD title).")
     crfs: tuple[int, ...] = Field((20, 27, 34), description="CRFs encoded at every resolution; hull points "
                                   "between them are interpolated.")
     shot_crfs: Literal["outer", "all", "placed"] = Field("all", description="CRFs each shot is tried at: all of "
