@@ -587,7 +587,7 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     # Each published audio layout's checks join the source's (qc.json, the record's warnings); their
     # severities are settings like every other check's, so a studio can make a silent LFE an error.
     audio_qc = audio_qc_task(source, audio_plan, info, settings.qc) if audio_plan.tracks else []
-    report = with_audio_checks(report, audio_qc)
+    report = with_audio_checks(report, audio_qc, audio_plan.warnings)
     errors = [c for c in report["checks"] if not c["passed"] and c["severity"] == "error"]
     if errors:
         where = quarantine_task(source, store, key, report)
@@ -720,9 +720,15 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
     }
 
 
-def with_audio_checks(report: dict[str, Any], layout_qc: list[dict[str, Any]]) -> dict[str, Any]:
-    """The QC report with every audio layout check added (``audio:<rendition>:<check>``), verdict updated."""
+def with_audio_checks(report: dict[str, Any], layout_qc: list[dict[str, Any]],
+                      plan_warnings: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The QC report with every audio layout check added (``audio:<rendition>:<check>``) and the plan's
+    own finding (``audio:same_language``: two streams of one language with no role), verdict updated."""
     added = [{**c, "name": f"audio:{c['name']}"} for layout in layout_qc for c in layout["checks"]]
+    if layout_qc or plan_warnings:
+        added.append({"name": "audio:same_language", "severity": "warning", "passed": not plan_warnings,
+                      "message": "; ".join(plan_warnings) or "no two streams share a language without a role",
+                      "value": len(plan_warnings), "threshold": 0, "segments": []})
     if not added:
         return report
     checks = [*report["checks"], *added]
