@@ -36,7 +36,7 @@ def fast_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config.write_text(
         '[ladder]\nmode = "fixed"\n'
         '[encode]\npreset = "ultrafast"\n'
-        f'[storage]\nwork_dir = "{folder / "work"}"\n'
+        f'[storage]\nkeep_work = true\nwork_dir = "{folder / "work"}"\n'
         f'[database]\nurl = "sqlite:///{folder / "service.db"}"\n'
         '[drm]\nenabled = false\n'
     )
@@ -52,7 +52,7 @@ def ladder_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
         '[ladder]\nmode = "per-shot"\n'
         '[encode]\npreset = "veryfast"\n'
         '[trials]\npreset = "ultrafast"\nfinal_preset = "veryfast"\nx264_params = ""\n'
-        f'[storage]\nwork_dir = "{folder / "work"}"\n'
+        f'[storage]\nkeep_work = true\nwork_dir = "{folder / "work"}"\n'
         f'[database]\nurl = "sqlite:///{folder / "service.db"}"\n'
         '[drm]\nenabled = false\n'
     )

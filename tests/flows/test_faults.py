@@ -30,7 +30,7 @@ def _config(folder: Path, preset: str = "ultrafast") -> Path:
     # the fixed ladder in the clear: what is tested is the crash and the retries, not the ladder or keys
     config.write_text(f'[ladder]\nmode = "fixed"\n[drm]\nenabled = false\n'
                       f'[encode]\npreset = "{preset}"\nparallel_encodes = 1\n'
-                      f'[storage]\nwork_dir = "{folder / "work"}"\n')
+                      f'[storage]\nkeep_work = true\nwork_dir = "{folder / "work"}"\n')
     return config
 
 

@@ -36,7 +36,7 @@ def _config(folder: Path, hdr_codecs: str, codecs: str) -> Path:
     config.write_text(
         '[ladder]\nmode = "fixed"\n'
         f'[encode]\npreset = "ultrafast"\ncodecs = {codecs}\nhdr_codecs = {hdr_codecs}\n{LADDER}'
-        f'[storage]\nwork_dir = "{folder / "work"}"\n'
+        f'[storage]\nkeep_work = true\nwork_dir = "{folder / "work"}"\n'
         f'[database]\nurl = "sqlite:///{folder / "service.db"}"\n'
         '[drm]\nenabled = false\n')
     return config

@@ -80,6 +80,7 @@ from reelflow.infra.settings import (
     load_settings,
 )
 from reelflow.infra.storage import Storage, open_storage
+from reelflow.infra.workfolder import finish_with_work_folder, use_work_folder
 from reelflow.packaging import publish
 from reelflow.packaging.keys import TIERS, KeyStore, Tier, generate_keys
 from reelflow.packaging.packager import Encryption, Package, package, tier_of
@@ -594,6 +595,7 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
         raise QCFailed(source, [f"{c['name']}: {c['message']}" for c in errors], report, where)
 
     work = settings.storage.work_dir.resolve() / sha[:16]
+    in_use = use_work_folder(work)  # held until this run ends; a failed run keeps the folder to resume from
     # Every video stage (shots, keyframes, trials, encodes, the VMAF reference, the tone map) reads the
     # conformed picture; audio keeps ``source, info``, on the source's timeline (the picture's frame 0 is
     # its first).
@@ -657,6 +659,8 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
                           if k in e} | ({"report": e["report"]} if "report" in e else {})
                          for e in ladder_entry["ladders"]]
     record_url = title_record_task(store, prefix, record)
+    if finish_with_work_folder(in_use, work, keep=settings.storage.keep_work):
+        logger.info("work folder %s removed (storage.keep_work keeps it)", work)
     return IngestResult(title_id=title, record_url=record_url, record=record)
 
 

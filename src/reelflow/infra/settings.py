@@ -293,6 +293,8 @@ class StorageConfig(_Config):
                            description="Intermediate files, keyed by content hash (default: work/ in REELFLOW_HOME).")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto).")
     s3_region: str = "us-east-1"
+    keep_work: bool = Field(False, description="Keep a title's work folder (intermediates, encodes) after it is "
+                            "published; by default it is removed then (a failed run always keeps it).")
     work_free_margin_gb: float = Field(2.0, ge=0, description="An ingest starts only with the source's size plus "
                                        "this much free on the work folder's disk (intermediates, encodes).")
     multipart_threshold_mb: int = Field(8, ge=5, description="Files above this size upload in parts.")
