@@ -39,6 +39,7 @@ import secrets
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,17 +186,30 @@ def _trials_key(stage: str) -> Any:
 # --- progress: a log line per tenth of the work, so the console and the UI both show it -------
 
 def progress_logger(label: str, total: float, unit: str = "s") -> Callable[[float], None]:
-    """A progress callback (seconds of media, or frames) that logs each 10% step of ``total``."""
+    """A progress callback (seconds of media, or frames) that logs each 10% step of ``total``, with the
+    time the stage has taken and, at its pace so far, the time it still needs."""
     logger = get_run_logger()
     next_step = [10]
+    started = time.monotonic()
 
     def report(done: float) -> None:
         percent = 100 * done / total if total > 0 else 100
         if percent >= next_step[0] and next_step[0] < 100:
-            logger.info("%s: %d%% (%.1f of %.1f %s)", label, int(percent), done, total, unit)
+            elapsed = time.monotonic() - started
+            left = elapsed * (100 - percent) / percent if percent > 0 else float("nan")
+            logger.info("%s: %d%% (%.1f of %.1f %s) in %s, about %s left", label, int(percent), done, total, unit,
+                        _duration(elapsed), _duration(left))
             next_step[0] = int(percent // 10 + 1) * 10
 
     return report
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:  # NaN: no pace yet
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 # --- distributed tasks: files through the shared store (flows/workfiles.py) -------------------
