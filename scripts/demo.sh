@@ -90,11 +90,12 @@ Open this page to play the encrypted title in a browser (Shaka Player, ClearKey;
 ?format=hls for HLS):
   $url/play/demo
 $shaka_note
+The media engineers' console (titles, QC, ladder, renditions, recent ingest runs): $url/console
 MSG
 if [[ -t 0 && -t 1 ]]; then
   echo "Press Ctrl-C to stop the service."
   trap 'kill "$pid" 2>/dev/null; rm -f "$pidfile"; echo; echo "service stopped"' INT TERM
   wait "$pid" || true
 else
-  echo "It keeps running in the background (pid $pid); stop it with: kill \$(cat $(pwd)/$pidfile)"
+  echo "It keeps running in the background (pid $pid); stop it with: kill \$(cat $pidfile)"
 fi
