@@ -405,12 +405,12 @@ def _scored_inputs(rendition: Rendition, info: probe.MediaInfo, work: Path,
 
 @task(name="delivered VMAF", cache_policy=NO_CACHE, task_run_name="VMAF {rendition.name}")
 def delivered_vmaf_task(rendition: Rendition, shot_list: tuple[shots.Shot, ...], info: probe.MediaInfo,
-                        work: Path, remote: WorkStore | None = None) -> Delivered:
+                        work: Path, remote: WorkStore | None = None, threads: int = 1) -> Delivered:
     """The delivered rung scored on every frame at the source's display size."""
     rendition, info = _scored_inputs(rendition, info, work, remote)
     logs = _task_work(work, remote) / "vmaf"
     logs.mkdir(parents=True, exist_ok=True)
-    score = vmaf.measure_rung_vmaf(rendition.path, info, log_dir=logs)
+    score = vmaf.measure_rung_vmaf(rendition.path, info, log_dir=logs, threads=threads)
     delivered = analysis.measure_delivered(rendition, score, shot_list, info)
     get_run_logger().info("%s delivered: %.0f kbps, VMAF %.2f (min %.1f); %.1f CPU s", rendition.name,
                           delivered.kbps, score.mean, score.min, score.cpu_s)
@@ -817,7 +817,8 @@ def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int
                                                remote).result()
 
     def measure(rendition: Rendition) -> Delivered:
-        return delivered_vmaf_task.submit(rendition, found, info, encode_dir, remote).result()
+        return delivered_vmaf_task.submit(rendition, found, info, encode_dir, remote,
+                                          settings.ladder.vmaf_threads).result()
 
     def quick(rendition: Rendition, step: int) -> vmaf.VmafResult:
         return quick_vmaf_task.submit(rendition, step, info, encode_dir, remote).result()

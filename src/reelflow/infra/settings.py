@@ -402,6 +402,9 @@ class LadderConfig(_Config):
                            "into the next: that rung's CRFs move by the miss at its own dVMAF/dCRF before it is "
                            "encoded (encoding/analysis.py: RungCheck). Needs measure_delivered.")
     feedback_vmaf: float = Field(0.5, ge=0, description="A carried miss this small moves nothing.")
+    vmaf_threads: int = Field(2, ge=1, le=64, description="Threads of each delivered rung's every-frame VMAF "
+                              "run (libvmaf, decode and scale): the rungs go one after another, so one thread "
+                              "left the other core idle. Scores do not depend on it.")
     measure_delivered: bool = Field(True, description="Score every delivered rung with VMAF on every frame "
                                     "(the report's delivered column, and what feedback and rechecks act on: "
                                     "without it neither runs; costs about one VMAF run per rung).")
