@@ -63,6 +63,8 @@ from reelflow.encoding.ladder import select_ladder
 from reelflow.encoding.probe import MediaInfo, probe
 from reelflow.encoding.shots import Shot, detect_shots
 from reelflow.encoding.trials import (
+    ShotTrials,
+    TrialPlan,
     candidate_heights,
     combine,
     frame_sizes,
@@ -227,19 +229,33 @@ def _monotone(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]
     return out
 
 
+def shots_and_keyframes(src: Path, info: MediaInfo,
+                        settings: Settings) -> tuple[tuple[Shot, ...], tuple[int, ...]]:
+    """The title's shots and the keyframes every rung gets, as the ingest finds them."""
+    found = tuple(detect_shots(src, settings.shots, info=info).shots)
+    return found, keyframe_frames([s.start_frame for s in found], info.video.frames, info.video.fps,
+                                  settings.encode.segment_s)
+
+
+def run_trials(src: Path, info: MediaInfo, found: Sequence[Shot], keyframes: tuple[int, ...], settings: Settings,
+               work: Path, pool: ThreadPoolExecutor) -> tuple[tuple[Shot, ...], TrialPlan, list[ShotTrials]]:
+    """reelflow's analysis as the ingest runs it: allocation units, the trial plan on a sample, and
+    every group of units' trials in ``pool``; returns (units, plan, trials)."""
+    units = allocation_units(found, keyframes, info, settings)
+    plan = plan_trials(src, info, found, settings.trials, work / "trials")
+    groups = group_shots(units, info.video.fps, settings.trials)
+    measured = [s for g in pool.map(lambda g: trial_shots(src, info, g, settings.trials, work / "trials",
+                                                          plan=plan, keyframes=keyframes), groups) for s in g]
+    return units, plan, measured
+
+
 def bench_clip(src: Path, settings: Settings, jobs: int, grid_cache: Path | None = None) -> ClipResult:
     info = probe(src)
-    found = detect_shots(src, settings.shots, info=info).shots
-    keyframes = keyframe_frames([s.start_frame for s in found], info.video.frames, info.video.fps,
-                                settings.encode.segment_s)
+    found, keyframes = shots_and_keyframes(src, info, settings)
     with tempfile.TemporaryDirectory(prefix="bench-ladder-") as tmp, ThreadPoolExecutor(jobs) as pool:
         work = Path(tmp)
         # reelflow's analysis: the trials once; both modes choose their rungs from the same points
-        units = allocation_units(found, keyframes, info, settings)
-        plan = plan_trials(src, info, found, settings.trials, work / "trials")
-        groups = group_shots(units, info.video.fps, settings.trials)
-        measured = [s for g in pool.map(lambda g: trial_shots(src, info, g, settings.trials, work / "trials",
-                                                              plan=plan, keyframes=keyframes), groups) for s in g]
+        units, plan, measured = run_trials(src, info, found, keyframes, settings, work, pool)
         analysis_cpu = plan.cpu_s + sum(s.cpu_s for s in measured)
         points: list[ShotPoints] = [s.points for s in measured]
 

@@ -30,13 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ladder import deliver_planned
-from reelflow.encoding.analysis import LadderAnalysis, allocation_units
-from reelflow.encoding.encode import keyframe_frames
+from ladder import deliver_planned, run_trials, shots_and_keyframes
+from reelflow.encoding.analysis import LadderAnalysis
 from reelflow.encoding.ladder import select_ladder
 from reelflow.encoding.probe import probe
-from reelflow.encoding.shots import detect_shots
-from reelflow.encoding.trials import group_shots, plan_trials, trial_shots
 from reelflow.encoding.vmaf import vmaf_model_for
 from reelflow.infra.settings import Settings
 from reelflow.infra.tools import ffmpeg_exe, run
@@ -63,17 +60,11 @@ def make_masters(folder: Path) -> list[Path]:
 
 def bench_title(src: Path, settings: Settings, jobs: int) -> dict[str, Any]:
     info = probe(src)
-    found = detect_shots(src, settings.shots, info=info).shots
-    keyframes = keyframe_frames([s.start_frame for s in found], info.video.frames, info.video.fps,
-                                settings.encode.segment_s)
+    found, keyframes = shots_and_keyframes(src, info, settings)
     wall = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-uhd-") as tmp, ThreadPoolExecutor(jobs) as pool:
         work = Path(tmp)
-        units = allocation_units(found, keyframes, info, settings)
-        plan = plan_trials(src, info, found, settings.trials, work / "trials")
-        groups = group_shots(units, info.video.fps, settings.trials)
-        measured = [s for g in pool.map(lambda g: trial_shots(src, info, g, settings.trials, work / "trials",
-                                                              plan=plan, keyframes=keyframes), groups) for s in g]
+        units, plan, measured = run_trials(src, info, found, keyframes, settings, work, pool)
         analysis = LadderAnalysis(mode="per-shot", plan=plan, shots=tuple(measured), units=units,
                                   rungs=tuple(select_ladder([s.points for s in measured], settings.ladder)))
         ladder = deliver_planned("per-shot", src, info, analysis, keyframes, settings, work)

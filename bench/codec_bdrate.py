@@ -1,7 +1,7 @@
 """BD-rate of the HEVC and AV1 measured ladders against the H.264 ladder of the same title (VMAF, SDR clips).
 
-    .venv/bin/python bench/codecs.py                                   # the default three clips
-    .venv/bin/python bench/codecs.py --clips 03_sintel_fight_10s_640x360.mp4 --mode per-title --json out.json
+    .venv/bin/python bench/codec_bdrate.py                                   # the default three clips
+    .venv/bin/python bench/codec_bdrate.py --clips 03_sintel_fight_10s_640x360.mp4 --mode per-title --json out.json
 
 Per clip and codec, what the flow does (bench/ladder.py's machinery): shots, the codec's trials
 (its own trial preset, CRFs and measured correction, encoding/codecs.py defaults: x264 medium,
@@ -11,7 +11,7 @@ size. Each codec's delivered rungs (payload kbps, VMAF) are one curve; BD-rate (
 PCHIP over the VMAF range both cover) is of HEVC's and AV1's curves against H.264's, negative
 meaning fewer bits at the same quality. The final encodes' CPU per codec is reported beside it.
 
-Nothing here is tuned: the codecs' presets and trial CRFs are codecs.py's, on every clip alike.
+Nothing here is tuned: the codecs' presets and trial CRFs are encoding/codecs.py's, on every clip alike.
 """
 
 from __future__ import annotations
@@ -25,14 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
-from ladder import MEDIA_DIR, deliver_planned
-from reelflow.encoding.analysis import LadderAnalysis, allocation_units
+from ladder import MEDIA_DIR, deliver_planned, run_trials, shots_and_keyframes
+from reelflow.encoding.analysis import LadderAnalysis
 from reelflow.encoding.bdrate import BdRateError, bd_rate
-from reelflow.encoding.encode import keyframe_frames
 from reelflow.encoding.ladder import select_ladder
 from reelflow.encoding.probe import probe
-from reelflow.encoding.shots import detect_shots
-from reelflow.encoding.trials import group_shots, plan_trials, trial_shots
 from reelflow.infra.settings import Settings
 
 log = logging.getLogger("bench.codecs")
@@ -43,16 +40,10 @@ CODEC_NAMES = ("h264", "hevc", "av1")
 def codec_ladder(src: Path, codec: str, mode: Literal["per-title", "per-shot"], jobs: int) -> dict[str, Any]:
     settings = Settings(encode={"codec": codec})
     info = probe(src)
-    found = detect_shots(src, settings.shots, info=info).shots
-    keyframes = keyframe_frames([s.start_frame for s in found], info.video.frames, info.video.fps,
-                                settings.encode.segment_s)
+    found, keyframes = shots_and_keyframes(src, info, settings)
     with tempfile.TemporaryDirectory(prefix=f"bench-codecs-{codec}-") as tmp, ThreadPoolExecutor(jobs) as pool:
         work = Path(tmp)
-        units = allocation_units(found, keyframes, info, settings)
-        plan = plan_trials(src, info, found, settings.trials, work / "trials")
-        groups = group_shots(units, info.video.fps, settings.trials)
-        measured = [s for g in pool.map(lambda g: trial_shots(src, info, g, settings.trials, work / "trials",
-                                                              plan=plan, keyframes=keyframes), groups) for s in g]
+        units, plan, measured = run_trials(src, info, found, keyframes, settings, work, pool)
         analysis = LadderAnalysis(mode=mode, plan=plan, shots=tuple(measured), units=units,
                                   rungs=tuple(select_ladder([s.points for s in measured], settings.ladder, mode)))
         ladder = deliver_planned(mode, src, info, analysis, keyframes, settings, work)
