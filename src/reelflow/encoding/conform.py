@@ -35,6 +35,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reelflow.encoding.encode import color_args
 from reelflow.encoding.probe import MediaInfo, VideoStream, probe
 from reelflow.errors import StageError
 from reelflow.infra.hashing import config_digest, sha256_file
@@ -364,18 +365,9 @@ def conform_argv(src: Path, info: MediaInfo, plan: ConformPlan, out: Path, confi
         "-fps_mode", "cfr", "-r", fps,                        # one frame per 1/fps, as every later stage assumes
         *codec,
         *(["-threads", str(config.threads)] if config.threads else []),
-        *_colour_args(v),                                     # the colour description goes through unchanged
+        *color_args(v),                                     # the colour description goes through unchanged
         str(out),
     ]
-
-
-def _colour_args(video: VideoStream) -> list[str]:
-    args = []
-    for flag, value in (("-color_primaries", video.color_primaries), ("-color_trc", video.color_transfer),
-                        ("-colorspace", video.color_matrix), ("-color_range", video.color_range)):
-        if value:
-            args += [flag, value]
-    return args
 
 
 @functools.cache

@@ -213,7 +213,7 @@ def video_encode_argv(
                            round(rung.kbps * config.maxrate_factor),   # VBV: the rung's peak stays streamable
                            round(rung.kbps * config.bufsize_s), gop),
         "-force_key_frames", force_key_frames_arg(keyframes, video.fps),
-        *_color_args(video, chosen),
+        *color_args(video, chosen),
         "-movflags", "+faststart",
         str(out),
     ]
@@ -227,7 +227,7 @@ def scale_filter(width: int, height: int, codec: VideoCodec) -> str:
     return f"scale={width}:{height}:flags=lanczos,setsar=1,format={codec.pix_fmt}"
 
 
-def _color_args(video: VideoStream, codec: VideoCodec | None = None) -> list[str]:
+def color_args(video: VideoStream, codec: VideoCodec | None = None) -> list[str]:
     """Carry the source's colour description through the scale, where it is known; an HDR
     rendition states its own (BT.2020, PQ/HLG, limited range) whatever the source's tags left out."""
     if codec is not None and codec.hdr is not None:
@@ -336,7 +336,7 @@ def shot_encode_argv(
         # keyframes only where forced, and headers that let the pieces join without re-encoding
         *codec.args(preset, piece.crf, gop),
         "-force_key_frames", force_key_frames_arg([k for k in inside if k >= 0] or [0], video.fps),
-        *_color_args(video, codec),
+        *color_args(video, codec),
         "-video_track_timescale", str(video.fps.numerator * 512),  # same timescale in every piece
         str(out),
     ]
