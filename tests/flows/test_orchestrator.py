@@ -65,6 +65,13 @@ def test_concurrent_ingests_share_one_server_beside_a_cpu_hog(lavfi_clip, fast_c
     finally:
         for hog in hogs:
             hog.kill()
+    try:
+        _check_shared_server(results, home, env)
+    finally:
+        server.stop_server(home / "prefect")  # never left running by a failed assertion
+
+
+def _check_shared_server(results: list[tuple[int, str, str]], home: Path, env: dict[str, str]) -> None:
     for code, out, errors in results:
         assert code == 0, errors[-3000:]
         assert json.loads(out)["status"] == "published"
