@@ -15,8 +15,8 @@ rotation (transpose), so the picture is stored as it is shown and no player has 
 
 The intermediate is lossless and intra-only, so a seek to any frame is exact and nothing is lost
 before the ladder's own encodes. It is read many times (shots, trials, encodes, VMAF), so its
-decode speed matters most: on 1080p here (docs/benchmarks.md) Ut Video reads back about 3x faster
-than x264 at qp 0 and 6x faster than FFV1, for 20% more bytes than x264; it is 8-bit only. So 8-bit
+decode speed matters most: Ut Video reads back fastest, then x264 at qp 0, then FFV1
+(docs/benchmarks.md, "Picture conform"), and it is 8-bit only. So 8-bit
 pictures go to Ut Video, 9-10 bit to x264 qp 0 (High 4:4:4 Intra), deeper ones to FFV1 level 3.
 Audio is not in it: the audio stage keeps reading the source on its own timeline, and the
 intermediate's frame 0 is the source's first frame.

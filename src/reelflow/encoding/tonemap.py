@@ -9,10 +9,9 @@ to the filter, which loses the source's metadata once the frames are linear: PQ 
 the mastering display's peak, else ``pq_default_peak_nits``; HLG is rendered for ``hlg_peak_nits``.
 
 A source taller than ``tonemap.max_height`` (1080) is scaled down first, in its own 10-bit YUV: the
-fallback is H.264 and tops out at 1080p, and the float tone curve at 2160p costs about three
-decodes. Measured on a 1 s 3840x2160 HDR10 clip, one thread: 1.0 CPU s to decode, 4.3 with the
-curve at full size, 1.8-2.0 scaled to 1080p first (+70-80%, short of the issue's 15% conform
-budget: zscale and tonemap work in float RGB; a precomputed 3D LUT would be the cheaper path).
+fallback is H.264 and tops out at 1080p, and zscale and tonemap work in float RGB, so the curve at
+full UHD size costs several decodes (docs/benchmarks.md, "UHD"/"Picture conform"; a precomputed 3D
+LUT would be the cheaper path).
 
 The result is FFV1 (lossless, every frame a keyframe) in Matroska, the same kind of intermediate
 the picture-conform step writes: the SDR ladder is then made from it exactly as from an SDR master

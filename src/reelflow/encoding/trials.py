@@ -52,9 +52,8 @@ where an exhaustive medium grid costs 10-15x):
    and every trial of theirs is scored with the HD model against the source scaled to 1080 lines
    (vmaf.py). The heights above 1080 are scored with the 4K model at the source's size, and tried
    on the full-size sample only (``uhd_trials = "sample"``): there a trial costs about four times a
-   1080p one in encoding and in VMAF (33 frames of a 2160p title, 2160p and 1440p at three CRFs:
-   54 CPU s, against 150-200 for the whole title's final 2160p and 1440p rungs), so trying every shot
-   would break the budget. Each shot's points there are its own 1080p trials moved by what the
+   1080p one in encoding and in VMAF, so trying every shot would break the analysis budget
+   (docs/benchmarks.md, "UHD ladders"). Each shot's points there are its own 1080p trials moved by what the
    sample measured between 1080p and that height at the same CRF (``height_map``: rate ratio and
    VMAF offset, from the HD model at 1080 lines to the 4K one at 2160), then corrected to the final
    preset like any trial (the preset correction is measured at HD heights and held beyond them).
