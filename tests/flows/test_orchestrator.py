@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -32,13 +31,11 @@ def test_given_api_url_wins_and_nothing_starts(tmp_path: Path, monkeypatch: pyte
 def test_refused_file_answers_without_starting_a_server(tmp_path: Path, fast_config: Path) -> None:
     bad = tmp_path / "not-media.mov"
     bad.write_bytes(b"this is not a movie\n" * 100)
-    started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "reelflow.cli", "ingest", str(bad), "--json"],
                           capture_output=True, text=True, env=_env(tmp_path / "home", fast_config), check=False)
     assert done.returncode == 1
     assert "reelflow: error:" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "home" / "prefect" / "server.json").exists()
-    assert time.monotonic() - started < 30  # no server start (8-45 s) on the way to the refusal
 
 
 @pytest.mark.slow

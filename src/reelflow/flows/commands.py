@@ -100,11 +100,11 @@ def worker(
     changes = {k: v for k, v in (("deployment", deployment), ("dask_address", dask)) if v}
     if changes:
         settings = settings.model_copy(update={"orchestration": settings.orchestration.model_copy(update=changes)})
+    _connect()  # before flows.ingest is imported: Prefect reads PREFECT_API_URL once, at import
     if settings.orchestration.dask_address and not register_only:
         from reelflow.flows.ingest import check_dask_address
 
         check_dask_address(settings.orchestration.dask_address)  # before anything is registered
-    _connect()
     from reelflow.cli import _quiet_console_tracebacks, err
 
     _quiet_console_tracebacks()

@@ -610,72 +610,77 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
 
     work = settings.storage.work_dir.resolve() / sha[:16]
     in_use = use_work_folder(work)  # held until this run ends; a failed run keeps the folder to resume from
-    # Every video stage (shots, keyframes, trials, encodes, the VMAF reference, the tone map) reads the
-    # conformed picture; audio keeps ``source, info``, on the source's timeline (the picture's frame 0 is
-    # its first).
-    video_source, video_info, video_sha = conform_task(source, sha, settings.conform, info, report, settings.qc, work)
-    conform_record = (report.get("measurements", {}).get("conform") or {}).get("steps", [])
-
-    shot_list = shots.ShotList.from_dict(shots_task(video_source, video_sha, settings.shots, video_info))
-    keyframes = encode.keyframe_frames([s.start_frame for s in shot_list.shots], video_info.video.frames,
-                                       video_info.video.fps, settings.encode.segment_s)
-    # On a Dask cluster the tasks read the picture from the store and put their encodes there.
-    remote = stage_source_task(video_source, store, settings.storage, video_sha) if _distributed() else None
-    specs = ladder_specs(video_info.video, settings)
-    tonemapped = tonemap_task(video_info, video_sha, settings, work) if any(sp.tonemapped for sp in specs) else None
-    encode_dir = work / f"encode-{config_digest(encode.result_digest_parts(settings.encode), keyframes)}"
-    audio_calls: list[tuple[Any, tuple[Any, ...]]] = [
-        (encode_track_task, (source, info, track, settings, encode_dir)) for track in audio_plan.tracks]
-    # Audio first: it is short, and would otherwise wait behind every rung in the bounded pool. With
-    # a Dask cluster it is encoded here, before the rungs go out (a sidecar's audio files are local).
-    audio_futures = [t.submit(*args) for t, args in audio_calls] if remote is None else []
-    audio_here = [t(*args) for t, args in audio_calls] if remote is not None else []
-    ladders = [make_ladder(spec, video_source, video_sha, video_info, shot_list, keyframes, settings, work, remote,
-                           tonemapped, store) for spec in specs]
-    video = [r for made in ladders for r in made.video]
-    encode_digest = config_digest([made.encode_digest for made in ladders])
-    texts = subtitles_task(side, encode_dir) if side is not None and side.subtitles else []
-    renditions = video + [f.result() for f in audio_futures] + audio_here
-
-    key_ids = None
-    if encrypt:
-        tiers = sorted({tier_of(r) for r in renditions}, key=TIERS.index)
-        key_ids = content_keys_task(key, tiers, settings)
-
-    # Each package goes to a folder named by what made it, so republishing a title never rewrites
-    # files a reader is using and never leaves stale segments in a listed package; title.json,
-    # written last, says which folder is current.
-    # The rendition files are named by their CRFs, which the ladder's feedback step may have moved.
-    made_by: list[Any] = [sha, encode_digest, settings.package, settings.encode.segment_s,
-                          [r.path.name for r in video]]
-    made_by.append([[r.name, r.path.name] for r in renditions if r.kind == "audio"] +
-                   [[t.name, t.path.name] for t in texts])
-    if key_ids is not None:
-        # Fresh IVs on every packager run: an encrypted package is never rewritten in place.
-        made_by += [settings.drm.model_dump(mode="json", exclude={"master_key", "master_key_file"}), key_ids,
-                    secrets.token_hex(8)]
-    version = "v-" + config_digest(*made_by)[:12]
-    package_dir = Path(tempfile.mkdtemp(prefix="package-", dir=work))  # private to this run
     try:
-        pkg = package_task(renditions, package_dir, settings.encode.segment_s, settings, texts, key, key_ids)
-        publish_task(pkg.root, store, f"{prefix}/{version}")
-    finally:
-        shutil.rmtree(package_dir, ignore_errors=True)
-    qc_url = put_json_task(store, f"{prefix}/{version}/qc.json", report)
-    put_json_task(store, f"{prefix}/{version}/shots.json", shot_list.to_dict())
-    ladder_entry = publish_ladder_reports(ladders, title, settings, store, f"{prefix}/{version}", work, tonemapped)
+        # Every video stage (shots, keyframes, trials, encodes, the VMAF reference, the tone map) reads the
+        # conformed picture; audio keeps ``source, info``, on the source's timeline (the picture's frame 0 is
+        # its first).
+        video_source, video_info, video_sha = conform_task(source, sha, settings.conform, info, report, settings.qc,
+                                                           work)
+        conform_record = (report.get("measurements", {}).get("conform") or {}).get("steps", [])
 
-    record = title_record(title, source, sha, info, report, shot_list, renditions, pkg, store,
-                          f"{prefix}/{version}", qc_url, started, ladder_entry["ladder"], subtitles=texts,
-                          sidecar=side, hls_key_uri=settings.drm.hls_key_uri if pkg.encryption else None,
-                          conform=conform_record, audio_report=audio_report(audio_plan, audio_qc, renditions))
-    record["ladders"] = [{k: e[k] for k in ("ladder", "codec", "range", "mode", "quality_metric", "renditions")
-                          if k in e} | ({"report": e["report"]} if "report" in e else {})
-                         for e in ladder_entry["ladders"]]
-    record_url = title_record_task(store, prefix, record)
-    if finish_with_work_folder(in_use, work, keep=settings.storage.keep_work):
-        logger.info("work folder %s removed (storage.keep_work keeps it)", work)
-    return IngestResult(title_id=title, record_url=record_url, record=record)
+        shot_list = shots.ShotList.from_dict(shots_task(video_source, video_sha, settings.shots, video_info))
+        keyframes = encode.keyframe_frames([s.start_frame for s in shot_list.shots], video_info.video.frames,
+                                           video_info.video.fps, settings.encode.segment_s)
+        # On a Dask cluster the tasks read the picture from the store and put their encodes there.
+        remote = stage_source_task(video_source, store, settings.storage, video_sha) if _distributed() else None
+        specs = ladder_specs(video_info.video, settings)
+        tonemapped = tonemap_task(video_info, video_sha, settings, work) if any(sp.tonemapped for sp in specs) else None
+        encode_dir = work / f"encode-{config_digest(encode.result_digest_parts(settings.encode), keyframes)}"
+        audio_calls: list[tuple[Any, tuple[Any, ...]]] = [
+            (encode_track_task, (source, info, track, settings, encode_dir)) for track in audio_plan.tracks]
+        # Audio first: it is short, and would otherwise wait behind every rung in the bounded pool. With
+        # a Dask cluster it is encoded here, before the rungs go out (a sidecar's audio files are local).
+        audio_futures = [t.submit(*args) for t, args in audio_calls] if remote is None else []
+        audio_here = [t(*args) for t, args in audio_calls] if remote is not None else []
+        ladders = [make_ladder(spec, video_source, video_sha, video_info, shot_list, keyframes, settings, work, remote,
+                               tonemapped, store) for spec in specs]
+        video = [r for made in ladders for r in made.video]
+        encode_digest = config_digest([made.encode_digest for made in ladders])
+        texts = subtitles_task(side, encode_dir) if side is not None and side.subtitles else []
+        renditions = video + [f.result() for f in audio_futures] + audio_here
+
+        key_ids = None
+        if encrypt:
+            tiers = sorted({tier_of(r) for r in renditions}, key=TIERS.index)
+            key_ids = content_keys_task(key, tiers, settings)
+
+        # Each package goes to a folder named by what made it, so republishing a title never rewrites
+        # files a reader is using and never leaves stale segments in a listed package; title.json,
+        # written last, says which folder is current.
+        # The rendition files are named by their CRFs, which the ladder's feedback step may have moved.
+        made_by: list[Any] = [sha, encode_digest, settings.package, settings.encode.segment_s,
+                              [r.path.name for r in video]]
+        made_by.append([[r.name, r.path.name] for r in renditions if r.kind == "audio"] +
+                       [[t.name, t.path.name] for t in texts])
+        if key_ids is not None:
+            # Fresh IVs on every packager run: an encrypted package is never rewritten in place.
+            made_by += [settings.drm.model_dump(mode="json", exclude={"master_key", "master_key_file"}), key_ids,
+                        secrets.token_hex(8)]
+        version = "v-" + config_digest(*made_by)[:12]
+        package_dir = Path(tempfile.mkdtemp(prefix="package-", dir=work))  # private to this run
+        try:
+            pkg = package_task(renditions, package_dir, settings.encode.segment_s, settings, texts, key, key_ids)
+            publish_task(pkg.root, store, f"{prefix}/{version}")
+        finally:
+            shutil.rmtree(package_dir, ignore_errors=True)
+        qc_url = put_json_task(store, f"{prefix}/{version}/qc.json", report)
+        put_json_task(store, f"{prefix}/{version}/shots.json", shot_list.to_dict())
+        ladder_entry = publish_ladder_reports(ladders, title, settings, store, f"{prefix}/{version}", work, tonemapped)
+
+        record = title_record(title, source, sha, info, report, shot_list, renditions, pkg, store,
+                              f"{prefix}/{version}", qc_url, started, ladder_entry["ladder"], subtitles=texts,
+                              sidecar=side, hls_key_uri=settings.drm.hls_key_uri if pkg.encryption else None,
+                              conform=conform_record, audio_report=audio_report(audio_plan, audio_qc, renditions))
+        record["ladders"] = [{k: e[k] for k in ("ladder", "codec", "range", "mode", "quality_metric", "renditions")
+                              if k in e} | ({"report": e["report"]} if "report" in e else {})
+                             for e in ladder_entry["ladders"]]
+        record_url = title_record_task(store, prefix, record)
+        if finish_with_work_folder(in_use, work, keep=settings.storage.keep_work):
+            logger.info("work folder %s removed (storage.keep_work keeps it)", work)
+        return IngestResult(title_id=title, record_url=record_url, record=record)
+    except BaseException:
+        in_use.close()  # a failed run keeps the folder (a re-run resumes from it), not its lock
+        raise
 
 
 def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, report: dict[str, Any],

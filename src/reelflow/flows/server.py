@@ -1,7 +1,8 @@
 """The machine's one orchestration service: a Prefect API server that every reelflow process shares.
 
 Without ``PREFECT_API_URL``, Prefect starts an ephemeral API server inside each process that runs
-a flow: 8 s on a quiet machine, 25-45 s on a loaded one, and two at once time out (DESIGN.md).
+a flow: every ingest pays its start-up, and two started at once on a loaded machine time out
+(DESIGN.md).
 Instead, the first reelflow process that needs orchestration starts ``prefect server start``
 detached, with its database, log and address under ``REELFLOW_HOME/prefect/``; later processes
 find it there (``server.json``) and only connect. An exclusive lock on ``server.lock`` makes the
@@ -36,8 +37,7 @@ from reelflow.infra.home import home_path
 log = logging.getLogger(__name__)
 
 API_URL_ENV = "PREFECT_API_URL"
-# A loaded 2-core machine was seen taking 45 s to bring an ephemeral server up; a standing one
-# gets more, since every later run on this machine waits on it anyway.
+# Generous: a loaded machine starts the server slowly, and every later run here waits on it anyway.
 START_TIMEOUT_S = 240.0
 # A busy server answers /health in milliseconds; one that does not within this is gone or wedged.
 HEALTH_TIMEOUT_S = 5.0

@@ -146,9 +146,11 @@ _NO_SPACE = "No space left on device"  # strerror(ENOSPC), as ffmpeg and the pac
 
 
 def _output_of(argv: Sequence[str], cwd: Path | None) -> Path:
-    """Where a failed run was writing: its last argument (ffmpeg's output), made absolute."""
-    path = Path(argv[-1])
-    return path if path.is_absolute() else (cwd or Path.cwd()) / path
+    """Where a failed run was writing: the folder it ran in (the packager writes there), else its last
+    argument (ffmpeg's output), made absolute."""
+    if cwd is not None:
+        return cwd.resolve()
+    return Path(argv[-1]).resolve()
 
 
 def disk_full(path: Path) -> DiskFull:
@@ -231,7 +233,7 @@ def run(
     if proc.returncode:
         failed = ToolFailed([hide(a) for a in argv], proc.returncode, hide(stderr)[-4000:])
         if _NO_SPACE in stderr:
-            raise disk_full(_output_of(argv, cwd)) from failed
+            raise disk_full(_output_of(argv, cwd)) from failed  # a path, never a secret of the argv
         raise failed
     if redact:
         argv, stderr, stdout_lines = [hide(a) for a in argv], hide(stderr), [hide(ln) for ln in stdout_lines]
