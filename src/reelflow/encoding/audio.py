@@ -15,15 +15,14 @@ no track of a studio's master is lost without a word:
   rendition: the master's own stereo mix of that language when it has one, else an ITU-R BS.775
   downmix with the explicit coefficients of ``_DOWNMIX`` (the LFE is left out, as BS.775 says).
 
-Multichannel codec: AAC-LC 5.1 by default, because it is the 5.1 codec every browser decodes.
-Checked here: Debian's chromium 156 (the browser the tests drive) answers
-``MediaSource.isTypeSupported`` true for ``audio/mp4; codecs="mp4a.40.2"`` (also with
-``channels=6``) and false for ``ec-3`` and ``ac-3``; E-AC-3 is licensed Dolby technology that
+Multichannel codec: AAC-LC 5.1 by default, because it is the 5.1 codec every browser decodes:
+Debian's chromium (the browser the tests drive) accepts 6-channel ``mp4a.40.2`` in Media Source
+Extensions and refuses ``ec-3`` and ``ac-3``; E-AC-3 is licensed Dolby technology that
 Edge, Safari and TV/set-top platforms carry, Chrome and Firefox on desktop do not. E-AC-3 (the
 bundled ffmpeg's native ``eac3`` encoder, up to 5.1) is ``audio.multichannel_codec = "eac3"``
 for living-room deliveries; its renditions go to an HLS group of their own (``audio-ec3``) so a
 player that cannot decode it still has whole AAC variants. 7.1 is always AAC: ffmpeg's eac3
-encoder stops at 5.1 (asked for 7.1 it silently writes 5.1(side), checked with 9.0.2).
+encoder stops at 5.1 (asked for 7.1 it silently writes 5.1(side)).
 
 Loudness: every rendition is normalised in two passes of ``loudnorm`` (measure, then a linear gain
 with the measured values) to ``audio.loudness_lufs`` with true peak at most ``audio.true_peak_dbtp``
@@ -251,11 +250,11 @@ def _default_mixes(info: MediaInfo, config: AudioConfig) -> tuple[list[_Mix], li
                 left_out.append(LeftOut(stream.index, pos + 1, "the stream has no channels"))
                 continue
             mixes.append(_Mix(AudioSource((pos,), layout_of(stream)), stream.language or "und", infer_role(stream)))
-    warnings = _same_language_warnings(mixes, info)
+    warnings = _same_language_warnings(mixes)
     return mixes, left_out, warnings
 
 
-def _same_language_warnings(mixes: Sequence[_Mix], info: MediaInfo) -> list[str]:
+def _same_language_warnings(mixes: Sequence[_Mix]) -> list[str]:
     """QC's warning: two mixes of one language, neither with a role, and of the same width."""
     seen: dict[tuple[str, str, bool], _Mix] = {}
     out = []
@@ -505,8 +504,8 @@ def encode_track(src: Path, info: MediaInfo, track: PlannedTrack, out: Path, *,
         partial = out.with_name(f"{out.stem}.partial-{os.getpid()}-{threading.get_ident()}{out.suffix}")
         try:
             # Pass 1 measures with ebur128 (BS.1770 integrated loudness, its gate, LRA, true peak): what
-            # loudnorm's own first pass prints, at an eighth of its CPU (loudnorm measures through its
-            # 192 kHz dynamic path).
+            # loudnorm's own first pass prints, far cheaper (loudnorm measures through its 192 kHz
+            # dynamic path; docs/benchmarks.md, "Audio stage").
             first = run(track_argv(src, info, track, rate, Path("-"), "ebur128=peak=true:framelog=quiet"))
             measured = _ebur128_summary(first.stderr, track.name)
             cpu = first.cpu_s

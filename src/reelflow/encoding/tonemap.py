@@ -13,11 +13,11 @@ fallback is H.264 and tops out at 1080p, and zscale and tonemap work in float RG
 full UHD size costs several decodes (docs/benchmarks.md, "UHD"/"Picture conform"; a precomputed 3D
 LUT would be the cheaper path).
 
-The result is FFV1 (lossless, every frame a keyframe) in Matroska, the same kind of intermediate
-the picture-conform step writes: the SDR ladder is then made from it exactly as from an SDR master
+The result is FFV1 (lossless, every frame a keyframe) in MOV, a lossless intra-only intermediate
+like the picture-conform step's: the SDR ladder is then made from it exactly as from an SDR master
 (trials, hull, encodes, VMAF against it). It lives in a content-addressed folder of the work
 directory (source hash, operator settings, this module's code, the ffmpeg), gets its final name
-only once its frame count and colour tags are verified, and is reused by a re-run.
+only once its frame count, frame rate and colour tags are verified, and is reused by a re-run.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from reelflow.infra.tools import ffmpeg_exe, run
 
 log = logging.getLogger(__name__)
 
-INTERMEDIATE = "sdr.mkv"
+INTERMEDIATE = "sdr.mov"  # MOV: Matroska's millisecond clock would misread rates such as 59.94
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ def tonemap_source(info: MediaInfo, source_sha: str, config: ToneMapConfig, work
         except StageError as exc:
             log.warning("not reusing %s: %s", out, exc)
     folder.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f"sdr.partial-{os.getpid()}-{threading.get_ident()}.mkv")
+    partial = out.with_name(f"sdr.partial-{os.getpid()}-{threading.get_ident()}.mov")
     try:
         done = run(tonemap_argv(info, config, partial))
         made = _verified(partial, info)
@@ -161,11 +161,13 @@ def tonemap_source(info: MediaInfo, source_sha: str, config: ToneMapConfig, work
 
 
 def _verified(path: Path, source: MediaInfo) -> MediaInfo:
-    """The intermediate, probed: every source frame, 8-bit, tagged BT.709; StageError otherwise."""
+    """The intermediate, probed: every source frame at its rate, 8-bit, tagged BT.709; StageError otherwise."""
     made = probe(path)
     v = made.video
     if v.frames != source.video.frames:
         raise StageError(f"{path.name}: {v.frames} frames, the source has {source.video.frames}")
+    if v.fps != source.video.fps:
+        raise StageError(f"{path.name}: {v.fps} fps, the source has {source.video.fps}")
     if v.bit_depth != 8 or (v.color_primaries, v.color_transfer, v.color_matrix) != ("bt709", "bt709", "bt709"):
         raise StageError(f"{path.name}: {v.bit_depth}-bit {v.color_primaries}/{v.color_transfer}/{v.color_matrix}, "
                          "not 8-bit BT.709")

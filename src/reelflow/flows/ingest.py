@@ -196,7 +196,7 @@ def progress_logger(label: str, total: float, unit: str = "s") -> Callable[[floa
         percent = 100 * done / total if total > 0 else 100
         if percent >= next_step[0] and next_step[0] < 100:
             elapsed = time.monotonic() - started
-            left = elapsed * (100 - percent) / percent if percent > 0 else float("nan")
+            left = elapsed * (100 - percent) / percent  # percent is 10 or more here
             logger.info("%s: %d%% (%.1f of %.1f %s) in %s, about %s left", label, int(percent), done, total, unit,
                         _duration(elapsed), _duration(left))
             next_step[0] = int(percent // 10 + 1) * 10
@@ -205,8 +205,6 @@ def progress_logger(label: str, total: float, unit: str = "s") -> Callable[[floa
 
 
 def _duration(seconds: float) -> str:
-    if seconds != seconds:  # NaN: no pace yet
-        return "?"
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
