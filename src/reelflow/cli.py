@@ -280,11 +280,12 @@ def ladder(
     specs = ladder_specs(info.video, settings)
     results = []
     with tempfile.TemporaryDirectory(prefix="ladder-", dir=work_root) as work:
+        # an HDR source's SDR ladders are analysed on its tone-mapped intermediate, as ingest does (made once)
+        mapped = (tonemap_source(info, sha256_file(source), settings.tonemap, work_root)
+                  if any(spec.tonemapped for spec in specs) else None)
         for spec in specs:
-            # an HDR source's SDR ladders are analysed on its tone-mapped intermediate, as ingest does
             ladder_source, ladder_info = source, info
-            if spec.tonemapped:
-                mapped = tonemap_source(info, sha256_file(source), settings.tonemap, work_root)
+            if spec.tonemapped and mapped is not None:
                 ladder_source, ladder_info = mapped.path, mapped.info
             if not json_out and chosen != "fixed":
                 err.print(f"[bold]ladder[/] {given} ({spec.name}): {len(found.shots)} shots, {chosen} trials ...")

@@ -238,7 +238,7 @@ ToneMapOperator = Literal["hable", "mobius", "reinhard", "clip"]
 
 class ToneMapConfig(_Config):
     """The SDR fallback of an HDR source (encoding/tonemap.py): zscale to linear light, ffmpeg's tonemap
-    operator, then BT.709. (libplacebo's BT.2390 needs Vulkan, which this machine's CPU-only ffmpeg lacks.)"""
+    operator, then BT.709. (libplacebo's BT.2390 needs Vulkan, which a CPU-only ffmpeg lacks.)"""
 
     operator: ToneMapOperator = Field("hable", description="hable (filmic, keeps highlight detail), mobius "
                                       "(keeps in-range colours exact, rolls off above), reinhard, or clip.")
@@ -253,7 +253,7 @@ class ToneMapConfig(_Config):
                                         "a mastering display.")
     max_height: int = Field(1080, ge=0, description="The intermediate is scaled down to this height first (0: the "
                             "source's): the SDR fallback (H.264) tops out at 1080p, and tone mapping in float RGB "
-                            "costs about 3x a 2160p decode at full size.")
+                            "at full UHD size costs several decodes.")
 
 
 class AudioConfig(_Config):
@@ -403,8 +403,8 @@ class LadderConfig(_Config):
                            "encoded (encoding/analysis.py: RungCheck). Needs measure_delivered.")
     feedback_vmaf: float = Field(0.5, ge=0, description="A carried miss this small moves nothing.")
     vmaf_threads: int = Field(2, ge=1, le=64, description="Threads of each delivered rung's every-frame VMAF "
-                              "run (libvmaf, decode and scale): the rungs go one after another, so one thread "
-                              "left the other core idle. Scores do not depend on it.")
+                              "run (libvmaf, decode and scale): the rungs go one after another, so a single thread "
+                              "would leave the other cores idle. Scores do not depend on it.")
     measure_delivered: bool = Field(True, description="Score every delivered rung with VMAF on every frame "
                                     "(the report's delivered column, and what feedback and rechecks act on: "
                                     "without it neither runs; costs about one VMAF run per rung).")
