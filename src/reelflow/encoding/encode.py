@@ -366,6 +366,7 @@ def encode_piece(
     if reuse and out.is_file():
         count, found = read_keyframes(out)
         if count == frames and found[:1] == [0]:
+            log.info("reusing finished piece %s", out.name)
             return 0.0
         log.warning("not reusing piece %s: %d frames (%d planned)", out, count, frames)
     out.parent.mkdir(parents=True, exist_ok=True)
