@@ -213,11 +213,14 @@ def _duration(seconds: float) -> str:
 # --- distributed tasks: files through the shared store (flows/workfiles.py) -------------------
 # ``remote`` is None on the local thread pool: the tasks then read and write the flow's work folder.
 
-def _task_source(source: Path, info: probe.MediaInfo, remote: WorkStore | None) -> tuple[Path, probe.MediaInfo]:
-    """The source as this task reads it: the flow's file, or its copy fetched from the store to this machine."""
+def _task_source(source: Path, info: probe.MediaInfo, remote: WorkStore | None,
+                 frames: tuple[int, int] | None = None) -> tuple[Path, probe.MediaInfo]:
+    """The source as this task reads it: the flow's file, or on a worker the store's copy, of which
+    only ``frames`` [first, last) are fetched when given (workfiles.WorkStore.fetch_frames)."""
     if remote is None:
         return source, info
-    local = remote.fetch(source_name(source))
+    name = source_name(source)
+    local = remote.fetch(name) if frames is None else remote.fetch_frames(name, max(0, frames[0]), frames[1])
     return local, dataclasses.replace(info, path=local)
 
 
@@ -375,7 +378,7 @@ def trial_group_task(source: Path, source_sha: str, info: probe.MediaInfo, shots
                      config: TrialConfig, plan: trials.TrialPlan, keyframes: tuple[int, ...],
                      work: Path, remote: WorkStore | None = None) -> list[trials.ShotTrials]:
     # Trials leave no files behind (their results are values), so distributed they only need the source.
-    source, info = _task_source(source, info, remote)
+    source, info = _task_source(source, info, remote, (shots[0].start_frame - 1, shots[-1].end_frame + 1))
     return trials.trial_shots(source, info, shots, config, _task_work(work, remote), plan=plan, keyframes=keyframes)
 
 
@@ -399,7 +402,8 @@ def encode_pieces_task(source: Path, rung: PlannedRung, pieces: list[encode.Shot
                        remote: WorkStore | None = None) -> float:
     """Consecutive pieces of a per-shot rung, each at its CRF, into ``work/pieces/`` (content-addressed: a
     stopped run keeps every finished piece); returns their CPU seconds (0 for pieces made before)."""
-    source, info = _task_source(source, info, remote)
+    source, info = _task_source(source, info, remote,
+                                (pieces[0].start_frame - config.preroll_frames, pieces[-1].end_frame))
     cpu = 0.0
     for piece in pieces:
         name = _piece_name(rung, piece, keyframes, config)
@@ -438,17 +442,17 @@ def rung_vmaf_task(rendition: Rendition, span: tuple[int, int], info: probe.Medi
                    remote: WorkStore | None = None, threads: int = 1, step: int = 1) -> vmaf.VmafResult:
     """Frames [start, end) of a rung scored against the source (every ``step``-th from ``start``), as in a
     whole run (vmaf.measure_rung_vmaf): a long rung's spans go to any worker."""
-    rendition, info = _scored_inputs(rendition, info, work, remote)
+    rendition, info = _scored_inputs(rendition, info, work, remote, (span[0] - 3, span[1] + 1))
     return vmaf.measure_rung_vmaf(rendition.path, info, subsample=step, threads=threads, height=rendition.height,
                                   span=span)
 
 
-def _scored_inputs(rendition: Rendition, info: probe.MediaInfo, work: Path,
-                   remote: WorkStore | None) -> tuple[Rendition, probe.MediaInfo]:
-    """The rung and the source (the reference) a VMAF task compares: on a worker, both from the store."""
+def _scored_inputs(rendition: Rendition, info: probe.MediaInfo, work: Path, remote: WorkStore | None,
+                   frames: tuple[int, int]) -> tuple[Rendition, probe.MediaInfo]:
+    """The rung and the source's ``frames`` (the reference) a VMAF task compares: on a worker, from the store."""
     if remote is None:
         return rendition, info
-    _, info = _task_source(info.path, info, remote)
+    _, info = _task_source(info.path, info, remote, frames)
     return dataclasses.replace(rendition, path=remote.fetch(f"{work.name}/{rendition.path.name}")), info
 
 
