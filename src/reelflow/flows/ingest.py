@@ -42,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ParamSpec, TypeVar
@@ -408,7 +409,7 @@ def delivered_vmaf_task(rendition: Rendition, shot_list: tuple[shots.Shot, ...],
     rendition, info = _scored_inputs(rendition, info, work, remote)
     logs = _task_work(work, remote) / "vmaf"
     logs.mkdir(parents=True, exist_ok=True)
-    score = vmaf.measure_rung_vmaf(rendition.path, info, log_dir=logs, threads=threads)
+    score = vmaf.measure_rung_vmaf(rendition.path, info, log_dir=logs, threads=threads, half_rate=rendition.half_rate)
     delivered = analysis.measure_delivered(rendition, score, shot_list, info)
     get_run_logger().info("%s delivered: %.0f kbps, VMAF %.2f (min %.1f); %.1f CPU s", rendition.name,
                           delivered.kbps, score.mean, score.min, score.cpu_s)
@@ -420,7 +421,7 @@ def quick_vmaf_task(rendition: Rendition, step: int, info: probe.MediaInfo, work
                     remote: WorkStore | None = None) -> vmaf.VmafResult:
     """A rung's first encode scored on every ``step``-th frame: the cheapest rung's check (analysis.RungCheck)."""
     rendition, info = _scored_inputs(rendition, info, work, remote)
-    score = vmaf.measure_rung_vmaf(rendition.path, info, subsample=step)
+    score = vmaf.measure_rung_vmaf(rendition.path, info, subsample=step, half_rate=rendition.half_rate)
     get_run_logger().info("%s checked: VMAF %.2f on every %dth frame; %.1f CPU s", rendition.name, score.mean,
                           step, score.cpu_s)
     return score
@@ -617,8 +618,15 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
         conform_record = (report.get("measurements", {}).get("conform") or {}).get("steps", [])
 
         shot_list = shots.ShotList.from_dict(shots_task(video_source, video_sha, settings.shots, video_info))
+        half_rate = encode.half_rate_title(video_info.video.fps, settings.encode)
+        if half_rate:  # a half-rate rung has the even frames only: every keyframe goes on one
+            detected, shot_list = shot_list, shots.even_starts(shot_list)
+            moved = len({s.start_frame for s in detected.shots} - {s.start_frame for s in shot_list.shots})
+            step = conform.half_rate_step(video_info.video.fps, settings.encode, moved, len(detected.shots))
+            logger.info("conform %s: %s -> %s", step.step, step.found, step.action)
+            conform_record = [*conform_record, step.to_dict()]
         keyframes = encode.keyframe_frames([s.start_frame for s in shot_list.shots], video_info.video.frames,
-                                           video_info.video.fps, settings.encode.segment_s)
+                                           video_info.video.fps, settings.encode.segment_s, even=half_rate)
         # On a Dask cluster the tasks read the picture from the store and put their encodes there.
         remote = stage_source_task(video_source, store, settings.storage, video_sha) if _distributed() else None
         specs = ladder_specs(video_info.video, settings)
@@ -701,7 +709,8 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
                "duration_s": round(r.duration_s, 3), "playlist": f"{folder}.m3u8",
                "init": f"{folder}/init.mp4"}
         if r.kind == "video":
-            out.update(width=r.width, height=r.height, frames=r.frames, ladder=r.ladder, range=r.range)
+            out.update(width=r.width, height=r.height, frames=r.frames, ladder=r.ladder, range=r.range,
+                       frame_rate=r.frame_rate, fps=round(float(Fraction(r.frame_rate)), 3), half_rate=r.half_rate)
         else:
             out.update(channels=r.channels, sample_rate=r.sample_rate, language=r.language, role=r.role,
                        layout=r.layout, loudness=dict(r.loudness))
@@ -826,7 +835,9 @@ def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int
     def quick(rendition: Rendition, step: int) -> vmaf.VmafResult:
         return quick_vmaf_task.submit(rendition, step, info, encode_dir, remote).result()
 
-    result, made, delivered = analysis.deliver_rungs(ladder.analysis, encode_rung, measure, settings.ladder, quick)
+    result, made, delivered = analysis.deliver_rungs(
+        ladder.analysis, encode_rung, measure, settings.ladder, quick,
+        half_rate_rung=lambda rung: analysis.planned_half_rate(rung, info, settings.encode))
     video = _fetched([made[r.name] for r in result.rungs], encode_dir, remote)
     renditions = {r.name: v for r, v in zip(result.rungs, video, strict=True)}
     return video, dataclasses.replace(ladder, analysis=result, renditions=renditions, delivered=delivered)
@@ -864,7 +875,7 @@ def publish_ladder_report(ladder: LadderOutcome, title: str, settings: Settings,
                      f", rates scaled by {encode.FIXED_RATE_FACTOR[settings.encode.codec]:g}"
                      f"{f' x {encode.FIXED_HDR_FACTOR:g} (HDR)' if extra.get('range', 'sdr') != 'sdr' else ''}"),
                  "rungs": [{"name": r.name, "width": r.width, "height": r.height, "target_kbps": r.target_kbps,
-                            "kbps": r.kbps} for r in video]}
+                            "kbps": r.kbps, "frame_rate": r.frame_rate, "half_rate": r.half_rate} for r in video]}
         if stem != "ladder":
             entry["report"] = put_json_task(store, f"{prefix}/{stem}.json", entry)
         return entry
@@ -888,7 +899,8 @@ def publish_ladder_report(ladder: LadderOutcome, title: str, settings: Settings,
         "mode": result.mode, "codec": settings.encode.codec, **extra, "report": report_url, "plot": plot_url,
         "cpu_s": report["cpu_s"], "planned_vs_delivered": report["planned_vs_delivered"],
         "rungs": [{"name": r["name"], "width": r["width"], "height": r["height"], "planned": r["planned"],
-                   "delivered": r.get("delivered")} for r in report["rungs"]],
+                   "delivered": r.get("delivered"), "frame_rate": r.get("frame_rate"),
+                   "half_rate": r.get("half_rate", False)} for r in report["rungs"]],
     }
 
 
