@@ -291,3 +291,22 @@ def test_recheck_shift_is_the_miss_at_the_rungs_own_slope_beyond_the_tolerance()
     assert recheck_shift(rungs[1], 90.5, points, config) == pytest.approx(-0.75)   # 1.5 short at -2 VMAF/CRF
     assert recheck_shift(rungs[1], 94.0, points, config) == pytest.approx(1.0)     # over the plan: cheaper
     assert recheck_shift(rungs[1], 80.0, points, config.model_copy(update={"recheck_vmaf": None})) == 0.0
+
+
+def test_half_rate_rungs_are_encoded_at_their_plan_scored_and_neither_checked_nor_carried() -> None:
+    """A half-rate rung's plan is a full-rate prediction: its big miss (the lost motion) moves no CRF,
+    and the first full-rate rung above it is checked as the cheapest rung is (quickly first)."""
+    rungs, points = _ladder([70.0, 78.0, 86.0], [29.0, 25.0, 21.0])
+    config = load_settings(None).ladder
+    model = _Encoder(points, {rungs[0].name: 6.0, rungs[1].name: 0.6, rungs[2].name: 0.2})
+    half = {rungs[0].name}
+    after, made, delivered = deliver_rungs(_analysis(rungs, points), model.encode, model.measure, config, model.quick,
+                                           half_rate_rung=lambda r: r.name in half)
+    assert model.encoded[0] == (rungs[0].name, rungs[0].crfs) and after.rungs[0] == rungs[0]    # at its plan
+    assert delivered[rungs[0].name].vmaf.mean == pytest.approx(64.0) and set(made) == {r.name for r in rungs}
+    assert [c.rung for c in after.checks] == [rungs[1].name, rungs[2].name]
+    second, third = after.checks
+    assert (second.carried_vmaf, second.carried_shift, second.first_step) == (0.0, 0.0, 5)   # nothing carried
+    assert model.quick_steps == [5] and not second.rechecked
+    assert third.carried_vmaf == pytest.approx(0.6)
+    assert len(model.encoded) == 3
