@@ -306,7 +306,7 @@ def test_half_rate_rungs_are_encoded_at_their_plan_scored_and_neither_checked_no
     assert delivered[rungs[0].name].vmaf.mean == pytest.approx(64.0) and set(made) == {r.name for r in rungs}
     assert [c.rung for c in after.checks] == [rungs[1].name, rungs[2].name]
     second, third = after.checks
-    assert (second.carried_vmaf, second.carried_shift, second.first_step) == (0.0, 0.0, 5)   # nothing carried
-    assert model.quick_steps == [5] and not second.rechecked
+    assert (second.carried_vmaf, second.carried_shift) == (0.0, 0.0)           # nothing carried
+    assert model.quick_steps == [5] and second.quick_vmaf is not None and not second.rechecked
     assert third.carried_vmaf == pytest.approx(0.6)
     assert len(model.encoded) == 3
