@@ -315,3 +315,22 @@ def test_piece_groups_cover_the_rung_in_order(lengths: list[int], task_s: float,
     if groups > 2:
         sizes = [sum(p.end_frame - p.start_frame for p in g) for g in made]
         assert max(sizes) <= 2 * min(sizes) or len(set(lengths)) > 1   # even shares where pieces allow
+
+
+def test_half_rate_rungs_are_encoded_at_their_plan_scored_and_neither_checked_nor_carried() -> None:
+    """A half-rate rung's plan is a full-rate prediction: its big miss (the lost motion) moves no CRF,
+    and the first full-rate rung above it is checked as the cheapest rung is (quickly first)."""
+    rungs, points = _ladder([70.0, 78.0, 86.0], [29.0, 25.0, 21.0])
+    config = load_settings(None).ladder
+    model = _Encoder(points, {rungs[0].name: 6.0, rungs[1].name: 0.6, rungs[2].name: 0.2})
+    half = {rungs[0].name}
+    after, made, delivered = deliver_rungs(_analysis(rungs, points), model.encode, model.measure, config, model.quick,
+                                           half_rate_rung=lambda r: r.name in half)
+    assert model.encoded[0] == (rungs[0].name, rungs[0].crfs) and after.rungs[0] == rungs[0]    # at its plan
+    assert delivered[rungs[0].name].vmaf.mean == pytest.approx(64.0) and set(made) == {r.name for r in rungs}
+    assert [c.rung for c in after.checks] == [rungs[1].name, rungs[2].name]
+    second, third = after.checks
+    assert (second.carried_vmaf, second.carried_shift) == (0.0, 0.0)           # nothing carried
+    assert model.quick_steps == [5] and second.quick_vmaf is not None and not second.rechecked
+    assert third.carried_vmaf == pytest.approx(0.6)
+    assert len(model.encoded) == 3

@@ -6,6 +6,7 @@ import itertools
 import subprocess
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -212,3 +213,23 @@ def test_a_span_that_cannot_be_scored_exactly_is_refused(sintel_fight: Path, who
         measure_rung_vmaf(whole_rung, info, subsample=5, span=(52, 100))   # not a multiple of the step
     with pytest.raises(ConfigError, match="span"):
         measure_rung_vmaf(whole_rung, info, span=(100, 300))              # beyond the title
+
+
+@pytest.mark.parametrize("step", [1, 5])
+def test_spans_of_a_half_rate_rung_join_to_the_whole_run(lavfi_clip: Any, tmp_path: Path, step: int) -> None:
+    """A half-rate rung of a 59.94 source: spans whose context starts on odd and even frames."""
+    from reelflow.encoding.encode import ShotCrf, encode_rung_per_shot, keyframe_frames
+
+    source = lavfi_clip("testsrc_5994.mp4", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=60000/1001:duration=3",
+                        "-c:v", "libx264", "-crf", "12", "-preset", "ultrafast")
+    info = probe(source)
+    frames = info.video.frames
+    keys = keyframe_frames([0], frames, info.video.fps, 1.0, even=True)
+    rung = encode_rung_per_shot(source, info, 416, 234, [ShotCrf(0, frames, 34)], keys, "ultrafast",
+                                tmp_path / "half.mp4", half_rate=True).path
+    spans = rung_spans(frames, info.video.fps, 0.38, step)     # 23 or 25 frames: odd and even starts
+    assert len(spans) >= 6 and {start % 2 for start, _ in spans[1:]} == {0, 1}
+    whole = measure_rung_vmaf(rung, info, subsample=step, half_rate=True)
+    joined = joined_scores([measure_rung_vmaf(rung, info, subsample=step, span=s, half_rate=True) for s in spans],
+                           frames)
+    assert joined.scored == whole.scored and joined.scores == pytest.approx(whole.scores, abs=1e-4)
