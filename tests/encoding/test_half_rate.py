@@ -36,10 +36,11 @@ CONFIG = EncodeConfig()
 
 
 @pytest.mark.parametrize(("fps", "width", "height", "kbps", "half"), [
-    (NTSC60, 960, 540, 2000, True),          # at the bound
-    (NTSC60, 1280, 720, 3000, False),        # above it
+    (NTSC60, 640, 360, 730, True),           # at the bound
+    (NTSC60, 768, 432, 1100, False),         # above it
     (PAL50, 416, 234, 145, True),
-    (Fraction(60), 304, 540, 800, True),     # a portrait rung: its short side is its size
+    (Fraction(60), 360, 640, 800, True),     # a portrait rung: its short side is its size
+    (Fraction(60), 432, 768, 800, False),
     (Fraction(30000, 1001), 416, 234, 145, False),   # 29.97: never
     (Fraction(30), 416, 234, 145, False),
 ])

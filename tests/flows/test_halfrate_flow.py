@@ -28,9 +28,11 @@ KEYFRAMES = (0, 46, 60)
 @pytest.fixture(scope="module")
 def hfr_ingest(hfr_cut_5994: Path, ladder_config: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The master ingested once, per-shot ladder, 1 s segments, rungs up to 432 lines at half rate."""
-    config = tmp_path_factory.mktemp("hfr-config") / "reelflow.toml"
-    config.write_text(ladder_config.read_text().replace(
-        '[encode]\n', '[encode]\nsegment_s = 1.0\nhalf_rate_max_height = 432\n'))
+    folder = tmp_path_factory.mktemp("hfr-config")
+    config = folder / "reelflow.toml"
+    # its own work folder: other tests count the encodes in ladder_config's
+    text = re.sub(r'work_dir = "[^"]*"', f'work_dir = "{folder / "work"}"', ladder_config.read_text())
+    config.write_text(text.replace('[encode]\n', '[encode]\nsegment_s = 1.0\nhalf_rate_max_height = 432\n'))
     flow = ingest_flow(load_settings(config))
     record: dict[str, Any] = flow(str(hfr_cut_5994), title_id="hfr", storage=str(tmp_path_factory.mktemp("store")),
                                   config_file=str(config))

@@ -212,12 +212,13 @@ class EncodeConfig(_Config):
                                 "its encode starts with, at the piece's CRF, and the join drops, so the encoder's "
                                 "rate control starts the piece as inside a whole-title run (docs/benchmarks.md: "
                                 "pieces without it need 0.7-2.0% more bits than one run; 0 turns it off).")
-    half_rate_max_height: int = Field(540, ge=0, description="A source above 30 fps (50, 59.94, 60) gets its rungs "
+    half_rate_max_height: int = Field(360, ge=0, description="A source above 30 fps (50, 59.94, 60) gets its rungs "
                                       "of at most this many lines (the short side) at half its rate (25, 29.97, 30): "
                                       "a small, low-rate rung spends its bits better on half the pictures than on "
                                       "motion a phone screen barely shows, and decodes with half the work. 0: no "
                                       "rung by size. Keyframes stay at the same times in every rung (shot starts "
-                                      "and the segment grid move to even frames).")
+                                      "and the segment grid move to even frames). 360: above it, the lost motion "
+                                      "cost more VMAF than the freed bits gave (docs/benchmarks.md, half-rate rungs).")
     half_rate_max_kbps: int = Field(0, ge=0, description="As half_rate_max_height, by the rung's bitrate (fixed: "
                                     "its target; measured ladders: its planned rate): rungs at or under it are "
                                     "half rate too. 0: no rung by bitrate.")
