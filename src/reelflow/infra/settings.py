@@ -226,8 +226,10 @@ class EncodeConfig(_Config):
     bufsize_s: float = Field(2.0, gt=0, description="VBV buffer, in seconds of the rung's bitrate.")
     audio_kbps: int = Field(128, ge=32, le=512)
     audio_rate: Literal[44100, 48000] = 48000
-    parallel_encodes: int = Field(2, ge=1, description="Rungs of a fixed ladder, or pieces of a "
-                                  "measured rung (its rungs go one after another), encoded at once.")
+    parallel_encodes: int = Field(2, ge=1, description="Tasks at once on this machine's thread pool: rungs of a "
+                                  "fixed ladder, or groups of a measured rung's pieces and its VMAF spans (its "
+                                  "rungs go one after another; ladder.task_s), and trial groups. A Dask cluster "
+                                  "runs as many as it has worker threads instead.")
 
     @property
     def sdr_codecs(self) -> tuple[CodecName, ...]:
