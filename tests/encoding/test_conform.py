@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -328,3 +329,26 @@ def test_cli_ladder_plans_on_the_conformed_picture(rotated_phone: Path, tmp_path
     assert done.returncode == 0, done.stderr[-3000:]
     rungs = json.loads(done.stdout)["rungs"]
     assert [(r["width"], r["height"]) for r in rungs] == [(234, 416), (360, 640)]
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+@pytest.mark.parametrize("flip", ["-display_hflip", "-display_vflip"])
+def test_a_mirrored_display_matrix_is_shown_as_ffmpeg_shows_it(rotation: int, flip: str, sintel_fight: Path,
+                                                                 ffmpeg: str, tmp_path: Path) -> None:
+    """Every turn with either flip: the conformed picture's frames equal ffmpeg's own autorotated decode."""
+    source = tmp_path / "mirrored.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-display_rotation", str(rotation), flip, "-i", str(sintel_fight),
+                    "-t", "0.2", "-c", "copy", str(source)], check=True)
+    info = probe(source)
+    assert info.video.mirrored
+    plan = plan_conform(info, _qc(), CONFORM)
+    assert plan.step("rotation") is not None and "mirrors" in plan.step("rotation").found
+    conformed, _ = conform_source(source, info, plan, tmp_path / "work", config=CONFORM, source_sha="ab" * 32)
+
+    def frames(path: Path, *options: str) -> list[str]:
+        done = subprocess.run([ffmpeg, "-v", "error", *options, "-i", str(path), "-frames:v", "3", "-pix_fmt",
+                               "yuv420p", "-f", "framemd5", "-"], capture_output=True, text=True, check=True)
+        return [line.rsplit(",", 1)[-1] for line in done.stdout.splitlines() if not line.startswith("#")]
+
+    assert frames(conformed) == frames(source)     # ffmpeg applies the source's matrix when it decodes
+    assert not probe(conformed).video.mirrored and probe(conformed).video.rotation == 0

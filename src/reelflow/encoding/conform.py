@@ -249,6 +249,19 @@ def intermediate_format(video: VideoStream, config: ConformConfig) -> tuple[str,
     return codec, f"yuv{chroma}p{depth}"
 
 
+def display_filters(rotation: int, matrix: tuple[int, ...]) -> str:
+    """The filters that show the picture as its display matrix says, as ffmpeg's autorotate chooses
+    them (fftools: a quarter turn, with a flip when the matrix mirrors; a half turn as hflip and/or
+    vflip; no turn, vflip when the matrix flips vertically)."""
+    m = matrix or (65536, 0, 0, 0, 65536)
+    if rotation == 90:
+        return "transpose=clock_flip" if m[3] < 0 else "transpose=cclock"
+    if rotation == 270:
+        return "transpose=cclock_flip" if m[3] > 0 else "transpose=clock"
+    flips = [f for f, negative in (("hflip", rotation == 180 and m[0] < 0), ("vflip", m[4] < 0)) if negative]
+    return ",".join(flips) if matrix else ("hflip,vflip" if rotation == 180 else "")
+
+
 def plan_conform(info: MediaInfo, qc: QCReport | Mapping[str, Any] | None, config: ConformConfig,
                  qc_config: QCConfig = _DEFAULT_QC) -> ConformPlan:
     """What the conform does to this source, step by step (pure: probe's fields and QC's idet counts).
@@ -317,13 +330,14 @@ def plan_conform(info: MediaInfo, qc: QCReport | Mapping[str, Any] | None, confi
             f"scale={width}:{height}:flags=lanczos,setsar=1"))
     out_w, out_h = width, height
 
-    if v.rotation:
-        turn = {90: "transpose=cclock", 270: "transpose=clock", 180: "hflip,vflip"}[v.rotation]
+    if v.rotation or v.mirrored:
         if v.rotation in (90, 270):
             out_w, out_h = out_h, out_w
+        mirror = " and mirrors it" if v.mirrored else ""
         steps.append(ConformStep(
-            "rotation", f"display matrix rotates the picture {v.rotation}° counter-clockwise",
-            f"turned to {out_w}x{out_h} as it is shown, display matrix cleared", turn))
+            "rotation", f"display matrix rotates the picture {v.rotation}° counter-clockwise{mirror}",
+            f"{'turned' if v.rotation else 'flipped'} to {out_w}x{out_h} as it is shown, display matrix cleared",
+            display_filters(v.rotation, v.display_matrix)))
 
     if v.alpha:
         steps.append(ConformStep("alpha", f"alpha plane ({v.pix_fmt})",
@@ -442,8 +456,9 @@ def verify_conformed(path: Path, source: MediaInfo, plan: ConformPlan) -> MediaI
         problems.append(f"size {v.width}x{v.height}, planned {plan.width}x{plan.height}")
     if v.fps != plan.fps or v.variable_rate:
         problems.append(f"{'variable' if v.variable_rate else 'constant'} {v.fps} fps, planned constant {plan.fps}")
-    if v.rotation or v.sar != 1:
-        problems.append(f"rotation {v.rotation}, SAR {v.sar}: the picture must be stored as shown")
+    if v.rotation or v.mirrored or v.sar != 1:
+        problems.append(f"rotation {v.rotation}{', mirrored' if v.mirrored else ''}, SAR {v.sar}: the picture "
+                        "must be stored as shown")
     if v.pix_fmt != plan.pix_fmt:
         problems.append(f"pixel format {v.pix_fmt}, planned {plan.pix_fmt}")
     # IVTC and rate changes decide frame by frame; a few frames either way at the ends are normal.
@@ -462,7 +477,8 @@ def verify_conformed(path: Path, source: MediaInfo, plan: ConformPlan) -> MediaI
 
 # What the pass itself decides; every other field of the picture's description is the source's.
 _MADE_BY_PASS = {"index", "codec", "width", "height", "fps", "frames", "duration_s", "start_s", "pix_fmt", "sar",
-                 "dar", "field_order", "bit_depth", "variable_rate", "rotation", "alpha", "nominal_fps"}
+                 "dar", "field_order", "bit_depth", "variable_rate", "rotation", "mirrored", "display_matrix",
+                 "alpha", "nominal_fps"}
 
 
 def _carried_over(conformed: VideoStream, source: VideoStream) -> VideoStream:

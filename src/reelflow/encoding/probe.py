@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import math
 import struct
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+from av.sidedata.sidedata import Type as SideDataType
 
 from reelflow.errors import InvalidMedia, SourceNotFound
 
@@ -76,6 +78,8 @@ class VideoStream:
     dolby_vision: bool = False    # a DOVI configuration record or RPU: only its base layer is used
     # Conform (encoding/conform.py) fields:
     rotation: int = 0             # display matrix: degrees counter-clockwise the picture is shown turned (0/90/180/270)
+    mirrored: bool = False        # the display matrix also flips the picture (a negative determinant)
+    display_matrix: tuple[int, ...] = ()   # its nine 16.16/2.30 fixed-point entries, when it has one
     alpha: bool = False           # the pixel format carries an alpha plane (dropped by the ladder)
     timecode: str | None = None   # the start timecode the container or stream declares (SMPTE HH:MM:SS:FF)
     nominal_fps: Fraction | None = None  # 1 / the median frame interval: the rate a VFR clip was shot at
@@ -181,8 +185,12 @@ def probe(path: Path | str) -> MediaInfo:
     # The display matrix is stream side data that PyAV hands out on decoded frames only; only the
     # ISO/QuickTime and Matroska families carry one, so other files skip the one-frame decode.
     can_rotate = any(name in info.format_name for name in ("mov", "mp4", "matroska"))
-    rotation = _rotation(path, video.index) if can_rotate else 0
-    return dataclasses.replace(info, video=dataclasses.replace(info.video, rotation=rotation)) if rotation else info
+    matrix = _display_matrix(path, video.index) if can_rotate else ()
+    if not matrix or matrix[:2] + matrix[3:5] == (65536, 0, 0, 65536):
+        return info       # none, or the identity
+    return dataclasses.replace(info, video=dataclasses.replace(
+        info.video, rotation=display_rotation(matrix), mirrored=matrix[0] * matrix[4] - matrix[1] * matrix[3] < 0,
+        display_matrix=matrix))
 
 
 @dataclass
@@ -257,21 +265,34 @@ def nominal_rate(stamps: list[int], time_base: Fraction | None) -> Fraction | No
     return (1 / (median * time_base)).limit_denominator(1001 * 1000)
 
 
-def _rotation(path: Path, index: int) -> int:
-    """Quarter turns counter-clockwise from the display matrix of stream ``index`` (0 when none or unreadable).
+def _display_matrix(path: Path, index: int) -> tuple[int, ...]:
+    """The display matrix of stream ``index`` (nine int32 entries), or () when none or unreadable.
 
-    Read off the first decoded frame: PyAV exposes no stream-level side data. Only multiples of
-    90 are honoured (phones write nothing else); a mirror in the matrix is not.
+    Read off the first decoded frame: PyAV exposes no stream-level side data.
     """
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             stream = container.streams[index]
             for frame in container.decode(stream):
-                turn = getattr(frame, "rotation", 0) or 0
-                return round(float(turn) / 90.0) % 4 * 90
-    except (av.error.FFmpegError, IndexError, ValueError):
-        return 0  # probe already proved the file reads; a decoder complaint here is QC's to report
-    return 0
+                kind = SideDataType.DISPLAYMATRIX
+                if not isinstance(frame, av.VideoFrame) or kind not in frame.side_data:
+                    return ()
+                data = bytes(memoryview(frame.side_data[kind]))
+                return tuple(struct.unpack("<9i", data[:36])) if len(data) >= 36 else ()
+    except (av.error.FFmpegError, IndexError, ValueError, TypeError):
+        return ()  # probe already proved the file reads; a decoder complaint here is QC's to report
+    return ()
+
+
+def display_rotation(matrix: tuple[int, ...]) -> int:
+    """Quarter turns counter-clockwise the matrix shows the picture turned (ffmpeg's av_display_rotation_get,
+    rounded to 0/90/180/270: phones write nothing else); a flip in the matrix is ``mirrored``."""
+    scale_x = math.hypot(matrix[0], matrix[3])
+    scale_y = math.hypot(matrix[1], matrix[4])
+    if scale_x == 0 or scale_y == 0:
+        return 0
+    degrees = math.degrees(math.atan2(matrix[1] / scale_y, matrix[0] / scale_x))
+    return round(-degrees / 90.0) % 4 * 90
 
 
 def _timecode(container: Any, vs: Any) -> str | None:

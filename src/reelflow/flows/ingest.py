@@ -28,6 +28,7 @@ publishes to a folder of its own, since the packager draws fresh IVs on every ru
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import datetime as dt
 import functools
@@ -41,6 +42,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -672,8 +674,9 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
         # a Dask cluster it is encoded here, before the rungs go out (a sidecar's audio files are local).
         audio_futures = [t.submit(*args) for t, args in audio_calls] if remote is None else []
         audio_here = [t(*args) for t, args in audio_calls] if remote is not None else []
-        ladders = [make_ladder(spec, video_source, video_sha, video_info, shot_list, keyframes, settings, work, remote,
-                               tonemapped, store) for spec in specs]
+        ladders = side_by_side([functools.partial(make_ladder, spec, video_source, video_sha, video_info, shot_list,
+                                                  keyframes, settings, work, remote, tonemapped, store)
+                                for spec in specs])
         video = [r for made in ladders for r in made.video]
         encode_digest = config_digest([made.encode_digest for made in ladders])
         texts = subtitles_task(side, encode_dir) if side is not None and side.subtitles else []
@@ -1046,6 +1049,21 @@ def make_ladder(spec: LadderSpec, source: Path, sha: str, info: probe.MediaInfo,
         video, ladder = encode_and_measure(source, info, keyframes, lset, ladder, encode_dir, remote)
     video = [dataclasses.replace(r, ladder=spec.name if spec.multi else "", range=spec.range) for r in video]
     return MadeLadder(spec, lset, ladder, video, encode_digest)
+
+
+def side_by_side(calls: list[Callable[[], R]]) -> list[R]:
+    """Each call in a thread of its own, inside this flow run (their tasks share its task runner).
+
+    The ladders of a multi-ladder title do not wait on each other, so their trials and rungs are
+    submitted side by side and fill the pool (or the cluster) together; within a ladder the rungs
+    still go one after another (analysis.deliver_rungs).
+    """
+    if len(calls) < 2:
+        return [call() for call in calls]
+    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="ladder") as pool:
+        # a context copy per thread: the flow run's context (and its task runner) goes with each call
+        futures = [pool.submit(contextvars.copy_context().run, call) for call in calls]
+        return [f.result() for f in futures]
 
 
 def ingest_flow(settings: Settings) -> Any:
