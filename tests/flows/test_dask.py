@@ -86,7 +86,7 @@ def test_the_encodes_ran_on_the_workers(runs: dict[str, Any]) -> None:
     assert workers <= set(runs["pids"]) and len(workers) == 2  # both worker processes had work
     assert os.getpid() not in runs["pids"].values()
     names = " ".join(str(t["key"]) for t in stream)
-    for task in ("trial_group_task", "encode_planned_rung_task", "delivered_vmaf_task"):
+    for task in ("trial_group_task", "encode_pieces_task", "join_rung_task", "rung_vmaf_task"):
         assert task in names, (task, names[:300])
 
 

@@ -16,6 +16,7 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -291,6 +292,25 @@ def shot_crfs(rung: PlannedRung, shots: Sequence[Shot]) -> list[ShotCrf]:
         raise StageError(f"rung {rung.name} plans other shots than the title has")
     return [ShotCrf(by_index[p.index].start_frame, by_index[p.index].end_frame, p.crf)
             for p in sorted(rung.shots, key=lambda p: by_index[p.index].start_frame)]
+
+
+def piece_groups(pieces: Sequence[ShotCrf], fps: Fraction, task_s: float, at_least: int = 1) -> list[list[ShotCrf]]:
+    """A rung's pieces in consecutive groups of about ``task_s`` seconds (a longer piece alone), one task
+    each; at least ``at_least`` groups where there are that many pieces, so a short title's rung still
+    runs its pieces side by side."""
+    total = sum(p.end_frame - p.start_frame for p in pieces)
+    count = min(len(pieces), max(at_least, round(total / max(1.0, float(task_s * fps)))))
+    limit = total / max(1, count)
+    groups: list[list[ShotCrf]] = []
+    filled = 0.0
+    for piece in pieces:
+        frames = piece.end_frame - piece.start_frame
+        # a new group when this piece would carry the current one past its share of the title
+        if not groups or (filled + frames / 2 > limit * len(groups) and len(groups) < count):
+            groups.append([])
+        groups[-1].append(piece)
+        filled += frames
+    return groups
 
 
 def rung_file_name(rung: PlannedRung, codec: str = "h264") -> str:

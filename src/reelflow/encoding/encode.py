@@ -13,7 +13,6 @@ import hashlib
 import itertools
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from reelflow.encoding.codecs import CODECS, CodecName, VideoCodec, codec_for
 from reelflow.encoding.hdr import color_args as hdr_color_args
 from reelflow.encoding.probe import MediaInfo, VideoStream
 from reelflow.errors import StageError
+from reelflow.infra.hashing import config_digest
 from reelflow.infra.settings import EncodeConfig, Rung
 from reelflow.infra.tools import ffmpeg_exe, run
 
@@ -342,6 +342,106 @@ def shot_encode_argv(
     ]
 
 
+def piece_file_name(width: int, height: int, piece: ShotCrf, keyframes: Sequence[int], preset: str,
+                    codec: CodecName = "h264", preroll: int = 0) -> str:
+    """A name that changes with everything the piece's encode depends on (within one encode folder,
+    whose name covers the source and the settings): a reused piece is the encode of this very plan."""
+    inside = [k for k in keyframes if piece.start_frame <= k < piece.end_frame]
+    digest = config_digest(codec, width, height, piece.crf, preset, min(preroll, piece.start_frame), inside)[:10]
+    return f"{height}p-{piece.start_frame:07d}-{piece.end_frame:07d}-{digest}.mp4"
+
+
+def encode_piece(
+    src: Path, info: MediaInfo, width: int, height: int, piece: ShotCrf, keyframes: Sequence[int], preset: str,
+    out: Path, *, codec: CodecName = "h264", preroll: int = 0, reuse: bool = True,
+) -> float:
+    """One shot (or unit) of a per-shot rung at its own CRF, as ``out``; returns the CPU seconds spent.
+
+    With ``preroll``, the encode starts up to that many frames earlier, at the piece's CRF, and those
+    frames are dropped (``preroll_frames``). Only a piece with the right frame count gets the name
+    ``out``, so with ``reuse`` an existing ``out`` is a finished piece of an earlier run: kept (0.0).
+    A piece is a separate task in the ingest flow, so a stopped run resumes piece by piece.
+    """
+    frames = piece.end_frame - piece.start_frame
+    if reuse and out.is_file():
+        count, found = read_keyframes(out)
+        if count == frames and found[:1] == [0]:
+            return 0.0
+        log.warning("not reusing piece %s: %d frames (%d planned)", out, count, frames)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lead = min(preroll, piece.start_frame)
+    partial = _partial_name(out)
+    encoded = partial.with_name(f"{partial.stem}-preroll{partial.suffix}") if lead else partial
+    try:
+        cpu_s = run(shot_encode_argv(src, info.video, piece, width, height, keyframes, preset, encoded,
+                                     codec_for(codec, info.video), preroll=lead)).cpu_s
+        if lead:
+            drop_leading_frames(encoded, lead, partial)
+        count, found = read_keyframes(partial)
+        if count != frames or found[:1] != [0]:
+            raise StageError(f"{out.name}: encoded {count} frames starting with a "
+                             f"{'keyframe' if found[:1] == [0] else 'non-keyframe'}; planned {frames} from a keyframe")
+        partial.replace(out)  # a crash before this line leaves no file under the final name
+    finally:
+        encoded.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+    return cpu_s
+
+
+def join_pieces(
+    pieces: Sequence[Path], info: MediaInfo, width: int, height: int, keyframes: Sequence[int], out: Path,
+    *, target_kbps: int = 0, codec: CodecName = "h264",
+) -> Rendition:
+    """The pieces of a per-shot rung joined without re-encoding into ``out``, frames and keyframes verified.
+
+    Returns the rendition with the join's CPU seconds (the caller adds the pieces')."""
+    rung = Rung(width=width, height=height, kbps=max(1, target_kbps))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = _partial_name(out)
+    listing = partial.with_suffix(".txt")
+    listing.write_text("".join(f"file '{p.resolve()}'\n" for p in pieces))
+    try:
+        cpu = run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-f", "concat", "-safe", "0", "-i",
+                   str(listing), "-c", "copy", *CODECS[codec].join_args, "-movflags", "+faststart",
+                   "-f", "mp4", str(partial)]).cpu_s
+        rendition = _verified_rung(partial, rung, keyframes, info, codec)
+        partial.replace(out)
+    finally:
+        listing.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+    return replace(rendition, path=out, target_kbps=target_kbps, cpu_s=cpu)
+
+
+def check_tiling(pieces: Sequence[ShotCrf], frames: int, what: str) -> None:
+    """StageError unless the pieces cover frames 0..frames exactly, in order."""
+    if not pieces or pieces[0].start_frame != 0 or pieces[-1].end_frame != frames or any(
+            a.end_frame != b.start_frame for a, b in itertools.pairwise(pieces)):
+        raise StageError(f"the shots of {what} must tile frames 0..{frames} exactly")
+
+
+PIECES = "pieces"
+"""The folder, inside an encode folder, of the per-shot rungs' pieces (kept until the work folder goes)."""
+
+
+def pieces_folder(out: Path) -> Path:
+    """Where the pieces of the rung ``out`` are made: beside it."""
+    return out.parent / PIECES
+
+
+def finished_rendition(out: Path, width: int, height: int, target_kbps: int, keyframes: Sequence[int],
+                       info: MediaInfo, codec: CodecName = "h264") -> Rendition | None:
+    """The verified encode at ``out`` made by an earlier run, or None (absent, or not what is planned)."""
+    if not out.is_file():
+        return None
+    try:
+        rendition = _verified_rung(out, Rung(width=width, height=height, kbps=max(1, target_kbps)), keyframes,
+                                   info, codec)
+    except StageError as exc:
+        log.warning("not reusing %s: %s", out, exc)
+        return None
+    return replace(rendition, target_kbps=target_kbps)
+
+
 def encode_rung_per_shot(
     src: Path,
     info: MediaInfo,
@@ -360,49 +460,22 @@ def encode_rung_per_shot(
 ) -> Rendition:
     """A rung encoded shot by shot, each at its own CRF, joined without re-encoding, then verified.
 
-    With ``preroll``, each shot's encode starts up to that many frames earlier, at the shot's CRF,
-    and those frames are dropped before the join (``preroll_frames``). ``jobs`` shots are encoded at once.
+    The pieces (``encode_piece``) go ``jobs`` at once; the ingest flow runs the same two steps as
+    tasks instead, so that the pieces of a rung spread over a cluster.
     """
-    if not pieces or pieces[0].start_frame != 0 or pieces[-1].end_frame != info.video.frames or any(
-            a.end_frame != b.start_frame for a, b in itertools.pairwise(pieces)):
-        raise StageError(f"the shots of {out.name} must tile frames 0..{info.video.frames} exactly")
-    rung = Rung(width=width, height=height, kbps=max(1, target_kbps))
-    if reuse and out.exists():
-        try:
-            return _verified_rung(out, rung, keyframes, info, codec)
-        except StageError as exc:
-            log.warning("not reusing %s: %s", out, exc)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    chosen = codec_for(codec, info.video)   # HDR renditions of an HDR source
-    with tempfile.TemporaryDirectory(prefix=f"{out.stem}-", dir=out.parent) as tmp:
-        folder = Path(tmp)
-
-        def encode_piece(number: int, piece: ShotCrf) -> tuple[Path, float]:
-            name = folder / f"shot{number:05d}.mp4"
-            lead = min(preroll, piece.start_frame)
-            encoded = folder / f"shot{number:05d}-preroll.mp4" if lead else name
-            cpu_s = run(shot_encode_argv(src, info.video, piece, width, height, keyframes, preset, encoded,
-                                         chosen, preroll=lead)).cpu_s
-            if lead:
-                drop_leading_frames(encoded, lead, name)
-            return name, cpu_s
-
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            done = list(pool.map(encode_piece, range(len(pieces)), pieces))
-        names = [name for name, _ in done]
-        cpu = sum(cpu_s for _, cpu_s in done)
-        listing = folder / "pieces.txt"
-        listing.write_text("".join(f"file '{n.name}'\n" for n in names))
-        partial = _partial_name(out)
-        try:
-            cpu += run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-f", "concat", "-safe", "0", "-i",
-                        str(listing), "-c", "copy", *CODECS[codec].join_args, "-movflags", "+faststart",
-                        str(partial)]).cpu_s
-            rendition = _verified_rung(partial, rung, keyframes, info, codec)
-            partial.replace(out)
-        finally:
-            partial.unlink(missing_ok=True)
-    return replace(rendition, path=out, target_kbps=target_kbps, cpu_s=cpu)
+    check_tiling(pieces, info.video.frames, out.name)
+    finished = finished_rendition(out, width, height, target_kbps, keyframes, info, codec) if reuse else None
+    if finished is not None:
+        return finished
+    folder = pieces_folder(out)
+    files = [folder / piece_file_name(width, height, p, keyframes, preset, codec, preroll) for p in pieces]
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        cpu = sum(pool.map(lambda p, f: encode_piece(src, info, width, height, p, keyframes, preset, f,
+                                                     codec=codec, preroll=preroll, reuse=reuse), pieces, files))
+    rendition = join_pieces(files, info, width, height, keyframes, out, target_kbps=target_kbps, codec=codec)
+    for f in files:
+        f.unlink(missing_ok=True)
+    return replace(rendition, cpu_s=rendition.cpu_s + cpu)
 
 
 def drop_leading_frames(path: Path, frames: int, out: Path) -> None:

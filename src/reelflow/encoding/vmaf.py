@@ -40,6 +40,7 @@ must be 1 or coprime with 6 (5, 7, 11, 13, ...).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -204,11 +205,14 @@ def vmaf_many_argv(
     threads: int = 1,
     pix_fmt: str = "yuv420p",
     model: str = VMAF_MODEL,
+    dist_start: tuple[int, float] | None = None,
 ) -> list[str]:
     """One ffmpeg run scoring several encodes of the same frames: the reference is decoded once.
 
     ``pieces`` (frames relative to ``ref_start_frame``) replace ``subsample`` when several shots
     are compared at once; ``ref_start_s`` is the source video stream's first timestamp.
+    ``dist_start`` (frame, the distorted stream's first timestamp) seeks the distorted inputs
+    too, for a part of a whole-title encode (``measure_rung_vmaf`` with a span).
     """
     plan, step = _plan(frames, subsample, pieces)
     if len(log_paths) != len(distorted) or not distorted:
@@ -217,6 +221,8 @@ def vmaf_many_argv(
     argv = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-y",
             "-filter_threads", str(threads)]                    # scale/select threads (CPU stays countable)
     for path in distorted:
+        if dist_start is not None and dist_start[0] > 0:
+            argv += ["-seek_timestamp", "1", "-ss", f"{seek_s(dist_start[0], fps, dist_start[1]):.6f}"]
         argv += ["-threads", str(threads), "-i", str(path)]     # decoder threads
     argv += ["-threads", str(threads)]
     if ref_start_frame > 0:
@@ -280,6 +286,7 @@ def measure_vmaf_many(
     pix_fmt: str = "yuv420p",
     log_dir: Path | None = None,
     model: str = VMAF_MODEL,
+    dist_start: tuple[int, float] | None = None,
 ) -> list[VmafResult]:
     """VMAF of each distorted file in one ffmpeg run; the run's CPU seconds are shared equally.
 
@@ -291,7 +298,7 @@ def measure_vmaf_many(
         # libvmaf's frame sync repeats the last frame of a short input rather than stopping
         # (and its "shortest" option can drop the last frame pair), so lengths are checked here.
         for path in distorted:
-            count = count_frames(path)
+            count = count_frames(path) - (dist_start[0] if dist_start is not None else 0)
             if count < frames:
                 raise VmafError(f"{path.name} has {count} frames, {frames} are to be compared: the encode and "
                                 "the shot differ in length")
@@ -299,7 +306,8 @@ def measure_vmaf_many(
         logs = [Path(tmp) / f"vmaf{i}.json" for i in range(len(distorted))]
         argv = vmaf_many_argv(distorted, reference, width=width, height=height, fps=fps, subsample=subsample,
                               ref_start_frame=ref_start_frame, ref_start_s=ref_start_s, frames=frames,
-                              pieces=pieces, log_paths=logs, threads=threads, pix_fmt=pix_fmt, model=model)
+                              pieces=pieces, log_paths=logs, threads=threads, pix_fmt=pix_fmt, model=model,
+                              dist_start=dist_start)
         try:
             done = run(argv)
         except ToolFailed as exc:
@@ -373,17 +381,95 @@ def _rendition_height(path: Path) -> int:
         raise VmafError(f"{path.name} cannot be read as video ({exc})") from exc
 
 
+def _video_start_s(path: Path) -> float:
+    """The first timestamp of a file's video stream, in seconds (0.0 when it has none)."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            start, base = stream.start_time, stream.time_base
+            return float(start * base) if start is not None and base is not None else 0.0
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise VmafError(f"{path.name} cannot be read as video ({exc})") from exc
+
+
 def measure_rung_vmaf(rendition: Path, info: MediaInfo, *, subsample: int = 1, threads: int = 1,
-                      log_dir: Path | None = None, height: int | None = None) -> VmafResult:
+                      log_dir: Path | None = None, height: int | None = None,
+                      span: tuple[int, int] | None = None) -> VmafResult:
     """A delivered rung's VMAF against the whole source, with the model and at the size its height
     calls for (``vmaf_model_for``, ``scoring_size``; ``height`` None: read from the file): on every
-    frame, or (``subsample``) on every n-th from the first, with true neighbours for motion."""
+    frame, or (``subsample``) on every n-th from the first, with true neighbours for motion.
+
+    ``span`` (start, end) scores frames [start, end) only, both inputs seeked there, with one frame
+    of context on each side so that the motion feature sees the same neighbours as in a whole run:
+    the spans of ``rung_spans`` joined by ``joined_scores`` equal a whole run, frame for frame (a
+    subsampled span must start on a multiple of the step). The ingest flow scores a long rung that
+    way, its spans on any worker.
+    """
     video = info.video
     lines = height if height is not None else _rendition_height(rendition)
     width, size_h = scoring_size(video, lines)
-    return measure_vmaf(rendition, info.path, width=width, height=size_h, fps=video.fps,
-                        subsample=subsample, ref_start_s=video.start_s, frames=video.frames, threads=threads,
-                        pix_fmt=vmaf_pix_fmt(info), log_dir=log_dir, model=vmaf_model_for(lines))
+    options: dict[str, Any] = dict(width=width, height=size_h, fps=video.fps, ref_start_s=video.start_s,
+                                   threads=threads, pix_fmt=vmaf_pix_fmt(info), log_dir=log_dir,
+                                   model=vmaf_model_for(lines))
+    if span is None or span == (0, video.frames):
+        return measure_vmaf(rendition, info.path, subsample=subsample, frames=video.frames, **options)
+    start, end = span
+    if not 0 <= start < end <= video.frames or start % check_subsample(subsample):
+        raise ConfigError(f"span {start}-{end} of {video.frames} frames cannot be scored at step {subsample}")
+    before, after = int(start > 0), int(end < video.frames)
+    first = start - before
+    count = end - first + after
+    dist_start = (first, _video_start_s(rendition))
+    if subsample == 1:
+        whole = measure_vmaf_many([rendition], info.path, ref_start_frame=first, frames=count,
+                                  dist_start=dist_start, **options)[0]
+        scores = whole.scores[before:before + end - start]
+        if len(scores) != end - start:
+            raise VmafError(f"VMAF of {rendition.name} scored {len(scores)} frames of span {start}-{end}")
+        return replace(_pooled(scores, tuple(range(start, end)), (1.0,) * len(scores), whole.cpu_s, 1),
+                       model=whole.model)
+    # libvmaf computes VIF/ADM on every third frame it is given, from the first: a whole run's first
+    # triple lacks frame -1, so its centres come 0th, 3rd, 6th... Here the span's first centre has a
+    # true previous frame, so two more frames go first as a piece of their own (scored, then dropped)
+    # and the span's triples fall as a whole run's do.
+    lead = min(start, _TRIPLE)
+    if 0 < start < _TRIPLE:
+        raise ConfigError(f"a subsampled span must start at frame 0 or {_TRIPLE} or later, not {start}")
+    first = start - lead
+    pieces = [(0, lead, subsample)] if lead else []
+    part = measure_vmaf_many([rendition], info.path, ref_start_frame=first, frames=end - first + after,
+                             dist_start=(first, dist_start[1]), subsample=subsample,
+                             pieces=[*pieces, (lead, lead + end - start, subsample)], **options)[0]
+    dropped = len(pieces)
+    scored = tuple(first + f for f in part.scored[dropped:])
+    return replace(_pooled(part.scores[dropped:], scored, (1.0,) * len(scored), part.cpu_s, subsample),
+                   model=part.model)
+
+
+def rung_spans(frames: int, fps: Fraction, span_s: float, subsample: int = 1) -> list[tuple[int, int]]:
+    """A rung's frames cut into spans of about ``span_s`` seconds for separate VMAF runs: one span when
+    the title is shorter than one and a half, and every span starting on a multiple of ``subsample``."""
+    length = max(subsample, round(span_s * fps / subsample) * subsample)
+    if frames < 1.5 * length:
+        return [(0, frames)]
+    bounds = list(range(0, frames, length))
+    if frames - bounds[-1] < length // 2:       # no short last span: joined to the one before
+        bounds.pop()
+    return list(itertools.pairwise([*bounds, frames]))
+
+
+def joined_scores(parts: Sequence[VmafResult], frames: int) -> VmafResult:
+    """The spans of a rung of ``frames`` frames, in order, as one result, pooled as a whole run pools
+    them: every frame scored once, CPU added."""
+    if not parts:
+        raise VmafError("no VMAF spans to join")
+    scores = tuple(s for p in parts for s in p.scores)
+    scored = tuple(f for p in parts for f in p.scored)
+    if any(b <= a for a, b in itertools.pairwise(scored)) or scored[-1] >= frames:
+        raise VmafError("VMAF spans overlap, are out of order or go beyond the title")
+    step = max(p.subsample for p in parts)
+    return replace(_pooled(scores, scored, _weights([(0, frames, step)], scored), math.fsum(p.cpu_s for p in parts),
+                           step), model=parts[0].model)
 
 
 def piece_scores(result: VmafResult, pieces: Sequence[Piece]) -> list[VmafResult]:

@@ -379,17 +379,68 @@ def trial_group_task(source: Path, source_sha: str, info: probe.MediaInfo, shots
     return trials.trial_shots(source, info, shots, config, _task_work(work, remote), plan=plan, keyframes=keyframes)
 
 
-@task(name="encode planned rung", cache_policy=NO_CACHE, task_run_name="encode {rung.name}")
-def encode_planned_rung_task(source: Path, rung: PlannedRung, shot_list: tuple[shots.Shot, ...],
-                             keyframes: tuple[int, ...], info: probe.MediaInfo, config: EncodeConfig,
-                             work: Path, remote: WorkStore | None = None) -> Rendition:
+def _piece_group_name() -> str:
+    from prefect.runtime import task_run
+
+    rung, group = task_run.parameters["rung"], task_run.parameters["pieces"]
+    return f"encode {rung.name} frames {group[0].start_frame}-{group[-1].end_frame}"
+
+
+def _piece_name(rung: PlannedRung, piece: encode.ShotCrf, keyframes: tuple[int, ...], config: EncodeConfig) -> str:
+    """The piece's file below the encode folder."""
+    name = encode.piece_file_name(rung.width, rung.height, piece, keyframes, config.preset, config.codec,
+                                  config.preroll_frames)
+    return f"{encode.PIECES}/{name}"
+
+
+@task(name="encode pieces", cache_policy=NO_CACHE, task_run_name=_piece_group_name)
+def encode_pieces_task(source: Path, rung: PlannedRung, pieces: list[encode.ShotCrf], keyframes: tuple[int, ...],
+                       info: probe.MediaInfo, config: EncodeConfig, work: Path,
+                       remote: WorkStore | None = None) -> float:
+    """Consecutive pieces of a per-shot rung, each at its CRF, into ``work/pieces/`` (content-addressed: a
+    stopped run keeps every finished piece); returns their CPU seconds (0 for pieces made before)."""
     source, info = _task_source(source, info, remote)
-    name = analysis.rung_file_name(rung, config.codec)
-    rendition = _encode_to(work, name, remote, lambda out: analysis.encode_planned_rung(
-        source, info, rung, shot_list, keyframes, config, out.parent))
-    get_run_logger().info("%s: %.0f kbps file, planned %.0f kbps at VMAF %.2f; %.1f CPU s", rung.name,
-                          rendition.kbps, rung.kbps, rung.vmaf, rendition.cpu_s)
-    return rendition
+    cpu = 0.0
+    for piece in pieces:
+        name = _piece_name(rung, piece, keyframes, config)
+        out = _task_work(work, remote) / name
+        if remote is not None:
+            remote.fetch_if_stored(f"{work.name}/{name}", out)   # the encoder checks it and keeps it
+        cpu += encode.encode_piece(source, info, rung.width, rung.height, piece, keyframes, config.preset, out,
+                                   codec=config.codec, preroll=config.preroll_frames)
+        if remote is not None:
+            remote.put(out, f"{work.name}/{name}")
+    return cpu
+
+
+@task(name="join rung", cache_policy=NO_CACHE, task_run_name="join {rung.name}")
+def join_rung_task(rung: PlannedRung, pieces: list[encode.ShotCrf], keyframes: tuple[int, ...],
+                   info: probe.MediaInfo, config: EncodeConfig, work: Path,
+                   remote: WorkStore | None = None) -> Rendition:
+    """The rung's pieces joined without re-encoding, frames and keyframes verified."""
+    names = [_piece_name(rung, p, keyframes, config) for p in pieces]
+    files = [_task_work(work, remote) / n if remote is None else remote.fetch(f"{work.name}/{n}") for n in names]
+    return _encode_to(work, analysis.rung_file_name(rung, config.codec), remote, lambda out: encode.join_pieces(
+        files, info, rung.width, rung.height, keyframes, out, target_kbps=round(rung.kbps), codec=config.codec))
+
+
+def _span_name() -> str:
+    from prefect.runtime import task_run
+
+    parameters = task_run.parameters
+    start, end = parameters["span"]
+    step = parameters.get("step", 1)
+    return f"VMAF {parameters['rendition'].name} frames {start}-{end}" + (f" every {step}th" if step > 1 else "")
+
+
+@task(name="rung VMAF", cache_policy=NO_CACHE, task_run_name=_span_name)
+def rung_vmaf_task(rendition: Rendition, span: tuple[int, int], info: probe.MediaInfo, work: Path,
+                   remote: WorkStore | None = None, threads: int = 1, step: int = 1) -> vmaf.VmafResult:
+    """Frames [start, end) of a rung scored against the source (every ``step``-th from ``start``), as in a
+    whole run (vmaf.measure_rung_vmaf): a long rung's spans go to any worker."""
+    rendition, info = _scored_inputs(rendition, info, work, remote)
+    return vmaf.measure_rung_vmaf(rendition.path, info, subsample=step, threads=threads, height=rendition.height,
+                                  span=span)
 
 
 def _scored_inputs(rendition: Rendition, info: probe.MediaInfo, work: Path,
@@ -399,31 +450,6 @@ def _scored_inputs(rendition: Rendition, info: probe.MediaInfo, work: Path,
         return rendition, info
     _, info = _task_source(info.path, info, remote)
     return dataclasses.replace(rendition, path=remote.fetch(f"{work.name}/{rendition.path.name}")), info
-
-
-@task(name="delivered VMAF", cache_policy=NO_CACHE, task_run_name="VMAF {rendition.name}")
-def delivered_vmaf_task(rendition: Rendition, shot_list: tuple[shots.Shot, ...], info: probe.MediaInfo,
-                        work: Path, remote: WorkStore | None = None, threads: int = 1) -> Delivered:
-    """The delivered rung scored on every frame at the source's display size."""
-    rendition, info = _scored_inputs(rendition, info, work, remote)
-    logs = _task_work(work, remote) / "vmaf"
-    logs.mkdir(parents=True, exist_ok=True)
-    score = vmaf.measure_rung_vmaf(rendition.path, info, log_dir=logs, threads=threads)
-    delivered = analysis.measure_delivered(rendition, score, shot_list, info)
-    get_run_logger().info("%s delivered: %.0f kbps, VMAF %.2f (min %.1f); %.1f CPU s", rendition.name,
-                          delivered.kbps, score.mean, score.min, score.cpu_s)
-    return delivered
-
-
-@task(name="quick VMAF", cache_policy=NO_CACHE, task_run_name="quick VMAF {rendition.name}")
-def quick_vmaf_task(rendition: Rendition, step: int, info: probe.MediaInfo, work: Path,
-                    remote: WorkStore | None = None) -> vmaf.VmafResult:
-    """A rung's first encode scored on every ``step``-th frame: the cheapest rung's check (analysis.RungCheck)."""
-    rendition, info = _scored_inputs(rendition, info, work, remote)
-    score = vmaf.measure_rung_vmaf(rendition.path, info, subsample=step)
-    get_run_logger().info("%s checked: VMAF %.2f on every %dth frame; %.1f CPU s", rendition.name, score.mean,
-                          step, score.cpu_s)
-    return score
 
 
 @task(name="audio layout QC", cache_policy=NO_CACHE)
@@ -808,23 +834,55 @@ def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int
 
     analysis.deliver_rungs closes the loop: with ``ladder.feedback`` each rung carries what the rung
     below missed its plan by, and a rung still more than ``ladder.recheck_vmaf`` off is encoded and
-    scored once more. Rungs go one after another (each needs the one below), so a rung's pieces are
-    encoded ``encode.parallel_encodes`` at once instead. Returns the video renditions in rung order
-    and the outcome with the final rungs, renditions and delivered quality.
+    scored once more. The rungs go one after another (each needs the one below), but nothing inside
+    a rung waits: its pieces are encoded in groups of about ``ladder.task_s`` seconds and its VMAF
+    is scored in spans as long, each a task for any worker, and joined. Returns the video renditions
+    in rung order and the outcome with the final rungs, renditions and delivered quality.
     """
     assert ladder.analysis is not None
     found = ladder.analysis.units
+    config, fps, frames = settings.encode, info.video.fps, info.video.frames
+    logger = get_run_logger()
 
     def encode_rung(rung: PlannedRung) -> Rendition:
-        return encode_planned_rung_task.submit(source, rung, found, keyframes, info, settings.encode, encode_dir,
-                                               remote).result()
+        out = encode_dir / analysis.rung_file_name(rung, config.codec)
+        if remote is not None:
+            remote.fetch_if_stored(f"{encode_dir.name}/{out.name}", out)
+        finished = encode.finished_rendition(out, rung.width, rung.height, round(rung.kbps), keyframes, info,
+                                             config.codec)
+        if finished is not None:
+            logger.info("%s: reusing the finished encode %s", rung.name, out.name)
+            return finished
+        pieces = analysis.shot_crfs(rung, found)
+        groups = analysis.piece_groups(pieces, fps, settings.ladder.task_s, config.parallel_encodes)
+        cpu = sum(f.result() for f in encode_pieces_task.map(source, unmapped(rung), groups, unmapped(keyframes),
+                                                              unmapped(info), unmapped(config),
+                                                              unmapped(encode_dir), unmapped(remote)))
+        joined = join_rung_task.submit(rung, pieces, keyframes, info, config, encode_dir, remote).result()
+        rendition = dataclasses.replace(joined, cpu_s=joined.cpu_s + cpu)
+        logger.info("%s: %.0f kbps file, planned %.0f kbps at VMAF %.2f; %d pieces in %d tasks, %.1f CPU s",
+                    rung.name, rendition.kbps, rung.kbps, rung.vmaf, len(pieces), len(groups), rendition.cpu_s)
+        return rendition
+
+    def score(rendition: Rendition, step: int) -> vmaf.VmafResult:
+        spans = vmaf.rung_spans(frames, fps, settings.ladder.task_s, step)
+        parts = rung_vmaf_task.map(rendition, spans, unmapped(info), unmapped(encode_dir), unmapped(remote),
+                                   unmapped(settings.ladder.vmaf_threads), unmapped(step))
+        return vmaf.joined_scores([f.result() for f in parts], frames)
 
     def measure(rendition: Rendition) -> Delivered:
-        return delivered_vmaf_task.submit(rendition, found, info, encode_dir, remote,
-                                          settings.ladder.vmaf_threads).result()
+        result = score(rendition, 1)
+        here = _fetched([rendition], encode_dir, remote)[0]     # frame sizes are read from the file
+        delivered = analysis.measure_delivered(here, result, found, info)
+        logger.info("%s delivered: %.0f kbps, VMAF %.2f (min %.1f); %.1f CPU s", rendition.name, delivered.kbps,
+                    result.mean, result.min, result.cpu_s)
+        return delivered
 
     def quick(rendition: Rendition, step: int) -> vmaf.VmafResult:
-        return quick_vmaf_task.submit(rendition, step, info, encode_dir, remote).result()
+        result = score(rendition, step)
+        logger.info("%s checked: VMAF %.2f on every %dth frame; %.1f CPU s", rendition.name, result.mean, step,
+                    result.cpu_s)
+        return result
 
     result, made, delivered = analysis.deliver_rungs(ladder.analysis, encode_rung, measure, settings.ladder, quick)
     video = _fetched([made[r.name] for r in result.rungs], encode_dir, remote)

@@ -405,6 +405,11 @@ class LadderConfig(_Config):
     vmaf_threads: int = Field(2, ge=1, le=64, description="Threads of each delivered rung's every-frame VMAF "
                               "run (libvmaf, decode and scale): the rungs go one after another, so a single thread "
                               "would leave the other cores idle. Scores do not depend on it.")
+    task_s: float = Field(60.0, gt=0, description="Seconds of the title per task of the rung stage: a rung's "
+                          "pieces are encoded in groups of consecutive units about this long, and its VMAF is "
+                          "scored in spans this long, each group and span a task of its own, so that a long title's "
+                          "rung spreads over every worker (a Dask cluster, or the local pool). A title shorter than "
+                          "this still gets encode.parallel_encodes groups. Scores do not depend on it.")
     measure_delivered: bool = Field(True, description="Score every delivered rung with VMAF on every frame "
                                     "(the report's delivered column, and what feedback and rechecks act on: "
                                     "without it neither runs; costs about one VMAF run per rung).")
