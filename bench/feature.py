@@ -57,7 +57,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from feature_schedule import Job, TaskRecord, jobs_from_records, scale_jobs, simulate
+from feature_schedule import Job, RungCost, TaskRecord, jobs_from_records, scale_jobs, simulate, title_jobs
 from feature_titles import build_title, default_folder
 
 CONFIGS = {
@@ -416,6 +416,21 @@ def _jobs(run: dict[str, Any]) -> list[Job]:
     return [dataclasses.replace(j, delay_s=0.0) for j in jobs]
 
 
+def command_film(args: argparse.Namespace) -> None:
+    """The rung stage's graph for a film from per-content-minute stage costs (feature_schedule.title_jobs)."""
+    rungs = [RungCost(*(float(x) for x in r.split(","))) for r in args.rung]
+    jobs = title_jobs(args.minutes, args.trials, rungs, group_s=args.group_s, task_s=args.task_s)
+    serial = args.serial * args.minutes + args.serial_fixed
+    one = simulate(jobs, 1).makespan_s
+    print(f"{args.minutes:g} min: {len(jobs)} tasks, {one / 3600:.2f} CPU-h on the workers; serial before the "
+          f"fan-out {serial / 3600:.2f} h\n")
+    print("| N | distributed part h | speed-up | per worker (target 0.7) | whole ingest h |")
+    print("|---|---|---|---|---|")
+    for n in WORKER_COUNTS:
+        t = simulate(jobs, n).makespan_s
+        print(f"| {n} | {t / 3600:.2f} | {one / t:.2f} | {one / t / n:.2f} | {(t + serial) / 3600:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -429,8 +444,17 @@ def main() -> None:
     run.add_argument("--out", type=Path, required=True)
     report = sub.add_parser("report")
     report.add_argument("results", type=Path)
+    film = sub.add_parser("film", help="simulate a film's rung stage from stage costs per content minute")
+    film.add_argument("--minutes", type=float, default=FILM_MINUTES)
+    film.add_argument("--trials", type=float, required=True, help="trial CPU-s per content minute")
+    film.add_argument("--rung", action="append", required=True,
+                      help="ENCODE,VMAF[,JOIN] CPU-s per content minute, once per rung encode, cheapest first")
+    film.add_argument("--serial", type=float, default=0.0, help="the flow's own s per content minute (QC, shots)")
+    film.add_argument("--serial-fixed", type=float, default=0.0, help="the flow's own s per title (the sample)")
+    film.add_argument("--group-s", type=float, default=20.0)
+    film.add_argument("--task-s", type=float, default=60.0)
     args = parser.parse_args()
-    command_run(args) if args.command == "run" else command_report(args)
+    {"run": command_run, "report": command_report, "film": command_film}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -210,3 +210,37 @@ def scale_jobs(jobs: Sequence[Job], factor: float, replicated: set[str]) -> list
     for i, job in enumerate(jobs):
         count_before[i + 1] = count_before[i] + (copies if job.name in replicated else 1)
     return [replace(job, after=count_before[job.after]) for _, _, job in out]
+
+
+@dataclass(frozen=True)
+class RungCost:
+    """One rung of a measured ladder, per content minute: its pieces' encode, its join, its VMAF (CPU-s)."""
+
+    encode_s: float
+    vmaf_s: float
+    join_s: float = 0.0
+
+
+def title_jobs(minutes: float, trials_s_per_min: float, rungs: Sequence[RungCost], *, group_s: float = 20.0,
+               task_s: float = 60.0) -> list[Job]:
+    """The rung stage's task graph as flows/ingest.py submits it, for a title of ``minutes``.
+
+    Trial groups of ``group_s`` seconds, all at once; then rung after rung (each carries the one
+    below's miss): its pieces in groups of ``task_s`` seconds, its join, its VMAF in spans of
+    ``task_s`` seconds. A phase waits for every job of the phases before it.
+    """
+    seconds = minutes * 60
+    jobs: list[Job] = []
+
+    def phase(name: str, count: int, work_s: float) -> None:
+        before = len(jobs)
+        jobs.extend(Job(f"{name}-{len(jobs)}", name, work_s, 1.0, before, 0.0) for _ in range(count))
+
+    trial_groups = max(1, math.ceil(seconds / group_s))
+    phase("trials", trial_groups, trials_s_per_min * minutes / trial_groups)
+    spans = max(1, math.ceil(seconds / task_s))
+    for i, rung in enumerate(rungs):
+        phase(f"rung{i}-pieces", spans, rung.encode_s * minutes / spans)
+        phase(f"rung{i}-join", 1, rung.join_s * minutes)
+        phase(f"rung{i}-vmaf", spans, rung.vmaf_s * minutes / spans)
+    return jobs

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from feature_schedule import Job, TaskRecord, jobs_from_records, scale_jobs, simulate
+from feature_schedule import Job, RungCost, TaskRecord, jobs_from_records, scale_jobs, simulate, title_jobs
 from feature_titles import CLIPS, cut_frames, plan_shots, title_shots
 
 
@@ -75,3 +75,13 @@ def test_a_longer_title_has_more_pieces_and_longer_whole_title_jobs() -> None:
     assert long[-1].work_s == pytest.approx(18) and long[-1].after == 3
     assert simulate(long, 3).makespan_s == pytest.approx(10 + 18)
     assert simulate(long, 1).makespan_s == pytest.approx(30 + 18)
+
+
+def test_a_title_graph_fans_out_inside_each_rung_only() -> None:
+    rungs = [RungCost(encode_s=60, vmaf_s=120, join_s=1)] * 3
+    jobs = title_jobs(10, 300, rungs, group_s=20, task_s=60)
+    assert len(jobs) == 30 + 3 * (10 + 1 + 10)
+    assert sum(j.work_s for j in jobs) == pytest.approx(10 * (300 + 3 * 181))
+    # one worker does it all; ten workers do each phase in one wave, the joins one after another
+    assert simulate(jobs, 1).makespan_s == pytest.approx(10 * (300 + 3 * 181))
+    assert simulate(jobs, 10).makespan_s == pytest.approx(300 + 3 * (60 + 10 + 120))
