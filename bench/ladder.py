@@ -55,13 +55,14 @@ from reelflow.encoding.analysis import (
     deliver_rungs,
     encode_planned_rung,
     measure_delivered,
+    planned_half_rate,
 )
 from reelflow.encoding.bdrate import BdRateError, bd_rate, bd_rate_at_points
-from reelflow.encoding.encode import encode_video_rung, keyframe_frames, ladder_for_source
+from reelflow.encoding.encode import encode_video_rung, half_rate_title, keyframe_frames, ladder_for_source
 from reelflow.encoding.hull import RdPoint, ShotPoints, upper_hull
 from reelflow.encoding.ladder import select_ladder
 from reelflow.encoding.probe import MediaInfo, probe
-from reelflow.encoding.shots import Shot, detect_shots
+from reelflow.encoding.shots import Shot, detect_shots, even_starts
 from reelflow.encoding.trials import (
     ShotTrials,
     TrialPlan,
@@ -138,7 +139,7 @@ def deliver_fixed(src: Path, info: MediaInfo, keyframes: Sequence[int], settings
     def one(rung: Any) -> tuple[float, float, float]:
         rendition = encode_video_rung(src, rung, keyframes, info, settings.encode, work / f"fixed-{rung.name}.mp4",
                                       reuse=False)
-        score = measure_rung_vmaf(rendition.path, info)
+        score = measure_rung_vmaf(rendition.path, info, half_rate=rendition.half_rate)
         return _payload_kbps(rendition.path, info), score.mean, rendition.cpu_s
 
     done = list(pool.map(one, rungs))
@@ -154,8 +155,11 @@ def deliver_planned(name: str, src: Path, info: MediaInfo, analysis: LadderAnaly
     shots = analysis.units
     analysis, made, delivered = deliver_rungs(
         analysis, lambda r: encode_planned_rung(src, info, r, shots, keyframes, settings.encode, folder),
-        lambda rendition: measure_delivered(rendition, measure_rung_vmaf(rendition.path, info), shots, info),
-        settings.ladder, lambda rendition, step: measure_rung_vmaf(rendition.path, info, subsample=step))
+        lambda rendition: measure_delivered(rendition, measure_rung_vmaf(rendition.path, info,
+                                                                         half_rate=rendition.half_rate), shots, info),
+        settings.ladder,
+        lambda rendition, step: measure_rung_vmaf(rendition.path, info, subsample=step, half_rate=rendition.half_rate),
+        half_rate_rung=lambda r: planned_half_rate(r, info, settings.encode))
     return Ladder(name, [(delivered[r.name].kbps, delivered[r.name].vmaf.mean) for r in analysis.rungs],
                   [r.name for r in analysis.rungs], sum(made[r.name].cpu_s for r in analysis.rungs),
                   planned=[(r.kbps, r.vmaf) for r in analysis.rungs], discarded_cpu_s=analysis.discarded_cpu_s,
@@ -232,9 +236,11 @@ def _monotone(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]
 def shots_and_keyframes(src: Path, info: MediaInfo,
                         settings: Settings) -> tuple[tuple[Shot, ...], tuple[int, ...]]:
     """The title's shots and the keyframes every rung gets, as the ingest finds them."""
-    found = tuple(detect_shots(src, settings.shots, info=info).shots)
+    detected = detect_shots(src, settings.shots, info=info)
+    even = half_rate_title(info.video.fps, settings.encode)   # a 50/60 fps title: keyframes on even frames
+    found = tuple((even_starts(detected) if even else detected).shots)
     return found, keyframe_frames([s.start_frame for s in found], info.video.frames, info.video.fps,
-                                  settings.encode.segment_s)
+                                  settings.encode.segment_s, even=even)
 
 
 def run_trials(src: Path, info: MediaInfo, found: Sequence[Shot], keyframes: tuple[int, ...], settings: Settings,

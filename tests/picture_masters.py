@@ -110,6 +110,18 @@ def hfr_720p5994(ffmpeg: str, masters_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def hfr_cut_5994(ffmpeg: str, masters_dir: Path) -> Path:
+    """720p59.94, 1.5 s (90 frames): the dog at double speed, then a hard cut at frame 45 (an odd frame)
+    to the dark bokeh clip at double speed."""
+    return _make(ffmpeg, masters_dir / "720p5994_cut.mp4", "-t", "1.6", "-i", str(_DOG), "-t", "1.6", "-i", str(_BOKEH),
+                 "-filter_complex",
+                 "[0:v]setpts=0.5*PTS,fps=60000/1001,trim=end_frame=45,setpts=PTS-STARTPTS[a];"
+                 "[1:v]setpts=0.5*PTS,fps=60000/1001,scale=1280:720,trim=end_frame=45,setpts=PTS-STARTPTS[b];"
+                 "[a][b]concat=n=2:v=1[v]",
+                 "-map", "[v]", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", "-an")
+
+
+@pytest.fixture(scope="session")
 def odd_1918(ffmpeg: str, masters_dir: Path) -> Path:
     """1918x1080 (a 16:9 master cropped by two columns), 0.5 s."""
     return _make(ffmpeg, masters_dir / "1918x1080.mp4", "-t", "0.5", "-i", str(_BOKEH),

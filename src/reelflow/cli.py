@@ -246,11 +246,11 @@ def ladder(
     import tempfile
 
     from reelflow.encoding.analysis import analyse_ladder, fixed_estimates, summary
-    from reelflow.encoding.encode import keyframe_frames
+    from reelflow.encoding.encode import half_rate_title, keyframe_frames
     from reelflow.encoding.hdr import ladder_specs
     from reelflow.encoding.ladder_plot import plot_ladder
     from reelflow.encoding.probe import probe as probe_media
-    from reelflow.encoding.shots import detect_shots
+    from reelflow.encoding.shots import detect_shots, even_starts
     from reelflow.encoding.tonemap import tonemap_source
     from reelflow.infra.hashing import sha256_file
     from reelflow.infra.settings import ladder_settings
@@ -275,8 +275,10 @@ def ladder(
                                                  work_root / "conform", progress=update)
     with _progress("shots", info.video.frames, show=not json_out) as update:
         found = detect_shots(source, settings.shots, info=info, progress=lambda done, total: update(done))
+    even = half_rate_title(info.video.fps, settings.encode)   # as ingest: half-rate rungs need even keyframes
+    found = even_starts(found) if even else found
     keyframes = keyframe_frames([s.start_frame for s in found.shots], info.video.frames, info.video.fps,
-                                settings.encode.segment_s)
+                                settings.encode.segment_s, even=even)
     specs = ladder_specs(info.video, settings)
     results = []
     with tempfile.TemporaryDirectory(prefix="ladder-", dir=work_root) as work:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from fractions import Fraction
 from itertools import pairwise
 from pathlib import Path
 
@@ -19,12 +20,13 @@ from reelflow.encoding.analysis import (
     crf_shift,
     crf_slope,
     deliver_rungs,
+    piece_groups,
     recheck_shift,
     rung_file_name,
     shifted_rung,
     shot_crfs,
 )
-from reelflow.encoding.encode import Rendition
+from reelflow.encoding.encode import Rendition, ShotCrf
 from reelflow.encoding.hull import RdPoint, ShotPoints
 from reelflow.encoding.ladder import PlannedRung, ShotPlan
 from reelflow.encoding.shots import Shot
@@ -291,3 +293,44 @@ def test_recheck_shift_is_the_miss_at_the_rungs_own_slope_beyond_the_tolerance()
     assert recheck_shift(rungs[1], 90.5, points, config) == pytest.approx(-0.75)   # 1.5 short at -2 VMAF/CRF
     assert recheck_shift(rungs[1], 94.0, points, config) == pytest.approx(1.0)     # over the plan: cheaper
     assert recheck_shift(rungs[1], 80.0, points, config.model_copy(update={"recheck_vmaf": None})) == 0.0
+
+
+def _pieces(lengths: list[int]) -> list[ShotCrf]:
+    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+    return [ShotCrf(a, a + n, 23.0) for a, n in zip(starts, lengths, strict=True)]
+
+
+@pytest.mark.parametrize(("lengths", "task_s", "at_least", "groups"), [
+    ([240], 60.0, 2, 1),                  # one piece: one task
+    ([48] * 5, 60.0, 2, 2),               # a 10 s rung still runs two tasks side by side
+    ([96] * 300, 60.0, 2, 20),            # 20 minutes: one task a minute
+    ([10, 500, 10, 10], 5.0, 2, 4),       # a long piece alone
+])
+def test_piece_groups_cover_the_rung_in_order(lengths: list[int], task_s: float, at_least: int,
+                                              groups: int) -> None:
+    pieces = _pieces(lengths)
+    made = piece_groups(pieces, Fraction(24), task_s, at_least)
+    assert len(made) == groups and all(made)
+    assert [p for g in made for p in g] == pieces        # every piece once, in order
+    if groups > 2:
+        sizes = [sum(p.end_frame - p.start_frame for p in g) for g in made]
+        assert max(sizes) <= 2 * min(sizes) or len(set(lengths)) > 1   # even shares where pieces allow
+
+
+def test_half_rate_rungs_are_encoded_at_their_plan_scored_and_neither_checked_nor_carried() -> None:
+    """A half-rate rung's plan is a full-rate prediction: its big miss (the lost motion) moves no CRF,
+    and the first full-rate rung above it is checked as the cheapest rung is (quickly first)."""
+    rungs, points = _ladder([70.0, 78.0, 86.0], [29.0, 25.0, 21.0])
+    config = load_settings(None).ladder
+    model = _Encoder(points, {rungs[0].name: 6.0, rungs[1].name: 0.6, rungs[2].name: 0.2})
+    half = {rungs[0].name}
+    after, made, delivered = deliver_rungs(_analysis(rungs, points), model.encode, model.measure, config, model.quick,
+                                           half_rate_rung=lambda r: r.name in half)
+    assert model.encoded[0] == (rungs[0].name, rungs[0].crfs) and after.rungs[0] == rungs[0]    # at its plan
+    assert delivered[rungs[0].name].vmaf.mean == pytest.approx(64.0) and set(made) == {r.name for r in rungs}
+    assert [c.rung for c in after.checks] == [rungs[1].name, rungs[2].name]
+    second, third = after.checks
+    assert (second.carried_vmaf, second.carried_shift) == (0.0, 0.0)           # nothing carried
+    assert model.quick_steps == [5] and second.quick_vmaf is not None and not second.rechecked
+    assert third.carried_vmaf == pytest.approx(0.6)
+    assert len(model.encoded) == 3

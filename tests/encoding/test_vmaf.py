@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,11 +17,13 @@ from reelflow.encoding.vmaf import (
     VmafError,
     check_pieces,
     check_subsample,
+    joined_scores,
     measure_rung_vmaf,
     measure_vmaf,
     measure_vmaf_many,
     piece_centres,
     piece_scores,
+    rung_spans,
     vmaf_argv,
 )
 from reelflow.errors import ConfigError
@@ -161,3 +165,71 @@ def test_non_square_pixels_are_scored_at_display_size(lavfi_clip: object, ffmpeg
     described = subprocess.run([ffmpeg, "-hide_banner", "-i", str(rung)], capture_output=True, text=True,
                                check=False).stderr
     assert "384x288" in described
+
+
+@pytest.fixture(scope="module")
+def whole_rung(sintel_fight: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All 240 frames at 416x234, CRF 30 with keyframes every 2 s: a delivered rung, as the flow makes one."""
+    from reelflow.encoding.encode import ShotCrf, encode_rung_per_shot, keyframe_frames
+
+    info = probe(sintel_fight)
+    keys = keyframe_frames([0], info.video.frames, info.video.fps, 2.0)
+    out = tmp_path_factory.mktemp("vmaf-rung") / "rung.mp4"
+    return encode_rung_per_shot(sintel_fight, info, 416, 234, [ShotCrf(0, info.video.frames, 30)], keys, "ultrafast",
+                                out).path
+
+
+@pytest.mark.parametrize("step", [1, 5])
+def test_spans_of_a_rung_join_to_the_whole_run_frame_for_frame(sintel_fight: Path, whole_rung: Path,
+                                                               step: int) -> None:
+    """Spans that start off the rung's keyframes (every 48th frame) and cut through shots: each
+    score equals the whole run's, motion included (one frame of context on each side)."""
+    info = probe(sintel_fight)
+    frames = info.video.frames
+    spans = rung_spans(frames, info.video.fps, 1.45, step)
+    assert len(spans) >= 5 and spans[0][0] == 0 and spans[-1][1] == frames
+    assert any(start % 48 for start, _ in spans[1:])   # not only on keyframes
+    whole = measure_rung_vmaf(whole_rung, info, subsample=step)
+    joined = joined_scores([measure_rung_vmaf(whole_rung, info, subsample=step, span=s) for s in spans], frames)
+    assert joined.scored == whole.scored
+    assert joined.scores == pytest.approx(whole.scores, abs=1e-4)
+    assert joined.mean == pytest.approx(whole.mean, abs=1e-4) and joined.frames == whole.frames
+    assert joined.cpu_s > 0
+
+
+def test_rung_spans_tile_the_title() -> None:
+    assert rung_spans(240, Fraction(24), 60.0) == [(0, 240)]           # a short title: one span
+    spans = rung_spans(24 * 600, Fraction(24), 60.0, 5)
+    assert spans[0][0] == 0 and spans[-1][1] == 24 * 600 and len(spans) == 10
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+    assert all(start % 5 == 0 for start, _ in spans)
+    assert rung_spans(24 * 80, Fraction(24), 60.0) == [(0, 1920)]      # under 1.5 spans: one
+    assert rung_spans(24 * 130, Fraction(24), 60.0) == [(0, 1440), (1440, 3120)]  # a 10 s rest joins the last
+
+
+def test_a_span_that_cannot_be_scored_exactly_is_refused(sintel_fight: Path, whole_rung: Path) -> None:
+    info = probe(sintel_fight)
+    with pytest.raises(ConfigError, match="span"):
+        measure_rung_vmaf(whole_rung, info, subsample=5, span=(52, 100))   # not a multiple of the step
+    with pytest.raises(ConfigError, match="span"):
+        measure_rung_vmaf(whole_rung, info, span=(100, 300))              # beyond the title
+
+
+@pytest.mark.parametrize("step", [1, 5])
+def test_spans_of_a_half_rate_rung_join_to_the_whole_run(lavfi_clip: Any, tmp_path: Path, step: int) -> None:
+    """A half-rate rung of a 59.94 source: spans whose context starts on odd and even frames."""
+    from reelflow.encoding.encode import ShotCrf, encode_rung_per_shot, keyframe_frames
+
+    source = lavfi_clip("testsrc_5994.mp4", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=60000/1001:duration=3",
+                        "-c:v", "libx264", "-crf", "12", "-preset", "ultrafast")
+    info = probe(source)
+    frames = info.video.frames
+    keys = keyframe_frames([0], frames, info.video.fps, 1.0, even=True)
+    rung = encode_rung_per_shot(source, info, 416, 234, [ShotCrf(0, frames, 34)], keys, "ultrafast",
+                                tmp_path / "half.mp4", half_rate=True).path
+    spans = rung_spans(frames, info.video.fps, 0.38, step)     # 23 or 25 frames: odd and even starts
+    assert len(spans) >= 6 and {start % 2 for start, _ in spans[1:]} == {0, 1}
+    whole = measure_rung_vmaf(rung, info, subsample=step, half_rate=True)
+    joined = joined_scores([measure_rung_vmaf(rung, info, subsample=step, span=s, half_rate=True) for s in spans],
+                           frames)
+    assert joined.scored == whole.scored and joined.scores == pytest.approx(whole.scores, abs=1e-4)

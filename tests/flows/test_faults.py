@@ -100,6 +100,55 @@ def test_sigkill_mid_encode_then_rerun_reuses_finished_encodes(
                                for p in Path(clean["package"]).rglob("*") if p.is_file())
 
 
+def _finished_pieces(work: Path) -> dict[Path, tuple[int, int]]:
+    return {p: (p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in work.glob("*/encode-*/pieces/*.mp4") if ".partial" not in p.name}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_rung_then_rerun_keeps_every_finished_piece(sintel_fight: Path, lavfi_clip: Any,
+                                                                 tmp_path: Path, prefect_server: str) -> None:
+    """A per-shot rung is made piece by piece, one task each (ladder.task_s below a piece). The
+    process group is killed once some pieces of the cheapest rung are finished and before the rung
+    is joined; the rerun (same task-result store, so the same plan) keeps every finished piece
+    (same inode and mtime) and publishes the title."""
+    # Sintel's first 5 s (cuts at 58 and 76, keyframes every 2 s): about five units per rung
+    source = lavfi_clip("sintel_5s.mp4", "-i", str(sintel_fight), "-t", "5", "-c:v", "libx264", "-crf", "12",
+                        "-preset", "ultrafast")
+    folder = tmp_path / "per-shot"
+    folder.mkdir()
+    config = folder / "reelflow.toml"
+    config.write_text('[ladder]\nmode = "per-shot"\ntask_s = 0.1\n[drm]\nenabled = false\n'
+                      '[encode]\npreset = "veryfast"\nparallel_encodes = 1\n'
+                      '[trials]\npreset = "ultrafast"\nfinal_preset = "veryfast"\nx264_params = ""\n'
+                      'heights = [360, 234]\n'
+                      f'[storage]\nkeep_work = true\nwork_dir = "{folder / "work"}"\n')
+    work, store = folder / "work", folder / "store"
+    code = ("import sys; from pathlib import Path; from reelflow.flows.ingest import ingest_flow; "
+            "from reelflow.infra.settings import load_settings; c = sys.argv[1]; "
+            "ingest_flow(load_settings(Path(c)))(sys.argv[2], title_id='pieces', storage=sys.argv[3], config_file=c)")
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "results")}
+    argv = [sys.executable, "-c", code, str(config), str(source), str(store)]
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(_finished_pieces(work)) < 2:
+        assert process.poll() is None, process.stderr.read().decode()[-3000:] if process.stderr else ""
+        assert time.monotonic() < deadline, "no piece finished in time"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the flow and its ffmpeg, mid-rung
+    process.wait()
+    finished = _finished_pieces(work)
+    assert not list(work.glob("*/encode-*/*p_*k-*.mp4")), "killed too late: a rung was joined already"
+
+    rerun = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    after = _finished_pieces(work)
+    assert {p: after.get(p) for p in finished} == finished     # not one finished piece made again
+    record = json.loads((store / "titles" / "pieces" / "title.json").read_text())
+    assert record["status"] == "published" and len([r for r in record["renditions"] if r["kind"] == "video"]) >= 2
+
+
 # --- S3 faults, injected through botocore's event hooks -----------------------------------------
 
 

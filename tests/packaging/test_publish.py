@@ -116,6 +116,9 @@ class Recording(Storage):
     def download(self, key: str, dest: Path) -> Path:
         return self.inner.download(key, dest)
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        return self.inner.get_range(key, start, length)
+
     def exists(self, key: str) -> bool:
         return self.inner.exists(key)
 

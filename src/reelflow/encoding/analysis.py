@@ -12,6 +12,7 @@ CPU seconds of each stage.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from reelflow.encoding.encode import Rendition, ShotCrf, encode_rung_per_shot, ladder_for_source
+from reelflow.encoding.encode import Rendition, ShotCrf, encode_rung_per_shot, half_rate, ladder_for_source
 from reelflow.encoding.hull import RdPoint, ShotPoints, at_height, at_kbps, per_title_hull, title_hull
 from reelflow.encoding.ladder import PlannedRung, ShotPlan, select_ladder
 from reelflow.encoding.probe import MediaInfo
@@ -220,6 +221,7 @@ def deliver_rungs(
     analysis: LadderAnalysis, encode: Callable[[PlannedRung], Rendition],
     measure: Callable[[Rendition], Delivered], config: LadderConfig,
     quick: Callable[[Rendition, int], VmafResult] | None = None,
+    half_rate_rung: Callable[[PlannedRung], bool] | None = None,
 ) -> tuple[LadderAnalysis, dict[str, Rendition], dict[str, Delivered]]:
     """The planned rungs encoded and scored cheapest first, each checked against its plan (RungCheck).
 
@@ -229,7 +231,14 @@ def deliver_rungs(
     calls. Without ``measure_delivered`` nothing is scored, carried or rechecked. Returns the
     analysis with the CRFs as encoded and the checks, and the renditions and measurements by planned
     rung name.
+
+    A rung that ``half_rate_rung`` says is half rate (encode.half_rate) is encoded at its planned CRFs
+    and scored, but neither checked nor carried: the trials encode at the source's rate (a half-rate
+    hull would double the trials of the heights that can be either), so its plan predicts the
+    full-rate encode, and its miss is the motion it gives up, which no CRF move makes up. The first
+    full-rate rung above it starts afresh, as the cheapest rung does.
     """
+    is_half = half_rate_rung or (lambda rung: False)
     made: dict[str, Rendition] = {}
     delivered: dict[str, Delivered] = {}
     carried = 0.0
@@ -237,9 +246,15 @@ def deliver_rungs(
         # The first rung scored with another VMAF model (a UHD title's first rung above 1080p) starts
         # afresh: a miss on one model's scale says nothing exact on the other's, and its points are
         # mapped from 1080p (trials.py), so it is checked quickly first, as the cheapest rung is.
-        first_of_model = i == 0 or vmaf_model_for(planned.height) != vmaf_model_for(analysis.rungs[i - 1].height)
+        first_of_model = i == 0 or vmaf_model_for(planned.height) != vmaf_model_for(analysis.rungs[i - 1].height) \
+            or is_half(analysis.rungs[i - 1])
         if first_of_model:
             carried = 0.0
+        if is_half(planned):
+            made[planned.name] = encode(planned)
+            if config.measure_delivered:
+                delivered[planned.name] = measure(made[planned.name])
+            continue
         moved = carried_shift(planned, carried, analysis.points, config) if config.measure_delivered else 0.0
         rung = shifted_rung(planned, moved) if moved else planned
         rendition = encode(rung)
@@ -324,10 +339,17 @@ def encode_planned_rung(
     src: Path, info: MediaInfo, rung: PlannedRung, shots: Sequence[Shot], keyframes: Sequence[int],
     config: EncodeConfig, out_dir: Path,
 ) -> Rendition:
-    """The rung's final encode: shot by shot at its planned CRFs, joined, keyframes verified."""
+    """The rung's final encode: shot by shot at its planned CRFs, joined, keyframes verified; at half
+    rate when the rung is within the bounds of ``encode.half_rate``."""
     return encode_rung_per_shot(src, info, rung.width, rung.height, shot_crfs(rung, shots), keyframes, config.preset,
                                 out_dir / rung_file_name(rung, config.codec), target_kbps=round(rung.kbps),
-                                codec=config.codec, preroll=config.preroll_frames, jobs=config.parallel_encodes)
+                                codec=config.codec, preroll=config.preroll_frames, jobs=config.parallel_encodes,
+                                half_rate=planned_half_rate(rung, info, config))
+
+
+def planned_half_rate(rung: PlannedRung, info: MediaInfo, config: EncodeConfig) -> bool:
+    """Whether a planned rung is encoded at half rate (encode.half_rate at its size and planned rate)."""
+    return half_rate(info.video.fps, rung.width, rung.height, rung.kbps, config)
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -343,9 +365,16 @@ class Delivered:
 
 
 def measure_delivered(rendition: Rendition, vmaf: VmafResult, shots: Sequence[Shot], info: MediaInfo) -> Delivered:
-    """Split a rung's every-frame VMAF and its frame sizes by shot."""
+    """Split a rung's every-frame VMAF and its frame sizes by shot.
+
+    A half-rate rung's frame k is the source's frame 2k: its bytes count there (every shot starts
+    on an even frame, so each shot gets its own frames' bytes)."""
     fps = info.video.fps
-    sizes = frame_sizes(rendition.path, info.video.frames)
+    if rendition.half_rate:
+        coded = frame_sizes(rendition.path, math.ceil(info.video.frames / 2))
+        sizes = [0 if i % 2 else coded[i // 2] for i in range(info.video.frames)]
+    else:
+        sizes = frame_sizes(rendition.path, info.video.frames)
     if len(vmaf.scores) != info.video.frames:
         raise StageError(f"{rendition.name}: VMAF scored {len(vmaf.scores)} frames, the title has "
                          f"{info.video.frames}; delivered rungs are scored on every frame")
@@ -357,6 +386,17 @@ def measure_delivered(rendition: Rendition, vmaf: VmafResult, shots: Sequence[Sh
     total_s = float(info.video.frames / fps)
     return Delivered(kbps=sum(sizes) * 8 / 1000 / total_s, vmaf=vmaf, shot_kbps=tuple(shot_kbps),
                      shot_vmaf=tuple(shot_vmaf))
+
+
+HALF_RATE_REPORT = {
+    "frames": "the source's even frames (0, 2, 4, ...) at half its rate; keyframes at the same times as every rung's",
+    "planned": "from trials at the source's rate: planned kbps and VMAF are those of a full-rate encode at the "
+               "rung's CRFs, which the half-rate encode uses as they are (not checked against the plan, nothing "
+               "carried to the next rung: analysis.deliver_rungs)",
+    "scored": "VMAF against every source frame, each half-rate frame standing for itself and the next source "
+              "frame (shown twice, as a player does), so the lost motion counts; 'vmaf_below_full_rate_plan' is "
+              "the planned full-rate VMAF minus that",
+}
 
 
 def _point(p: RdPoint) -> dict[str, Any]:
@@ -409,6 +449,7 @@ def ladder_report(
         if rendition is not None:
             entry["file"] = {"name": rendition.path.name, "kbps": rendition.kbps, "frames": rendition.frames,
                              "encode_cpu_s": round(rendition.cpu_s, 2)}
+            entry.update(frame_rate=rendition.frame_rate, half_rate=rendition.half_rate)
         measured = delivered.get(rung.name)
         if measured is not None:
             entry["delivered"] = {"kbps": round(measured.kbps, 1), "vmaf": round(measured.vmaf.mean, 3),
@@ -416,7 +457,9 @@ def ladder_report(
                                   "vmaf_harmonic": round(measured.vmaf.harmonic_mean, 3),
                                   "vmaf_min": round(measured.vmaf.min, 3), "vmaf_p5": round(measured.vmaf.p5, 3),
                                   "frames_scored": measured.vmaf.frames}
-            entry["vmaf_error"] = round(rung.vmaf - measured.vmaf.mean, 3)
+            # a half-rate rung's plan is a full-rate prediction: its miss is no planning error (HALF_RATE_REPORT)
+            entry["vmaf_error" if rendition is None or not rendition.half_rate else "vmaf_below_full_rate_plan"] = \
+                round(rung.vmaf - measured.vmaf.mean, 3)
             for shot, kbps, vmaf in zip(entry["shots"], measured.shot_kbps, measured.shot_vmaf, strict=True):
                 shot.update(delivered_kbps=round(kbps, 1), delivered_vmaf=round(vmaf, 3))
         rungs.append(entry)
@@ -450,6 +493,10 @@ def ladder_report(
                            "vmaf_offset": [list(r) for r in plan.correction.vmaf_offset]},
         },
         "checks": [c.to_dict() for c in analysis.checks],
+        "half_rate": {**HALF_RATE_REPORT, "max_height": settings.encode.half_rate_max_height,
+                      "max_kbps": settings.encode.half_rate_max_kbps,
+                      "rungs": [n for n, r in renditions.items() if r.half_rate]}
+        if any(r.half_rate for r in renditions.values()) else None,
         "cpu_s": {
             "analysis": round(analysis.cpu_s, 2),
             "analysis_sample": round(analysis.sample_cpu_s, 2),

@@ -35,11 +35,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reelflow.encoding.encode import color_args
+from reelflow.encoding.encode import EVEN_FRAMES, color_args, segment_frames
 from reelflow.encoding.probe import MediaInfo, VideoStream, probe
 from reelflow.errors import StageError
 from reelflow.infra.hashing import config_digest, sha256_file
-from reelflow.infra.settings import ConformConfig, QCConfig
+from reelflow.infra.settings import ConformConfig, EncodeConfig, QCConfig
 from reelflow.infra.tools import ffmpeg_exe, run
 
 if TYPE_CHECKING:
@@ -332,6 +332,20 @@ def plan_conform(info: MediaInfo, qc: QCReport | Mapping[str, Any] | None, confi
         steps.append(ConformStep("timecode", f"start timecode {v.timecode}",
                                  "kept in this report; the published streams start at 0"))
     return ConformPlan(tuple(steps), out_w, out_h, fps, frames, pix_fmt, codec, refused)
+
+
+def half_rate_step(fps: Fraction, config: EncodeConfig, moved: int, shots: int) -> ConformStep:
+    """The record of a title with half-rate rungs (encode.half_rate_title): which rungs, at what rate,
+    and the keyframes moved for it (``moved`` of ``shots`` shot starts); the encodes do the filtering."""
+    bounds = [f"up to {config.half_rate_max_height} lines"] if config.half_rate_max_height else []
+    bounds += [f"at or under {config.half_rate_max_kbps} kbit/s"] if config.half_rate_max_kbps else []
+    step = segment_frames(fps, config.segment_s, even=True)
+    return ConformStep(
+        "half_rate", f"{float(fps):.3f} fps, above 30",
+        f"rungs {' or '.join(bounds)} encoded at {float(fps / 2):.3f} fps (the source's even frames), the others "
+        f"at {float(fps):.3f}; keyframes on even frames so every rung has them at the same times: {moved} of "
+        f"{shots} shot starts moved one frame later, the segment grid every {step} frames",
+        EVEN_FRAMES)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import itertools
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -55,6 +56,8 @@ class Rendition:
     sample_rate: int = 0
     language: str = "und"
     role: str = "main"          # audio: main, description, commentary or dub (a sidecar's role)
+    frame_rate: str = ""        # video: the rendition's exact rate, "num/den" (half the source's when half_rate)
+    half_rate: bool = False     # video: only the source's even frames (encode.half_rate)
     ladder: str = ""            # video: the ladder of a multi-ladder title (h264, av1, hevc_hdr); "" for the only one
     range: str = "sdr"          # video: sdr, pq or hlg (what the manifests signal)
     track_name: str = ""        # audio: the planner's unique name (aac_en_51); empty: codec_language[_role]
@@ -167,19 +170,77 @@ def fixed_ladder(video: VideoStream, config: EncodeConfig, codec: VideoCodec) ->
                  for r in ladder_for_source(video, config.ladder))
 
 
-def segment_frames(fps: Fraction, segment_s: float) -> int:
-    """Frames per segment of the grid: a whole number, so every rung cuts at the same frame."""
+# Sources faster than this get half-rate rungs (EncodeConfig.half_rate_max_height): 50, 59.94 and 60
+# become 25, 29.97 and 30, rates every device shows smoothly.
+HALF_RATE_ABOVE_FPS = 30
+
+
+def half_rate_title(fps: Fraction, config: EncodeConfig) -> bool:
+    """Whether a title at ``fps`` may have half-rate rungs: then every keyframe must be on an even frame.
+
+    Decided before the ladder is known (the keyframes are planned before the trials), so it holds
+    for any high-rate title with a bound set, whichever rungs the ladder then gets.
+    """
+    return fps > HALF_RATE_ABOVE_FPS and (config.half_rate_max_height > 0 or config.half_rate_max_kbps > 0)
+
+
+def half_rate(fps: Fraction, width: int, height: int, kbps: float, config: EncodeConfig) -> bool:
+    """Whether a rung (``width`` x ``height``, ``kbps``: fixed target or planned rate) of a title at ``fps``
+    is encoded at half rate: at or under either bound, the height bound judged on the short side as
+    the ladder's heights are (a portrait 234x416 rung is a 234-line rung)."""
+    if not half_rate_title(fps, config):
+        return False
+    lines = min(width, height)
+    return (0 < lines <= config.half_rate_max_height) or (0 < kbps <= config.half_rate_max_kbps)
+
+
+def rung_rate(fps: Fraction, half: bool) -> Fraction:
+    """A rung's frame rate: the title's, or half of it."""
+    return fps / 2 if half else fps
+
+
+def segment_frames(fps: Fraction, segment_s: float, *, even: bool = False) -> int:
+    """Frames per segment of the grid: a whole number, so every rung cuts at the same frame; with
+    ``even``, an even number (a half-rate rung has only the even frames to put a keyframe on)."""
+    if even:
+        return max(2, round(segment_s * fps / 2) * 2)
     return max(1, round(segment_s * fps))
 
 
 def keyframe_frames(
-    shot_starts: Iterable[int], frames: int, fps: Fraction, segment_s: float
+    shot_starts: Iterable[int], frames: int, fps: Fraction, segment_s: float, *, even: bool = False
 ) -> tuple[int, ...]:
-    """Frames that must be keyframes: every shot start and every segment-grid point, sorted."""
-    step = segment_frames(fps, segment_s)
+    """Frames that must be keyframes: every shot start and every segment-grid point, sorted.
+
+    ``even`` (a title with half-rate rungs, ``half_rate_title``): the grid is on even frames, and so
+    must the shot starts be (shots.even_starts moves them); StageError otherwise.
+    """
+    step = segment_frames(fps, segment_s, even=even)
     wanted = set(range(0, frames, step))
     wanted.update(f for f in shot_starts if 0 <= f < frames)
+    if even and any(f % 2 for f in wanted):
+        odd = sorted(f for f in wanted if f % 2)[:5]
+        raise StageError(f"shot starts {odd} are odd frames, and the title has half-rate rungs: a half-rate rung "
+                         "has no keyframe there (shots.even_starts moves them)")
     return tuple(sorted(wanted))
+
+
+def rate_arg(fps: Fraction) -> str:
+    """A rate as ffmpeg takes it, exact: 30000/1001."""
+    return f"{fps.numerator}/{fps.denominator}"
+
+
+# A half-rate rung's frames are the source's frames 0, 2, 4, ...: counted from the filter's first
+# input frame, which is frame 0 of the title, or an even frame where a piece's encode starts.
+EVEN_FRAMES = "select='not(mod(n,2))'"
+
+
+def half_rate_keyframes(keyframes: Sequence[int]) -> list[int]:
+    """The keyframes of a half-rate rung, as its own frame numbers (source frame 2k is its frame k)."""
+    if any(k % 2 for k in keyframes):
+        raise StageError(f"keyframes {[k for k in keyframes if k % 2][:5]} are odd frames: a half-rate rung "
+                         "does not have them")
+    return [k // 2 for k in keyframes]
 
 
 def force_key_frames_arg(keyframes: Sequence[int], fps: Fraction) -> str:
@@ -194,12 +255,14 @@ def force_key_frames_arg(keyframes: Sequence[int], fps: Fraction) -> str:
 
 def video_encode_argv(
     src: Path, rung: Rung, keyframes: Sequence[int], video: VideoStream, config: EncodeConfig, out: Path,
-    codec: VideoCodec | None = None,
+    codec: VideoCodec | None = None, *, half_rate: bool = False,
 ) -> list[str]:
-    """ffmpeg argv for one fixed-bitrate rung of the whole title (``codec``: encode.codec for ``video``)."""
+    """ffmpeg argv for one fixed-bitrate rung of the whole title (``codec``: encode.codec for ``video``);
+    ``half_rate``: the source's even frames only, at half its rate."""
     chosen = codec or codec_for(config.codec, video)
-    gop = segment_frames(video.fps, config.segment_s) * _MAX_GOP_FACTOR
-    fps = f"{video.fps.numerator}/{video.fps.denominator}"
+    rate = rung_rate(video.fps, half_rate)
+    gop = segment_frames(rate, config.segment_s) * _MAX_GOP_FACTOR
+    fps = rate_arg(rate)
     return [
         ffmpeg_exe(), "-hide_banner", "-nostdin", "-y",
         "-i", str(src),
@@ -207,12 +270,13 @@ def video_encode_argv(
         "-map_metadata", "-1", "-map_chapters", "-1",                # nothing of the source's tags leaks out
         # The video's own timeline from 0: ffmpeg's default zero is the earliest stream of the file,
         # and a video starting after its audio would otherwise get padded head frames.
-        "-vf", f"setpts=PTS-STARTPTS,{scale_filter(rung.width, rung.height, chosen)}",
+        "-vf", ",".join(["setpts=PTS-STARTPTS", *([EVEN_FRAMES] if half_rate else []),
+                         scale_filter(rung.width, rung.height, chosen)]),
         "-fps_mode", "cfr", "-r", fps,                               # one frame per 1/fps: frame n is at n/fps
         *chosen.fixed_args(config.preset, rung.kbps,
                            round(rung.kbps * config.maxrate_factor),   # VBV: the rung's peak stays streamable
                            round(rung.kbps * config.bufsize_s), gop),
-        "-force_key_frames", force_key_frames_arg(keyframes, video.fps),
+        "-force_key_frames", force_key_frames_arg(half_rate_keyframes(keyframes) if half_rate else keyframes, rate),
         *color_args(video, chosen),
         "-movflags", "+faststart",
         str(out),
@@ -254,15 +318,17 @@ def encode_video_rung(
 ) -> Rendition:
     """Encode one rung, verify its frame count and keyframes, and describe the result.
 
-    ``codec`` (default ``config.codec``) is made HDR when the source is (codecs.codec_for).
+    ``codec`` (default ``config.codec``) is made HDR when the source is (codecs.codec_for). A rung
+    within the half-rate bounds of a high-rate source (``half_rate``) gets its even frames only.
 
     Only a verified encode gets the name ``out``, so with ``reuse`` an existing ``out`` is a
     finished encode from an earlier run: it is checked again and kept instead of re-encoded.
     """
     name = codec or config.codec
+    half = half_rate(info.video.fps, rung.width, rung.height, rung.kbps, config)
     if reuse and out.exists():
         try:
-            rendition = _verified_rung(out, rung, keyframes, info, name)
+            rendition = _verified_rung(out, rung, keyframes, info, name, half_rate=half)
             log.info("reusing finished encode %s", out)
             return rendition
         except StageError as exc:
@@ -270,9 +336,9 @@ def encode_video_rung(
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = _partial_name(out)
     try:
-        done = run(video_encode_argv(src, rung, keyframes, info.video, config, partial, codec_for(name, info.video)),
-                   progress=progress)
-        rendition = _verified_rung(partial, rung, keyframes, info, name)
+        done = run(video_encode_argv(src, rung, keyframes, info.video, config, partial, codec_for(name, info.video),
+                                     half_rate=half), progress=progress)
+        rendition = _verified_rung(partial, rung, keyframes, info, name, half_rate=half)
         partial.replace(out)  # a crash before this line leaves no file under the final name
     finally:
         partial.unlink(missing_ok=True)
@@ -280,19 +346,26 @@ def encode_video_rung(
 
 
 def _verified_rung(path: Path, rung: Rung, keyframes: Sequence[int], info: MediaInfo,
-                   codec: CodecName = "h264") -> Rendition:
-    """Describe an encoded rung after checking its frame count and keyframes against the plan."""
+                   codec: CodecName = "h264", *, half_rate: bool = False) -> Rendition:
+    """Describe an encoded rung after checking its frame count and keyframes against the plan
+    (``half_rate``: the source's even frames, the keyframes at half their numbers)."""
     frames, found = read_keyframes(path)
-    if frames != info.video.frames:
-        raise StageError(f"{rung.name}: encoded {frames} frames, the source has {info.video.frames}")
+    expected = math.ceil(info.video.frames / 2) if half_rate else info.video.frames
+    if frames != expected:
+        raise StageError(f"{rung.name}: encoded {frames} frames, {expected} planned (the source has "
+                         f"{info.video.frames}{', the rung is half rate' if half_rate else ''})")
+    if half_rate:
+        keyframes = half_rate_keyframes(keyframes)
     if tuple(found) != tuple(keyframes):
         missing = sorted(set(keyframes) - set(found))[:5]
         extra = sorted(set(found) - set(keyframes))[:5]
         raise StageError(f"{rung.name}: keyframes differ from the plan (missing {missing}, extra {extra})")
-    duration = float(frames / info.video.fps)
+    rate = rung_rate(info.video.fps, half_rate)
+    duration = float(frames / rate)
     return Rendition(
         kind="video", path=path, codec=codec, kbps=_kbps(path, duration), duration_s=duration,
         width=rung.width, height=rung.height, target_kbps=rung.kbps, frames=frames,
+        frame_rate=rate_arg(rate), half_rate=half_rate,
     )
 
 
@@ -307,76 +380,92 @@ class ShotCrf:
 
 def shot_encode_argv(
     src: Path, video: VideoStream, piece: ShotCrf, width: int, height: int, keyframes: Sequence[int],
-    preset: str, out: Path, codec: VideoCodec = CODECS["h264"], *, preroll: int = 0,
+    preset: str, out: Path, codec: VideoCodec = CODECS["h264"], *, preroll: int = 0, half_rate: bool = False,
 ) -> list[str]:
     """ffmpeg argv for one shot of a per-shot rung, at its own CRF; ``keyframes`` are absolute frames.
 
     ``preroll`` frames before the shot are encoded first, as a GOP of their own at the same CRF, for
-    the join to drop (``preroll_frames``).
+    the join to drop (``preroll_frames``). ``half_rate``: the even source frames only (the piece and
+    its pre-roll start on even frames), at half the rate: ``preroll / 2`` frames to drop.
     """
-    fps = f"{video.fps.numerator}/{video.fps.denominator}"
+    rate = rung_rate(video.fps, half_rate)
+    fps = rate_arg(rate)
     first = piece.start_frame - preroll
     if first < 0:
         raise StageError(f"a pre-roll of {preroll} frames before frame {piece.start_frame} starts before the title")
+    if half_rate and first % 2:
+        raise StageError(f"a half-rate piece starts at odd frame {first}: its frames would not be the title's "
+                         "even ones")
     inside = [k - first for k in keyframes if piece.start_frame <= k < piece.end_frame]
     if preroll:
         inside = sorted({0, preroll, *inside})
+    count = piece.end_frame - first
+    if half_rate:
+        inside, count = half_rate_keyframes(inside), math.ceil(count / 2)
     start = float(max(Fraction(0), (first - Fraction(1, 2)) / video.fps))
-    gop = max(1, piece.end_frame - first)
+    gop = max(1, count)
     return [
         ffmpeg_exe(), "-hide_banner", "-nostdin", "-y",
         "-ss", f"{start:.6f}",                       # exact input seek, half a frame early: frame `first`
         "-i", str(src),
         "-map", f"0:{video.index}", "-an", "-sn", "-dn",
         "-map_metadata", "-1", "-map_chapters", "-1",
-        "-frames:v", str(piece.end_frame - first),
-        "-vf", f"setpts=PTS-STARTPTS,{scale_filter(width, height, codec)}",
+        "-frames:v", str(count),
+        "-vf", ",".join(["setpts=PTS-STARTPTS", *([EVEN_FRAMES] if half_rate else []),
+                         scale_filter(width, height, codec)]),
         "-fps_mode", "cfr", "-r", fps,
         # the piece's own CRF (x264 and x265 take fractions: the plan interpolates), closed GOPs,
         # keyframes only where forced, and headers that let the pieces join without re-encoding
         *codec.args(preset, piece.crf, gop),
-        "-force_key_frames", force_key_frames_arg([k for k in inside if k >= 0] or [0], video.fps),
+        "-force_key_frames", force_key_frames_arg([k for k in inside if k >= 0] or [0], rate),
         *color_args(video, codec),
-        "-video_track_timescale", str(video.fps.numerator * 512),  # same timescale in every piece
+        # same timescale in every piece (the source's rate's, at half rate too: a whole number of ticks a frame)
+        "-video_track_timescale", str(video.fps.numerator * 512),
         str(out),
     ]
 
 
 def piece_file_name(width: int, height: int, piece: ShotCrf, keyframes: Sequence[int], preset: str,
-                    codec: CodecName = "h264", preroll: int = 0) -> str:
+                    codec: CodecName = "h264", preroll: int = 0, half_rate: bool = False) -> str:
     """A name that changes with everything the piece's encode depends on (within one encode folder,
     whose name covers the source and the settings): a reused piece is the encode of this very plan."""
     inside = [k for k in keyframes if piece.start_frame <= k < piece.end_frame]
-    digest = config_digest(codec, width, height, piece.crf, preset, min(preroll, piece.start_frame), inside)[:10]
+    digest = config_digest(codec, width, height, piece.crf, preset, min(preroll, piece.start_frame), inside,
+                           *(["half-rate"] if half_rate else []))[:10]
     return f"{height}p-{piece.start_frame:07d}-{piece.end_frame:07d}-{digest}.mp4"
 
 
 def encode_piece(
     src: Path, info: MediaInfo, width: int, height: int, piece: ShotCrf, keyframes: Sequence[int], preset: str,
-    out: Path, *, codec: CodecName = "h264", preroll: int = 0, reuse: bool = True,
+    out: Path, *, codec: CodecName = "h264", preroll: int = 0, reuse: bool = True, half_rate: bool = False,
 ) -> float:
     """One shot (or unit) of a per-shot rung at its own CRF, as ``out``; returns the CPU seconds spent.
 
     With ``preroll``, the encode starts up to that many frames earlier, at the piece's CRF, and those
-    frames are dropped (``preroll_frames``). Only a piece with the right frame count gets the name
-    ``out``, so with ``reuse`` an existing ``out`` is a finished piece of an earlier run: kept (0.0).
-    A piece is a separate task in the ingest flow, so a stopped run resumes piece by piece.
+    frames are dropped (``preroll_frames``). ``half_rate``: the source's even frames only (see
+    ``shot_encode_argv``). Only a piece with the right frame count gets the name ``out``, so with
+    ``reuse`` an existing ``out`` is a finished piece of an earlier run: kept (0.0). A piece is a
+    separate task in the ingest flow, so a stopped run resumes piece by piece.
     """
     frames = piece.end_frame - piece.start_frame
+    if half_rate:
+        frames = (frames + 1) // 2        # the piece starts on an even frame (keyframe_frames(even=True))
     if reuse and out.is_file():
         count, found = read_keyframes(out)
         if count == frames and found[:1] == [0]:
+            log.info("reusing finished piece %s", out.name)
             return 0.0
         log.warning("not reusing piece %s: %d frames (%d planned)", out, count, frames)
     out.parent.mkdir(parents=True, exist_ok=True)
     lead = min(preroll, piece.start_frame)
+    lead -= lead % 2 if half_rate else 0     # half rate: the pre-roll starts on an even frame too
     partial = _partial_name(out)
     encoded = partial.with_name(f"{partial.stem}-preroll{partial.suffix}") if lead else partial
     try:
         cpu_s = run(shot_encode_argv(src, info.video, piece, width, height, keyframes, preset, encoded,
-                                     codec_for(codec, info.video), preroll=lead)).cpu_s
+                                     codec_for(codec, info.video), preroll=lead, half_rate=half_rate)).cpu_s
         if lead:
-            drop_leading_frames(encoded, lead, partial)
+            drop_leading_frames(encoded, lead // 2 if half_rate else lead, partial)
         count, found = read_keyframes(partial)
         if count != frames or found[:1] != [0]:
             raise StageError(f"{out.name}: encoded {count} frames starting with a "
@@ -390,7 +479,7 @@ def encode_piece(
 
 def join_pieces(
     pieces: Sequence[Path], info: MediaInfo, width: int, height: int, keyframes: Sequence[int], out: Path,
-    *, target_kbps: int = 0, codec: CodecName = "h264",
+    *, target_kbps: int = 0, codec: CodecName = "h264", half_rate: bool = False,
 ) -> Rendition:
     """The pieces of a per-shot rung joined without re-encoding into ``out``, frames and keyframes verified.
 
@@ -404,7 +493,7 @@ def join_pieces(
         cpu = run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-f", "concat", "-safe", "0", "-i",
                    str(listing), "-c", "copy", *CODECS[codec].join_args, "-movflags", "+faststart",
                    "-f", "mp4", str(partial)]).cpu_s
-        rendition = _verified_rung(partial, rung, keyframes, info, codec)
+        rendition = _verified_rung(partial, rung, keyframes, info, codec, half_rate=half_rate)
         partial.replace(out)
     finally:
         listing.unlink(missing_ok=True)
@@ -429,13 +518,13 @@ def pieces_folder(out: Path) -> Path:
 
 
 def finished_rendition(out: Path, width: int, height: int, target_kbps: int, keyframes: Sequence[int],
-                       info: MediaInfo, codec: CodecName = "h264") -> Rendition | None:
+                       info: MediaInfo, codec: CodecName = "h264", *, half_rate: bool = False) -> Rendition | None:
     """The verified encode at ``out`` made by an earlier run, or None (absent, or not what is planned)."""
     if not out.is_file():
         return None
     try:
         rendition = _verified_rung(out, Rung(width=width, height=height, kbps=max(1, target_kbps)), keyframes,
-                                   info, codec)
+                                   info, codec, half_rate=half_rate)
     except StageError as exc:
         log.warning("not reusing %s: %s", out, exc)
         return None
@@ -457,22 +546,27 @@ def encode_rung_per_shot(
     codec: CodecName = "h264",
     preroll: int = 0,
     jobs: int = 1,
+    half_rate: bool = False,
 ) -> Rendition:
     """A rung encoded shot by shot, each at its own CRF, joined without re-encoding, then verified.
 
     The pieces (``encode_piece``) go ``jobs`` at once; the ingest flow runs the same two steps as
-    tasks instead, so that the pieces of a rung spread over a cluster.
+    tasks instead, so that the pieces of a rung spread over a cluster. ``half_rate``: every piece has
+    the source's even frames only (see ``shot_encode_argv``).
     """
     check_tiling(pieces, info.video.frames, out.name)
-    finished = finished_rendition(out, width, height, target_kbps, keyframes, info, codec) if reuse else None
+    finished = finished_rendition(out, width, height, target_kbps, keyframes, info, codec,
+                                  half_rate=half_rate) if reuse else None
     if finished is not None:
         return finished
     folder = pieces_folder(out)
-    files = [folder / piece_file_name(width, height, p, keyframes, preset, codec, preroll) for p in pieces]
+    files = [folder / piece_file_name(width, height, p, keyframes, preset, codec, preroll, half_rate) for p in pieces]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        cpu = sum(pool.map(lambda p, f: encode_piece(src, info, width, height, p, keyframes, preset, f,
-                                                     codec=codec, preroll=preroll, reuse=reuse), pieces, files))
-    rendition = join_pieces(files, info, width, height, keyframes, out, target_kbps=target_kbps, codec=codec)
+        cpu = sum(pool.map(lambda p, f: encode_piece(src, info, width, height, p, keyframes, preset, f, codec=codec,
+                                                     preroll=preroll, reuse=reuse, half_rate=half_rate),
+                           pieces, files))
+    rendition = join_pieces(files, info, width, height, keyframes, out, target_kbps=target_kbps, codec=codec,
+                            half_rate=half_rate)
     for f in files:
         f.unlink(missing_ok=True)
     return replace(rendition, cpu_s=rendition.cpu_s + cpu)

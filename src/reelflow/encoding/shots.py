@@ -65,6 +65,33 @@ def split_at(shots: Sequence[Shot], frames: Iterable[int], fps: Fraction) -> tup
     return tuple(out)
 
 
+_PRECEDENCE: dict[Boundary, int] = {"start": 0, "cut": 1, "split": 2}
+
+
+def even_starts(shot_list: ShotList) -> ShotList:
+    """The shot list with every shot starting on an even frame (a title with half-rate rungs).
+
+    A half-rate rung has only the source's even frames, so a keyframe there (every shot start) must
+    be on one. An odd start moves one frame later: the half-rate rung's keyframe is then the new
+    shot's first frame it has, not the old shot's last (moving a cut by a frame at 50-60 fps is
+    invisible; only the full-rate rungs code the one frame across it). Shots that meet then are one
+    (a cut wins over a split); the shots still tile the title exactly, and the last may end on an odd frame.
+    """
+    frames = shot_list.frames
+    starts: dict[int, Boundary] = {}
+    for shot in shot_list.shots:
+        start = shot.start_frame + shot.start_frame % 2
+        if start >= frames:
+            continue
+        if start not in starts or _PRECEDENCE[shot.boundary] < _PRECEDENCE[starts[start]]:
+            starts[start] = shot.boundary
+    order = sorted(starts)
+    ends = [*order[1:], frames]
+    fps = shot_list.fps
+    return ShotList(fps=fps, frames=frames, shots=tuple(_shot(i, s, e, fps, starts[s])
+                                                        for i, (s, e) in enumerate(zip(order, ends, strict=True))))
+
+
 @dataclass(frozen=True)
 class ShotList:
     fps: Fraction

@@ -27,6 +27,12 @@ them. Two things make that true and cheap:
 - libvmaf's own ``n_subsample`` alone also scores exact frames, but every frame is then upscaled
   and fed in; the select costs 3/s of that.
 
+A rung at a lower rate than the source (a half-rate rung of a 59.94 title: encode.half_rate) is
+scored against every source frame, each of its frames standing for the source frames until its
+next one (``distorted_fps``: its frames at their own times, then the ``fps`` filter up to the
+source's rate repeats each), as a player shows it. Per-frame scores then line up with the source's
+frames and shots, and VMAF counts the motion the lower rate gives up against it.
+
 Several shots encoded as one stream (trials.py) are scored in one run as ``pieces``: each piece
 (a shot) is subsampled from its own first frame, so every shot has its keyframe and frames at its
 own step scored, and the triples stay disjoint (a piece's last scored frame is at least three
@@ -164,8 +170,15 @@ def _filter_value(value: str) -> str:
 
 
 def _frame_chain(fps: Fraction, frames: int | None, pieces: Sequence[Piece] | None, subsample: int,
-                 width: int, height: int, pix_fmt: str) -> str:
+                 width: int, height: int, pix_fmt: str, from_fps: Fraction | None = None) -> str:
     chain = [f"setpts=N*{fps.denominator}/{fps.numerator}/TB"]   # frame n at n/fps on both inputs
+    if from_fps is not None and from_fps != fps:
+        # A lower-rate encode: its frame k at k/from_fps, then each repeated until the next. The fps
+        # filter's frame n is at n/fps already (time base 1/fps): a setpts after it would round
+        # n * (1/fps) / (1/fps) down to n - 1 now and then.
+        if from_fps > fps:
+            raise ConfigError(f"an encode at {from_fps} fps is not scored against a reference at {fps}")
+        chain = [f"setpts=N*{from_fps.denominator}/{from_fps.numerator}/TB", f"fps={fps.numerator}/{fps.denominator}"]
     if frames is not None:
         chain.append(f"trim=end_frame={frames}")                 # frame-exact end; ffmpeg stops reading there
     if pieces is not None and subsample > 1:
@@ -174,6 +187,11 @@ def _frame_chain(fps: Fraction, frames: int | None, pieces: Sequence[Piece] | No
         chain.append(f"select='lte(mod(n+1,{subsample}),2)'")    # n mod s in {s-1, 0, 1}
     chain += [f"scale={width}:{height}:flags=bicubic", "setsar=1", f"format={pix_fmt}"]
     return ",".join(chain)
+
+
+def distorted_frames(frames: int, fps: Fraction, distorted_fps: Fraction | None) -> int:
+    """Frames an encode at ``distorted_fps`` has for ``frames`` reference frames at ``fps``."""
+    return frames if distorted_fps is None else math.ceil(frames * distorted_fps / fps)
 
 
 def _plan(frames: int | None, subsample: int, pieces: Sequence[Piece] | None) -> tuple[list[Piece] | None, int]:
@@ -206,13 +224,15 @@ def vmaf_many_argv(
     pix_fmt: str = "yuv420p",
     model: str = VMAF_MODEL,
     dist_start: tuple[int, float] | None = None,
+    distorted_fps: Fraction | None = None,
 ) -> list[str]:
     """One ffmpeg run scoring several encodes of the same frames: the reference is decoded once.
 
     ``pieces`` (frames relative to ``ref_start_frame``) replace ``subsample`` when several shots
-    are compared at once; ``ref_start_s`` is the source video stream's first timestamp.
-    ``dist_start`` (frame, the distorted stream's first timestamp) seeks the distorted inputs
-    too, for a part of a whole-title encode (``measure_rung_vmaf`` with a span).
+    are compared at once; ``ref_start_s`` is the source video stream's first timestamp;
+    ``distorted_fps``: the encodes' rate when lower than ``fps`` (each frame repeated up to ``fps``).
+    ``dist_start`` (frame of ``fps``, the distorted stream's first timestamp) seeks the distorted
+    inputs too, for a part of a whole-title encode (``measure_rung_vmaf`` with a span).
     """
     plan, step = _plan(frames, subsample, pieces)
     if len(log_paths) != len(distorted) or not distorted:
@@ -230,6 +250,7 @@ def vmaf_many_argv(
                  "-ss", f"{seek_s(ref_start_frame, fps, ref_start_s):.6f}"]
     argv += ["-i", str(reference)]
     chain = _frame_chain(fps, frames, plan, step, width, height, pix_fmt)
+    distorted_chain = _frame_chain(fps, frames, plan, step, width, height, pix_fmt, from_fps=distorted_fps)
     graph = [f"[{count}:v:0]{chain}" + (f",split={count}" if count > 1 else "")
              + "".join(f"[r{i}]" for i in range(count))]
     for i, log_path in enumerate(log_paths):
@@ -237,7 +258,7 @@ def vmaf_many_argv(
                    f"n_threads={threads}"]
         if step > 1:
             options.append(f"n_subsample={_TRIPLE}")            # VIF/ADM on the middle of each triple only
-        graph.append(f"[{i}:v:0]{chain}[d{i}]")
+        graph.append(f"[{i}:v:0]{distorted_chain}[d{i}]")
         graph.append(f"[d{i}][r{i}]libvmaf={':'.join(options)}[o{i}]")
     argv += ["-filter_complex", ";".join(graph)]
     for i in range(count):
@@ -287,6 +308,7 @@ def measure_vmaf_many(
     log_dir: Path | None = None,
     model: str = VMAF_MODEL,
     dist_start: tuple[int, float] | None = None,
+    distorted_fps: Fraction | None = None,
 ) -> list[VmafResult]:
     """VMAF of each distorted file in one ffmpeg run; the run's CPU seconds are shared equally.
 
@@ -297,17 +319,19 @@ def measure_vmaf_many(
     if frames is not None:
         # libvmaf's frame sync repeats the last frame of a short input rather than stopping
         # (and its "shortest" option can drop the last frame pair), so lengths are checked here.
+        needed = distorted_frames(frames, fps, distorted_fps)
         for path in distorted:
-            count = count_frames(path) - (dist_start[0] if dist_start is not None else 0)
-            if count < frames:
-                raise VmafError(f"{path.name} has {count} frames, {frames} are to be compared: the encode and "
+            skipped = distorted_frames(dist_start[0], fps, distorted_fps) if dist_start is not None else 0
+            count = count_frames(path) - skipped
+            if count < needed:
+                raise VmafError(f"{path.name} has {count} frames, {needed} are to be compared: the encode and "
                                 "the shot differ in length")
     with tempfile.TemporaryDirectory(prefix="vmaf-", dir=log_dir) as tmp:
         logs = [Path(tmp) / f"vmaf{i}.json" for i in range(len(distorted))]
         argv = vmaf_many_argv(distorted, reference, width=width, height=height, fps=fps, subsample=subsample,
                               ref_start_frame=ref_start_frame, ref_start_s=ref_start_s, frames=frames,
                               pieces=pieces, log_paths=logs, threads=threads, pix_fmt=pix_fmt, model=model,
-                              dist_start=dist_start)
+                              dist_start=dist_start, distorted_fps=distorted_fps)
         try:
             done = run(argv)
         except ToolFailed as exc:
@@ -343,11 +367,13 @@ def measure_vmaf(
     pix_fmt: str = "yuv420p",
     log_dir: Path | None = None,
     model: str = VMAF_MODEL,
+    distorted_fps: Fraction | None = None,
 ) -> VmafResult:
     """VMAF of one encode against the reference frames it stands for (see ``vmaf_argv``)."""
     return measure_vmaf_many([distorted], reference, width=width, height=height, fps=fps, subsample=subsample,
                              ref_start_frame=ref_start_frame, ref_start_s=ref_start_s, frames=frames,
-                             threads=threads, pix_fmt=pix_fmt, log_dir=log_dir, model=model)[0]
+                             threads=threads, pix_fmt=pix_fmt, log_dir=log_dir, model=model,
+                             distorted_fps=distorted_fps)[0]
 
 
 def vmaf_pix_fmt(info: MediaInfo) -> str:
@@ -393,7 +419,7 @@ def _video_start_s(path: Path) -> float:
 
 
 def measure_rung_vmaf(rendition: Path, info: MediaInfo, *, subsample: int = 1, threads: int = 1,
-                      log_dir: Path | None = None, height: int | None = None,
+                      log_dir: Path | None = None, height: int | None = None, half_rate: bool = False,
                       span: tuple[int, int] | None = None) -> VmafResult:
     """A delivered rung's VMAF against the whole source, with the model and at the size its height
     calls for (``vmaf_model_for``, ``scoring_size``; ``height`` None: read from the file): on every
@@ -404,19 +430,25 @@ def measure_rung_vmaf(rendition: Path, info: MediaInfo, *, subsample: int = 1, t
     the spans of ``rung_spans`` joined by ``joined_scores`` equal a whole run, frame for frame (a
     subsampled span must start on a multiple of the step). The ingest flow scores a long rung that
     way, its spans on any worker.
+
+    A ``half_rate`` rung (the source's even frames) gets one score per source frame too: each of its
+    frames is compared with the source frame it replaces and with the next (see the module docstring);
+    its spans start their context on an even frame, so the repeats fall as in a whole run.
     """
     video = info.video
     lines = height if height is not None else _rendition_height(rendition)
     width, size_h = scoring_size(video, lines)
     options: dict[str, Any] = dict(width=width, height=size_h, fps=video.fps, ref_start_s=video.start_s,
                                    threads=threads, pix_fmt=vmaf_pix_fmt(info), log_dir=log_dir,
-                                   model=vmaf_model_for(lines))
+                                   model=vmaf_model_for(lines), distorted_fps=video.fps / 2 if half_rate else None)
     if span is None or span == (0, video.frames):
         return measure_vmaf(rendition, info.path, subsample=subsample, frames=video.frames, **options)
     start, end = span
     if not 0 <= start < end <= video.frames or start % check_subsample(subsample):
         raise ConfigError(f"span {start}-{end} of {video.frames} frames cannot be scored at step {subsample}")
     before, after = int(start > 0), int(end < video.frames)
+    if half_rate and (start - before) % 2:
+        before += 1                            # the distorted input is seeked to one of its own frames
     first = start - before
     count = end - first + after
     dist_start = (first, _video_start_s(rendition))
@@ -433,8 +465,10 @@ def measure_rung_vmaf(rendition: Path, info: MediaInfo, *, subsample: int = 1, t
     # true previous frame, so two more frames go first as a piece of their own (scored, then dropped)
     # and the span's triples fall as a whole run's do.
     lead = min(start, _TRIPLE)
-    if 0 < start < _TRIPLE:
-        raise ConfigError(f"a subsampled span must start at frame 0 or {_TRIPLE} or later, not {start}")
+    if 0 < start < _TRIPLE + 1:
+        raise ConfigError(f"a subsampled span must start at frame 0 or {_TRIPLE + 1} or later, not {start}")
+    if half_rate and (start - lead) % 2:
+        lead += 1       # a 4-frame first piece selects frames 0, 1 and 3: the triples still fall right
     first = start - lead
     pieces = [(0, lead, subsample)] if lead else []
     part = measure_vmaf_many([rendition], info.path, ref_start_frame=first, frames=end - first + after,

@@ -42,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ParamSpec, TypeVar
@@ -213,11 +214,14 @@ def _duration(seconds: float) -> str:
 # --- distributed tasks: files through the shared store (flows/workfiles.py) -------------------
 # ``remote`` is None on the local thread pool: the tasks then read and write the flow's work folder.
 
-def _task_source(source: Path, info: probe.MediaInfo, remote: WorkStore | None) -> tuple[Path, probe.MediaInfo]:
-    """The source as this task reads it: the flow's file, or its copy fetched from the store to this machine."""
+def _task_source(source: Path, info: probe.MediaInfo, remote: WorkStore | None,
+                 frames: tuple[int, int] | None = None) -> tuple[Path, probe.MediaInfo]:
+    """The source as this task reads it: the flow's file, or on a worker the store's copy, of which
+    only ``frames`` [first, last) are fetched when given (workfiles.WorkStore.fetch_frames)."""
     if remote is None:
         return source, info
-    local = remote.fetch(source_name(source))
+    name = source_name(source)
+    local = remote.fetch(name) if frames is None else remote.fetch_frames(name, max(0, frames[0]), frames[1])
     return local, dataclasses.replace(info, path=local)
 
 
@@ -375,7 +379,7 @@ def trial_group_task(source: Path, source_sha: str, info: probe.MediaInfo, shots
                      config: TrialConfig, plan: trials.TrialPlan, keyframes: tuple[int, ...],
                      work: Path, remote: WorkStore | None = None) -> list[trials.ShotTrials]:
     # Trials leave no files behind (their results are values), so distributed they only need the source.
-    source, info = _task_source(source, info, remote)
+    source, info = _task_source(source, info, remote, (shots[0].start_frame - 1, shots[-1].end_frame + 1))
     return trials.trial_shots(source, info, shots, config, _task_work(work, remote), plan=plan, keyframes=keyframes)
 
 
@@ -386,10 +390,11 @@ def _piece_group_name() -> str:
     return f"encode {rung.name} frames {group[0].start_frame}-{group[-1].end_frame}"
 
 
-def _piece_name(rung: PlannedRung, piece: encode.ShotCrf, keyframes: tuple[int, ...], config: EncodeConfig) -> str:
+def _piece_name(rung: PlannedRung, piece: encode.ShotCrf, keyframes: tuple[int, ...], config: EncodeConfig,
+                half_rate: bool) -> str:
     """The piece's file below the encode folder."""
     name = encode.piece_file_name(rung.width, rung.height, piece, keyframes, config.preset, config.codec,
-                                  config.preroll_frames)
+                                  config.preroll_frames, half_rate)
     return f"{encode.PIECES}/{name}"
 
 
@@ -399,15 +404,17 @@ def encode_pieces_task(source: Path, rung: PlannedRung, pieces: list[encode.Shot
                        remote: WorkStore | None = None) -> float:
     """Consecutive pieces of a per-shot rung, each at its CRF, into ``work/pieces/`` (content-addressed: a
     stopped run keeps every finished piece); returns their CPU seconds (0 for pieces made before)."""
-    source, info = _task_source(source, info, remote)
+    source, info = _task_source(source, info, remote,
+                                (pieces[0].start_frame - config.preroll_frames, pieces[-1].end_frame))
+    half_rate = analysis.planned_half_rate(rung, info, config)
     cpu = 0.0
     for piece in pieces:
-        name = _piece_name(rung, piece, keyframes, config)
+        name = _piece_name(rung, piece, keyframes, config, half_rate)
         out = _task_work(work, remote) / name
         if remote is not None:
             remote.fetch_if_stored(f"{work.name}/{name}", out)   # the encoder checks it and keeps it
         cpu += encode.encode_piece(source, info, rung.width, rung.height, piece, keyframes, config.preset, out,
-                                   codec=config.codec, preroll=config.preroll_frames)
+                                   codec=config.codec, preroll=config.preroll_frames, half_rate=half_rate)
         if remote is not None:
             remote.put(out, f"{work.name}/{name}")
     return cpu
@@ -418,10 +425,12 @@ def join_rung_task(rung: PlannedRung, pieces: list[encode.ShotCrf], keyframes: t
                    info: probe.MediaInfo, config: EncodeConfig, work: Path,
                    remote: WorkStore | None = None) -> Rendition:
     """The rung's pieces joined without re-encoding, frames and keyframes verified."""
-    names = [_piece_name(rung, p, keyframes, config) for p in pieces]
+    half_rate = analysis.planned_half_rate(rung, info, config)
+    names = [_piece_name(rung, p, keyframes, config, half_rate) for p in pieces]
     files = [_task_work(work, remote) / n if remote is None else remote.fetch(f"{work.name}/{n}") for n in names]
     return _encode_to(work, analysis.rung_file_name(rung, config.codec), remote, lambda out: encode.join_pieces(
-        files, info, rung.width, rung.height, keyframes, out, target_kbps=round(rung.kbps), codec=config.codec))
+        files, info, rung.width, rung.height, keyframes, out, target_kbps=round(rung.kbps), codec=config.codec,
+        half_rate=half_rate))
 
 
 def _span_name() -> str:
@@ -438,17 +447,17 @@ def rung_vmaf_task(rendition: Rendition, span: tuple[int, int], info: probe.Medi
                    remote: WorkStore | None = None, threads: int = 1, step: int = 1) -> vmaf.VmafResult:
     """Frames [start, end) of a rung scored against the source (every ``step``-th from ``start``), as in a
     whole run (vmaf.measure_rung_vmaf): a long rung's spans go to any worker."""
-    rendition, info = _scored_inputs(rendition, info, work, remote)
+    rendition, info = _scored_inputs(rendition, info, work, remote, (span[0] - 4, span[1] + 1))
     return vmaf.measure_rung_vmaf(rendition.path, info, subsample=step, threads=threads, height=rendition.height,
-                                  span=span)
+                                  span=span, half_rate=rendition.half_rate)
 
 
-def _scored_inputs(rendition: Rendition, info: probe.MediaInfo, work: Path,
-                   remote: WorkStore | None) -> tuple[Rendition, probe.MediaInfo]:
-    """The rung and the source (the reference) a VMAF task compares: on a worker, both from the store."""
+def _scored_inputs(rendition: Rendition, info: probe.MediaInfo, work: Path, remote: WorkStore | None,
+                   frames: tuple[int, int]) -> tuple[Rendition, probe.MediaInfo]:
+    """The rung and the source's ``frames`` (the reference) a VMAF task compares: on a worker, from the store."""
     if remote is None:
         return rendition, info
-    _, info = _task_source(info.path, info, remote)
+    _, info = _task_source(info.path, info, remote, frames)
     return dataclasses.replace(rendition, path=remote.fetch(f"{work.name}/{rendition.path.name}")), info
 
 
@@ -643,8 +652,15 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
         conform_record = (report.get("measurements", {}).get("conform") or {}).get("steps", [])
 
         shot_list = shots.ShotList.from_dict(shots_task(video_source, video_sha, settings.shots, video_info))
+        half_rate = encode.half_rate_title(video_info.video.fps, settings.encode)
+        if half_rate:  # a half-rate rung has the even frames only: every keyframe goes on one
+            detected, shot_list = shot_list, shots.even_starts(shot_list)
+            moved = len({s.start_frame for s in detected.shots} - {s.start_frame for s in shot_list.shots})
+            step = conform.half_rate_step(video_info.video.fps, settings.encode, moved, len(detected.shots))
+            logger.info("conform %s: %s -> %s", step.step, step.found, step.action)
+            conform_record = [*conform_record, step.to_dict()]
         keyframes = encode.keyframe_frames([s.start_frame for s in shot_list.shots], video_info.video.frames,
-                                           video_info.video.fps, settings.encode.segment_s)
+                                           video_info.video.fps, settings.encode.segment_s, even=half_rate)
         # On a Dask cluster the tasks read the picture from the store and put their encodes there.
         remote = stage_source_task(video_source, store, settings.storage, video_sha) if _distributed() else None
         specs = ladder_specs(video_info.video, settings)
@@ -727,7 +743,8 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
                "duration_s": round(r.duration_s, 3), "playlist": f"{folder}.m3u8",
                "init": f"{folder}/init.mp4"}
         if r.kind == "video":
-            out.update(width=r.width, height=r.height, frames=r.frames, ladder=r.ladder, range=r.range)
+            out.update(width=r.width, height=r.height, frames=r.frames, ladder=r.ladder, range=r.range,
+                       frame_rate=r.frame_rate, fps=round(float(Fraction(r.frame_rate)), 3), half_rate=r.half_rate)
         else:
             out.update(channels=r.channels, sample_rate=r.sample_rate, language=r.language, role=r.role,
                        layout=r.layout, loudness=dict(r.loudness))
@@ -849,7 +866,7 @@ def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int
         if remote is not None:
             remote.fetch_if_stored(f"{encode_dir.name}/{out.name}", out)
         finished = encode.finished_rendition(out, rung.width, rung.height, round(rung.kbps), keyframes, info,
-                                             config.codec)
+                                             config.codec, half_rate=analysis.planned_half_rate(rung, info, config))
         if finished is not None:
             logger.info("%s: reusing the finished encode %s", rung.name, out.name)
             return finished
@@ -884,7 +901,9 @@ def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int
                     result.cpu_s)
         return result
 
-    result, made, delivered = analysis.deliver_rungs(ladder.analysis, encode_rung, measure, settings.ladder, quick)
+    result, made, delivered = analysis.deliver_rungs(
+        ladder.analysis, encode_rung, measure, settings.ladder, quick,
+        half_rate_rung=lambda rung: analysis.planned_half_rate(rung, info, settings.encode))
     video = _fetched([made[r.name] for r in result.rungs], encode_dir, remote)
     renditions = {r.name: v for r, v in zip(result.rungs, video, strict=True)}
     return video, dataclasses.replace(ladder, analysis=result, renditions=renditions, delivered=delivered)
@@ -922,7 +941,7 @@ def publish_ladder_report(ladder: LadderOutcome, title: str, settings: Settings,
                      f", rates scaled by {encode.FIXED_RATE_FACTOR[settings.encode.codec]:g}"
                      f"{f' x {encode.FIXED_HDR_FACTOR:g} (HDR)' if extra.get('range', 'sdr') != 'sdr' else ''}"),
                  "rungs": [{"name": r.name, "width": r.width, "height": r.height, "target_kbps": r.target_kbps,
-                            "kbps": r.kbps} for r in video]}
+                            "kbps": r.kbps, "frame_rate": r.frame_rate, "half_rate": r.half_rate} for r in video]}
         if stem != "ladder":
             entry["report"] = put_json_task(store, f"{prefix}/{stem}.json", entry)
         return entry
@@ -946,7 +965,8 @@ def publish_ladder_report(ladder: LadderOutcome, title: str, settings: Settings,
         "mode": result.mode, "codec": settings.encode.codec, **extra, "report": report_url, "plot": plot_url,
         "cpu_s": report["cpu_s"], "planned_vs_delivered": report["planned_vs_delivered"],
         "rungs": [{"name": r["name"], "width": r["width"], "height": r["height"], "planned": r["planned"],
-                   "delivered": r.get("delivered")} for r in report["rungs"]],
+                   "delivered": r.get("delivered"), "frame_rate": r.get("frame_rate"),
+                   "half_rate": r.get("half_rate", False)} for r in report["rungs"]],
     }
 
 

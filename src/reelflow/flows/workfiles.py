@@ -9,15 +9,32 @@ Every stored file has a ``<key>.sha256`` beside it, written after the file: its 
 upload finished, and a fetch is verified against it before the copy gets its final name. So a
 finished file is never moved twice (a re-run after a crash finds it), and a half-made one is
 never used. Without a Dask address none of this is used: the tasks read and write local paths.
+
+The source is the big file, and a task needs only its frames (a group of pieces, a span of a
+rung's VMAF): ``fetch_frames`` gives a task the source as a file, of which only the byte ranges
+of those frames are guaranteed. A folder store (a shared file system) is read in place. From S3,
+an MP4/MOV source is a sparse file in the worker's cache: the container's boxes (the sample
+tables ffmpeg seeks with; ``mdat``'s header only) and the frames' packets, from the keyframe before
+the first to the keyframe after the last, are fetched with ranged GETs and written at their own
+offsets (``source.index.json``, made when the source is staged, lists each video packet's offset
+and size). ffmpeg then seeks and decodes those frames as from the whole file. Other containers
+are fetched whole.
 """
 
 from __future__ import annotations
 
+import bisect
 import fcntl
+import json
 import logging
 import os
+import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import av
 
 from reelflow.errors import StorageError
 from reelflow.infra.hashing import sha256_file
@@ -27,6 +44,8 @@ from reelflow.infra.storage import Storage, open_storage
 log = logging.getLogger(__name__)
 
 WORK_PREFIX = "work"
+# Ranges closer than this are fetched as one: fewer requests for a few audio bytes between video packets.
+RANGE_GAP = 256 << 10
 
 
 @dataclass(frozen=True)
@@ -98,6 +117,42 @@ class WorkStore:
         log.info("fetched %s to %s", store.url_for(key), dest)
         return dest
 
+    def fetch_frames(self, name: str, first: int, last: int) -> Path:
+        """The stored source ``name`` as a file whose frames [first, last) can be decoded (module docstring)."""
+        store = self.storage()
+        key = self.key(name)
+        in_place = store.local_path(key)
+        if in_place is not None:
+            return in_place
+        try:
+            index = json.loads(store.get_bytes(key + ".index.json"))
+        except StorageError:
+            return self.fetch(name)            # not an MP4/MOV source: fetched whole
+        dest = self.cache() / name
+        if dest.is_file():                     # fetched whole by another task
+            return dest
+        sparse = dest.with_name("sparse-" + dest.name)   # the same extension: ffmpeg and PyAV read it as the source
+        wanted = byte_ranges(index, first, last)
+        sparse.parent.mkdir(parents=True, exist_ok=True)
+        with open(sparse.with_name(sparse.name + ".lock"), "a") as held:
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+            record = sparse.with_name(sparse.name + ".json")
+            have = [tuple(r) for r in json.loads(record.read_text())] if record.is_file() else []
+            missing = subtract_ranges(wanted, have)
+            if missing:
+                with open(sparse, "r+b" if sparse.is_file() else "w+b") as f:
+                    f.truncate(index["size"])
+                    for start, end in missing:
+                        f.seek(start)
+                        f.write(store.get_range(key, start, end - start))
+                    f.flush()
+                    os.fsync(f.fileno())
+                # recorded only once written: a task killed mid-fetch leaves ranges to fetch again
+                record.write_text(json.dumps(merge_ranges([*have, *missing], 0)))
+                log.info("fetched %d bytes of %s (frames %d-%d) in %d ranges", sum(e - s for s, e in missing),
+                         store.url_for(key), first, last, len(missing))
+        return sparse
+
     def fetch_if_stored(self, name: str, dest: Path) -> bool:
         """Fetch ``name`` to ``dest`` when a finished upload of it exists (an encode done by an earlier run)."""
         if dest.is_file():
@@ -113,7 +168,105 @@ def source_name(source: Path) -> str:
 
 
 def stage_source(source: Path, store: Storage, config: StorageConfig, sha: str) -> WorkStore:
-    """Put the source under the work prefix once (the tasks on the cluster read it from there)."""
+    """Put the source under the work prefix once (the tasks on the cluster read it from there), with
+    the index of its video packets when it is an MP4/MOV file (``fetch_frames``)."""
     work = WorkStore(store.url, config, sha)
-    work.put(source, source_name(source))
+    name = source_name(source)
+    index_key = work.key(name) + ".index.json"
+    if not store.exists(index_key):
+        index = packet_index(source)
+        if index is not None:
+            store.put_bytes(json.dumps(index).encode(), index_key, content_type="application/json")
+    work.put(source, name)      # after the index: a stored source always has its index if it can
     return work
+
+
+# --- byte ranges of frames: pure, apart from reading the file's boxes and packets ---------------
+
+def top_level_boxes(path: Path) -> list[tuple[str, int, int]] | None:
+    """(type, offset, size) of an ISO-BMFF file's top-level boxes, or None if it is not one."""
+    size = path.stat().st_size
+    boxes = []
+    with open(path, "rb") as f:
+        offset = 0
+        while offset < size:
+            f.seek(offset)
+            head = f.read(16)
+            if len(head) < 8:
+                return None
+            length, kind = struct.unpack(">I4s", head[:8])
+            if length == 1 and len(head) == 16:
+                length = struct.unpack(">Q", head[8:16])[0]
+            elif length == 0:
+                length = size - offset
+            if length < 8 or not kind.isascii():
+                return None
+            boxes.append((kind.decode("ascii", "replace"), offset, length))
+            offset += length
+    return boxes if boxes and boxes[0][0] in ("ftyp", "wide", "free", "moov", "mdat") else None
+
+
+def packet_index(path: Path) -> dict[str, Any] | None:
+    """The file's size, its top-level boxes (``mdat``'s header only) and each video packet in decode
+    order as [offset, size, keyframe, frame], ``frame`` its place in presentation order; None unless
+    the file is MP4/MOV with packet positions."""
+    boxes = top_level_boxes(path)
+    if boxes is None:
+        return None
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        packets = [(p.pos, p.size, bool(p.is_keyframe), p.pts) for p in container.demux(stream)
+                   if p.size and p.pts is not None]
+    if not packets or any(pos is None or pos < 0 for pos, *_ in packets):
+        return None
+    order = {pts: frame for frame, pts in enumerate(sorted(pts for *_, pts in packets))}
+    return {"size": path.stat().st_size,
+            # every box but mdat whole, and mdat's header (the demuxer walks the boxes to find the index)
+            "boxes": [[offset, offset + (16 if kind == "mdat" else length)] for kind, offset, length in boxes],
+            "packets": [[pos, size, int(key), order[pts]] for pos, size, key, pts in packets]}
+
+
+def byte_ranges(index: dict[str, Any], first: int, last: int, gap: int = RANGE_GAP) -> list[tuple[int, int]]:
+    """[start, end) byte ranges that decode frames [first, last): the boxes, and the packets in decode
+    order from the last keyframe at or before ``first`` to the first keyframe after every packet of
+    the range has come (a B-frame's reference may come after it)."""
+    packets: list[list[int]] = index["packets"]
+    keys = [i for i, p in enumerate(packets) if p[2]]
+    if not keys:
+        raise StorageError("the staged source's index lists no keyframe")
+    inside = [i for i, p in enumerate(packets) if first <= p[3] < last]
+    if not inside:
+        return merge_ranges([tuple(b) for b in index["boxes"]], gap)
+    start = keys[max(0, bisect.bisect_right(keys, min(inside)) - 1)]
+    after = bisect.bisect_right(keys, max(inside))
+    end = keys[after] if after < len(keys) else len(packets)
+    spans = [(p[0], p[0] + p[1]) for p in packets[start:end]]
+    return merge_ranges([*(tuple(b) for b in index["boxes"]), *spans], gap)
+
+
+def merge_ranges(ranges: Sequence[Sequence[int]], gap: int) -> list[tuple[int, int]]:
+    """Sorted [start, end) ranges with overlapping ones, and ones less than ``gap`` apart, joined."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted((int(a), int(b)) for a, b in ranges):
+        if out and start - out[-1][1] <= gap:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def subtract_ranges(wanted: Sequence[tuple[int, int]], have: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    """The parts of ``wanted`` not covered by ``have`` (both lists of [start, end) ranges)."""
+    out = []
+    covered = merge_ranges(have, 0)
+    for start, end in wanted:
+        position = start
+        for a, b in covered:
+            if b <= position or a >= end:
+                continue
+            if a > position:
+                out.append((position, a))
+            position = max(position, b)
+        if position < end:
+            out.append((position, end))
+    return out

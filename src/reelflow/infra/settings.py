@@ -212,12 +212,24 @@ class EncodeConfig(_Config):
                                 "its encode starts with, at the piece's CRF, and the join drops, so the encoder's "
                                 "rate control starts the piece as inside a whole-title run (docs/benchmarks.md: "
                                 "pieces without it need 0.7-2.0% more bits than one run; 0 turns it off).")
+    half_rate_max_height: int = Field(360, ge=0, description="A source above 30 fps (50, 59.94, 60) gets its rungs "
+                                      "of at most this many lines (the short side) at half its rate (25, 29.97, 30): "
+                                      "a small, low-rate rung spends its bits better on half the pictures than on "
+                                      "motion a phone screen barely shows, and decodes with half the work. 0: no "
+                                      "rung by size. Keyframes stay at the same times in every rung (shot starts "
+                                      "and the segment grid move to even frames). 360: above it, the lost motion "
+                                      "cost more VMAF than the freed bits gave (docs/benchmarks.md, half-rate rungs).")
+    half_rate_max_kbps: int = Field(0, ge=0, description="As half_rate_max_height, by the rung's bitrate (fixed: "
+                                    "its target; measured ladders: its planned rate): rungs at or under it are "
+                                    "half rate too. 0: no rung by bitrate.")
     maxrate_factor: float = Field(1.5, ge=1, description="VBV maxrate as a multiple of the rung's bitrate.")
     bufsize_s: float = Field(2.0, gt=0, description="VBV buffer, in seconds of the rung's bitrate.")
     audio_kbps: int = Field(128, ge=32, le=512)
     audio_rate: Literal[44100, 48000] = 48000
-    parallel_encodes: int = Field(2, ge=1, description="Rungs of a fixed ladder, or pieces of a "
-                                  "measured rung (its rungs go one after another), encoded at once.")
+    parallel_encodes: int = Field(2, ge=1, description="Tasks at once on this machine's thread pool: rungs of a "
+                                  "fixed ladder, or groups of a measured rung's pieces and its VMAF spans (its "
+                                  "rungs go one after another; ladder.task_s), and trial groups. A Dask cluster "
+                                  "runs as many as it has worker threads instead.")
 
     @property
     def sdr_codecs(self) -> tuple[CodecName, ...]:

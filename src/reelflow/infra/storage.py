@@ -127,6 +127,14 @@ class Storage(ABC):
         """Copy the object under ``key`` to ``dest`` (replaced atomically); returns ``dest``."""
 
     @abstractmethod
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """``length`` bytes of the object under ``key`` from byte ``start`` (fewer at its end)."""
+
+    def local_path(self, key: str) -> Path | None:
+        """The object as a file this machine can read in place (a folder store), or None (S3)."""
+        return None
+
+    @abstractmethod
     def exists(self, key: str) -> bool:
         """Whether an object is stored under ``key``."""
 
@@ -242,6 +250,21 @@ class LocalStorage(Storage):
         except OSError as exc:
             raise translate_os_error(exc, f"cannot copy {path} to {dest}") from exc
         return dest
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                return f.read(length)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise StorageError(f"cannot read {path}: no such object") from exc
+        except OSError as exc:
+            raise translate_os_error(exc, f"cannot read {path}") from exc
+
+    def local_path(self, key: str) -> Path | None:
+        path = self._path(key)
+        return path if path.is_file() else None
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -476,6 +499,17 @@ class S3Storage(Storage):
             data: bytes = response["Body"].read()  # inside the try: the body streams after the headers
         except _s3_errors() as exc:
             raise self._error(exc, f"cannot read s3://{self.bucket}/{full}") from exc
+        return data
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        full = self._key(key)
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=full,
+                                              Range=f"bytes={start}-{start + length - 1}")
+            data: bytes = response["Body"].read()
+        except _s3_errors() as exc:
+            raise self._error(exc, f"cannot read bytes {start}-{start + length - 1} of s3://{self.bucket}/{full}") \
+                from exc
         return data
 
     def download(self, key: str, dest: Path) -> Path:
