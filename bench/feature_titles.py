@@ -7,13 +7,14 @@ title of one seed starts with the same shots (the 1-minute title is the first mi
 5-minute one, and so on), so the shot plan is made once for the longest length and cut.
 
 The picture goes through a pipe as raw frames: one ffmpeg per shot decodes, retimes (``fps``) and
-scales it, and one x264 encoder at CRF 10, preset ultrafast (near-lossless, about 33 Mb/s at
-1080p24: decoding it costs what a studio master costs; ultrafast because the builder would
-otherwise cost as much as an ingest) with a fixed thread count writes the title; the audio is one PCM track, assembled
-sample-exact from the shots. No intermediate files beyond the audio; every step is deterministic
-for one ffmpeg and seed (exact seeks in decoded clips, a fixed x264 thread count), and the decoded
-picture's MD5 is recorded beside the title so two builds can be compared. Titles are cached in a folder (``title-<minutes>m-<height>p-<fps>fps-s<seed>.mov``
-with a ``.json`` beside it: shots, picture digest) and only made when missing.
+scales it, and one x264 encoder at CRF 10, preset ultrafast, with a fixed thread count writes the
+title (near-lossless, so decoding it costs what a studio master costs; ultrafast because a slower
+preset would make the builder cost about as much as an ingest). The audio is one PCM track,
+assembled sample-exact from the shots. No intermediate files beyond the audio; every step is
+deterministic for one ffmpeg and seed (exact seeks in decoded clips, a fixed x264 thread count),
+and the decoded picture's MD5 is recorded beside the title so two builds can be compared. Titles
+are cached in a folder (``title-<minutes>m-<height>p-<fps>fps-s<seed>.mov`` with a ``.json``
+beside it: shots, cuts, picture digest) and only made when missing.
 
     .venv/bin/python bench/feature_titles.py --minutes 1,5,20 [--height 1080] [--folder DIR]
 """
