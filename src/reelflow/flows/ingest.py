@@ -317,20 +317,20 @@ def _logged_qc(report: qc.QCReport) -> dict[str, Any]:
     return report.to_dict()
 
 
-def _chunk_key(stage: str, module: ModuleType) -> Any:
-    """A chunk's result depends on the source, the frames it owns and reads, the stage's config (not the
-    chunk length, which only moves the ranges) and the code."""
+def _split_key(stage: str, *modules: ModuleType) -> Any:
+    """A chunk's result (or the sound pass's) depends on the source, the frames it owns and reads, the
+    stage's config (not the chunk length, which only moves the ranges) and the code that made it."""
     def key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-        chunk: Chunk = parameters["chunk"]
-        config = config_digest(parameters["config"].model_dump(mode="json", exclude={"chunk_s"}),
-                               [chunk.start, chunk.end, chunk.decode_start, chunk.decode_end])
-        code = _code_digest(module) + _code_digest(probe) + _code_digest(chunks_module)
-        return f"reelflow-{stage}-chunk-{parameters['source_sha']}-{config}-{code}"
+        chunk: Chunk | None = parameters.get("chunk")
+        frames = [chunk.start, chunk.end, chunk.decode_start, chunk.decode_end] if chunk is not None else "whole"
+        config = config_digest(parameters["config"].model_dump(mode="json", exclude={"chunk_s"}), frames)
+        code = "".join(_code_digest(m) for m in (*modules, probe, chunks_module))
+        return f"reelflow-{stage}-{parameters['source_sha']}-{config}-{code}"
 
     return key
 
 
-@task(name="qc chunk", cache_key_fn=_chunk_key("qc", qc), persist_result=True,
+@task(name="qc chunk", cache_key_fn=_split_key("qc-chunk", qc, vmaf), persist_result=True,
       task_run_name="QC frames {chunk.start}-{chunk.end}")
 def qc_chunk_task(source: Path, source_sha: str, config: QCConfig, info: probe.MediaInfo, chunk: Chunk,
                   remote: WorkStore | None = None) -> dict[str, Any]:
@@ -338,7 +338,7 @@ def qc_chunk_task(source: Path, source_sha: str, config: QCConfig, info: probe.M
     return qc.measure_chunk(source, info, config, chunk)
 
 
-@task(name="qc sound", cache_key_fn=_stage_key("qc-sound", qc), persist_result=True)
+@task(name="qc sound", cache_key_fn=_split_key("qc-sound", qc), persist_result=True)
 def qc_sound_task(source: Path, source_sha: str, config: QCConfig, info: probe.MediaInfo,
                   remote: WorkStore | None = None) -> dict[str, Any]:
     source, info = _task_source(source, info, remote)
@@ -399,7 +399,7 @@ def shots_task(source: Path, source_sha: str, config: ShotConfig, info: probe.Me
     return found.to_dict()
 
 
-@task(name="shots chunk", cache_key_fn=_chunk_key("shots", shots), persist_result=True,
+@task(name="shots chunk", cache_key_fn=_split_key("shots-chunk", shots), persist_result=True,
       task_run_name="shots frames {chunk.start}-{chunk.end}")
 def shots_chunk_task(source: Path, source_sha: str, config: ShotConfig, info: probe.MediaInfo, chunk: Chunk,
                      remote: WorkStore | None = None) -> list[int]:
