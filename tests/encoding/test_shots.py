@@ -340,7 +340,8 @@ def _edges_at(frames: int, bounds: list[int], context: tuple[int, int]) -> tuple
                  for i, (s, e) in enumerate(itertools.pairwise(edges)))
 
 
-@pytest.mark.parametrize("name", ["c01_composite_hardcuts_12s_1280x720.mp4", "02_tears_of_steel_10s_640x360.mp4"])
+@pytest.mark.parametrize("name", [pytest.param("c01_composite_hardcuts_12s_1280x720.mp4", marks=pytest.mark.slow),
+                                  "02_tears_of_steel_10s_640x360.mp4"])
 @pytest.mark.parametrize("chunk_s", [2.0, 3.0])
 def test_split_cuts_equal_a_whole_pass(media_dir: Path, name: str, chunk_s: float,
                                       detected: Callable[[str], list[int]]) -> None:
