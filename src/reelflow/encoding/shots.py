@@ -338,7 +338,9 @@ def _decoded(path: Path, info: MediaInfo, chunk: Chunk) -> Iterator[tuple[int, A
     v = info.video
     first = chunk.decode_start
     stop = None if chunk.end >= v.frames else chunk.decode_end
-    margin_s = 1.0
+    # First straight to the frame (on a worker's partial copy only the packets from the keyframe
+    # before it are there), then further back as often as needed.
+    margin_s = 0.0
     while True:
         target_s = float((first - Fraction(1, 2)) / v.fps) - margin_s  # from the video's first frame
         seek = first > 0 and target_s > 0
@@ -366,7 +368,7 @@ def _decoded(path: Path, info: MediaInfo, chunk: Chunk) -> Iterator[tuple[int, A
                         if not frame.key_frame:
                             continue
                         if index > first:
-                            margin_s *= 4
+                            margin_s = 4 * margin_s if margin_s else 1.0
                             retry = True
                             break
                         started = True

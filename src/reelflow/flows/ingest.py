@@ -334,14 +334,12 @@ def _split_key(stage: str, *modules: ModuleType) -> Any:
       task_run_name="QC frames {chunk.start}-{chunk.end}")
 def qc_chunk_task(source: Path, source_sha: str, config: QCConfig, info: probe.MediaInfo, chunk: Chunk,
                   remote: WorkStore | None = None) -> dict[str, Any]:
-    source, info = _task_source(source, info, remote)
+    source, info = _task_source(source, info, remote, (chunk.decode_start, chunk.decode_end))
     return qc.measure_chunk(source, info, config, chunk)
 
 
 @task(name="qc sound", cache_key_fn=_split_key("qc-sound", qc), persist_result=True)
-def qc_sound_task(source: Path, source_sha: str, config: QCConfig, info: probe.MediaInfo,
-                  remote: WorkStore | None = None) -> dict[str, Any]:
-    source, info = _task_source(source, info, remote)
+def qc_sound_task(source: Path, source_sha: str, config: QCConfig, info: probe.MediaInfo) -> dict[str, Any]:
     return qc.measure_audio(source, info, config)
 
 
@@ -361,11 +359,15 @@ def qc_stage(source: Path, sha: str, settings: Settings, info: probe.MediaInfo, 
     if len(chunks) == 1:
         return qc_task(source, sha, settings.qc, info, settings.conform)
     remote = stage_source_task(source, store, settings.storage, sha) if _distributed() else None
-    sound = qc_sound_task.submit(source, sha, settings.qc, info, remote) if info.audio else None
     found = qc_chunk_task.map(unmapped(source), unmapped(sha), unmapped(settings.qc), unmapped(info), chunks,
                               unmapped(remote))
-    return qc_merge_task(source, info, [f.result() for f in found], sound.result() if sound else None, settings.qc,
-                         settings.conform)
+    sound = None
+    if info.audio:
+        # On the pool beside the chunks; with a cluster here, on the flow's own copy, while the workers
+        # take the chunks (the sound needs every audio packet, a worker only the frames of its chunk).
+        sound = (qc_sound_task(source, sha, settings.qc, info) if remote is not None else
+                 qc_sound_task.submit(source, sha, settings.qc, info).result())
+    return qc_merge_task(source, info, [f.result() for f in found], sound, settings.qc, settings.conform)
 
 
 @task(name="conform", cache_policy=NO_CACHE)  # content-addressed file instead: a cache record can outlive it
@@ -403,7 +405,7 @@ def shots_task(source: Path, source_sha: str, config: ShotConfig, info: probe.Me
       task_run_name="shots frames {chunk.start}-{chunk.end}")
 def shots_chunk_task(source: Path, source_sha: str, config: ShotConfig, info: probe.MediaInfo, chunk: Chunk,
                      remote: WorkStore | None = None) -> list[int]:
-    source, info = _task_source(source, info, remote)
+    source, info = _task_source(source, info, remote, (chunk.decode_start, chunk.decode_end))
     return shots.detect_chunk_cuts(source, chunk, config, info=info)
 
 
