@@ -14,10 +14,21 @@ from typing import Any
 import pytest
 
 from reelflow.encoding.probe import VideoStream, probe
-from reelflow.encoding.qc import Check, QCReport, colour_findings, judge, qc_argv, run_qc
+from reelflow.encoding.qc import (
+    Check,
+    QCReport,
+    _idet_multi,
+    _merge_runs,
+    colour_findings,
+    judge,
+    qc_argv,
+    qc_chunks,
+    run_qc,
+    run_qc_split,
+)
 from reelflow.errors import InvalidMedia, SourceNotFound, ToolFailed
 from reelflow.infra import tools
-from reelflow.infra.settings import QCConfig
+from reelflow.infra.settings import ConformConfig, QCConfig
 
 LavfiMaker = Callable[..., Path]
 
@@ -509,3 +520,110 @@ def test_copy_of_source_is_never_touched(damaged: Path, tmp_path: Path) -> None:
     before = copy.read_bytes()
     run_qc(copy)
     assert copy.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [damaged.name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Split by time: the picture in chunks, the sound in one pass, merged into a whole pass's report.
+
+
+def _same_as_whole(path: Path, chunk_s: float, *, min_chunks: int = 3) -> QCReport:
+    """The split report (chunks of ``chunk_s``) against run_qc's, field by field; returns the split one.
+
+    Exact, except the run times: a whole pass reads them from ffmpeg's log (six significant digits),
+    the split computes them from frame numbers, so they agree to a millisecond, and identically after
+    the checks' rounding.
+    """
+    config = QCConfig(chunk_s=chunk_s)
+    conform = ConformConfig()
+    whole = run_qc(path, config, conform=conform)
+    split = run_qc_split(path, config, conform=conform)
+    assert len(split.measurements["chunks"]) >= min_chunks
+    assert [c.to_dict() for c in split.checks] == [c.to_dict() for c in whole.checks]
+    assert split.verdict == whole.verdict
+    got, want = split.measurements["video"], whole.measurements["video"]
+    for key in ("idet", "frames_decoded", "interlaced_frames", "progressive_frames"):
+        assert got[key] == want[key], key
+    for key in ("black", "freeze"):
+        assert len(got[key]) == len(want[key]) and all(
+            g == pytest.approx(w, abs=1e-3) for g, w in zip(got[key], want[key], strict=True)), key
+    assert split.measurements["audio"] == whole.measurements["audio"]
+    assert split.measurements["decode_errors"]["count"] == whole.measurements["decode_errors"]["count"]
+    assert split.measurements.get("conform") == whole.measurements.get("conform")
+    return split
+
+
+@pytest.mark.parametrize("name", ["black_gap.mp4", "frozen.mp4", "interlaced.mp4", "silence_gap.mp4",
+                                  "late_audio_300ms.mp4"])
+def test_split_qc_equals_whole_pass_on_made_clips(made: Callable[[str], Path], name: str) -> None:
+    split = _same_as_whole(made(name), chunk_s=1.0)
+    assert split.failed or name == "late_audio_300ms.mp4"  # each fires what it was made for
+
+
+@pytest.fixture(scope="session")
+def runs_across_edges(tears_of_steel: Path, lavfi_clip: LavfiMaker) -> Path:
+    """Tears of Steel (24 fps, 240 frames) with frames 85-139 painted black and 150-222 frozen on 150,
+    lossless, a keyframe a second, and a tone. With 2 s chunks (edges at frames 48, 96, 144, 192) each
+    run crosses an edge with both pieces shorter than the minimum run (2 s black, 3 s frozen)."""
+    return lavfi_clip(
+        "runs_across_edges.mp4", "-i", str(tears_of_steel), "-f", "lavfi", "-i", _TONE.format(d=10),
+        "-filter_complex", "[0:v]drawbox=c=black:t=fill:enable='between(n,85,139)',split[a][b];"
+                           "[a][b]freezeframes=first=150:last=222:replace=150[v]",
+        "-map", "[v]", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0",
+        "-x264-params", "keyint=24:min-keyint=24", *_AAC,
+    )
+
+
+@pytest.mark.parametrize("chunk_s", [1.0, 2.0, 3.0])
+def test_split_qc_joins_runs_across_chunk_edges(runs_across_edges: Path, chunk_s: float) -> None:
+    split = _same_as_whole(runs_across_edges, chunk_s, min_chunks=3)
+    assert split.measurements["video"]["black"] == [[pytest.approx(85 / 24), pytest.approx(140 / 24)]]
+    assert split.measurements["video"]["freeze"] == [[pytest.approx(150 / 24), pytest.approx(223 / 24)]]
+    assert _fired(split)["black_segments"] == "warning" and _fired(split)["frozen_segments"] == "warning"
+
+
+def test_split_qc_equals_whole_pass_on_real_clips(tears_of_steel: Path, dashcam: Path) -> None:
+    # Tears of Steel: three keyframes, so most seeks decode from far back; the dashcam: a 1/25 s
+    # time base, where the seek position rounds to a whole frame's tick.
+    for path in (tears_of_steel, dashcam):
+        _same_as_whole(path, chunk_s=2.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("clip", ["01_bbb_0-30s_1280x720_vp8.webm", "e05_dog_10s_1280x720.mp4",
+                                  "c01_composite_hardcuts_12s_1280x720.mp4"])
+def test_split_qc_equals_whole_pass_on_more_clips(media_dir: Path, clip: str) -> None:
+    # VP8 whose video starts 3 ms in; 30000/1001 fps; a composite of hard cuts
+    _same_as_whole(media_dir / clip, chunk_s=2.0)
+
+
+def test_split_qc_of_a_damaged_file_is_an_error(damaged: Path) -> None:
+    split = run_qc_split(damaged, QCConfig(chunk_s=2.0))
+    assert split.verdict == "error" and not split.check("decode_errors").passed
+    where = split.measurements["decode_errors"]["where"]
+    assert where and all(w["count"] > 0 for w in where)
+
+
+def test_split_qc_short_title_is_one_chunk(made: Callable[[str], Path]) -> None:
+    info = probe(made("clean.mp4"))  # 6 s
+    assert len(qc_chunks(info, QCConfig(chunk_s=4.5))) == 1
+    assert len(qc_chunks(info, QCConfig(chunk_s=3.9))) == 2
+    assert len(qc_chunks(replace(info, video=replace(info.video, variable_rate=True)), QCConfig(chunk_s=1.0))) == 1
+
+
+def test_idet_multi_replay() -> None:
+    # the first decided verdict sets the type; it then sticks until three of the last four agree on another
+    assert _idet_multi("UUPUTTTT") == {"T": 2, "B": 0, "P": 4, "U": 2}
+    assert _idet_multi("") == dict.fromkeys("TBPU", 0)
+
+
+def test_merge_runs_carries_an_open_run() -> None:
+    chunks = [
+        {"start": 0, "end": 10, "decode_start": 0, "decode_end": 16, "black": [[2, 4, False], [8, 15, True]]},
+        {"start": 10, "end": 20, "decode_start": 9, "decode_end": 26, "black": [[9, 25, True]]},
+        {"start": 20, "end": 30, "decode_start": 19, "decode_end": 30, "black": [[19, 22, False], [24, 27, False]]},
+    ]
+    assert _merge_runs(chunks, "black") == [[2, 4, False], [8, 22, False], [24, 27, False]]
+    # a run that starts in a chunk's overlap belongs to the next chunk; one that ended there is not joined
+    chunks[0]["black"] = [[2, 4, False], [12, 15, True]]
+    chunks[1]["black"] = [[12, 14, False]]
+    assert _merge_runs(chunks[:2], "black") == [[2, 4, False], [12, 14, False]]

@@ -13,8 +13,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reelflow.encoding.chunks import Chunk
 from reelflow.encoding.probe import probe
-from reelflow.encoding.shots import Shot, ShotList, bound_shots, detect_cuts, detect_shots
+from reelflow.encoding.shots import (
+    Shot,
+    ShotList,
+    bound_shots,
+    chunk_context,
+    detect_chunk_cuts,
+    detect_cuts,
+    detect_shots,
+    merge_chunk_cuts,
+    shot_chunks,
+)
 from reelflow.errors import ConfigError, InvalidMedia, SourceNotFound, StageError
 from reelflow.infra.settings import ShotConfig, load_settings
 from shared_media import MEDIA_DIR
@@ -309,3 +320,62 @@ def test_split_at_cuts_shots_at_the_grid_and_renumbers() -> None:
         (0, 0, 96, "start"), (1, 96, 100, "split"), (2, 100, 192, "cut"), (3, 192, 250, "split")]
     assert pieces[3].start_s == 8.0 and pieces[3].end_s == 250 / 24
     assert split_at(shots, [], fps) == tuple(shots)
+
+
+# ---------------------------------------------------------------------------------------------
+# Split by time: chunks with their context find exactly a whole pass's cuts.
+
+
+def _chunked(path: Path, chunks: tuple[Chunk, ...], config: ShotConfig = ShotConfig()) -> list[int]:
+    info = probe(path)
+    found = [detect_chunk_cuts(path, chunk, config, info=info) for chunk in chunks]
+    return merge_chunk_cuts(chunks, found, info.video.frames)
+
+
+def _edges_at(frames: int, bounds: list[int], context: tuple[int, int]) -> tuple[Chunk, ...]:
+    """Chunks whose owned ranges end at ``bounds``: cuts placed exactly on, before and after an edge."""
+    edges = [0, *bounds, frames]
+    before, after = context
+    return tuple(Chunk(i, s, e, max(0, s - before), min(frames, e + after))
+                 for i, (s, e) in enumerate(itertools.pairwise(edges)))
+
+
+@pytest.mark.parametrize("name", [pytest.param("c01_composite_hardcuts_12s_1280x720.mp4", marks=pytest.mark.slow),
+                                  "02_tears_of_steel_10s_640x360.mp4"])
+@pytest.mark.parametrize("chunk_s", [2.0, 3.0])
+def test_split_cuts_equal_a_whole_pass(media_dir: Path, name: str, chunk_s: float,
+                                      detected: Callable[[str], list[int]]) -> None:
+    path = media_dir / name
+    info = probe(path)
+    chunks = shot_chunks(info, ShotConfig(chunk_s=chunk_s))
+    assert len(chunks) >= 3
+    assert _chunked(path, chunks) == detected(name)
+
+
+def test_cuts_on_chunk_edges_are_found_once(media_dir: Path, truth: dict[str, Any],
+                                            detected: Callable[[str], list[int]]) -> None:
+    # Edges on a cut, a frame before one and a frame after one (c01: cuts every 60 frames).
+    name = "c01_composite_hardcuts_12s_1280x720.mp4"
+    path = media_dir / name
+    info = probe(path)
+    cuts = truth[name]["cuts"]
+    context = chunk_context(ShotConfig(), info.video.fps)
+    chunks = _edges_at(info.video.frames, [cuts[0], cuts[1] - 1, cuts[2] + 1, cuts[3] - 3], context)
+    assert _chunked(path, chunks) == detected(name) == cuts
+    # Without the context the cut at an edge is lost: the context is what makes the split exact.
+    assert _chunked(path, _edges_at(info.video.frames, [cuts[0]], (0, 0))) != cuts
+
+
+def test_chunk_context_covers_the_detector_and_the_guard() -> None:
+    config = ShotConfig(window_width=2, guard_s=0.5)
+    assert chunk_context(config, Fraction(24)) == (12, 11)       # the guard's 12 frames dominate
+    assert chunk_context(ShotConfig(window_width=5, guard_s=0.1), Fraction(24)) == (6, 5)
+
+
+def test_merge_refuses_what_does_not_tile() -> None:
+    chunks = (Chunk(0, 0, 10, 0, 14), Chunk(1, 10, 20, 6, 20))
+    assert merge_chunk_cuts(chunks, [[3], [10, 15]], 20) == [3, 10, 15]
+    with pytest.raises(StageError, match="does not own"):
+        merge_chunk_cuts(chunks, [[3, 12], []], 20)
+    with pytest.raises(StageError, match="title has 25 frames"):
+        merge_chunk_cuts(chunks, [[], []], 25)

@@ -1,4 +1,5 @@
-"""Quality control of a source in one ffmpeg decode pass: picture, sound, sync, colour tags, decode errors."""
+"""Quality control of a source: picture, sound, sync, colour tags, decode errors; one ffmpeg decode pass, or
+the picture split by time into chunks that fan out (merged exactly) and the sound in one pass."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import shlex
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from reelflow.encoding.chunks import Chunk, check_tiling, plan_chunks
 from reelflow.encoding.conform import ConformPlan, plan_conform
 from reelflow.encoding.probe import MediaInfo, VideoStream, probe
+from reelflow.encoding.vmaf import seek_s
 from reelflow.errors import SourceNotFound, ToolFailed
 from reelflow.infra import tools
 from reelflow.infra.settings import ConformConfig, QCConfig, Severity
@@ -123,20 +127,24 @@ def _json_ready(value: Any) -> Any:
 # The one decode pass
 
 
-def qc_argv(path: Path, info: MediaInfo, config: QCConfig) -> list[str]:
-    """The single ffmpeg run: every analysis filter on the decoded streams, output discarded."""
-    v = info.video
-    video_chain = (
-        f"[0:{v.index}]"
+def _video_chain(info: MediaInfo, config: QCConfig, *, head: str = "", probes: str = "") -> str:
+    """The picture's filters, from the video stream to the pad ``[v]``; ``head`` goes before them
+    (a chunk's trim), ``probes`` after idet (a chunk's per-frame idet prints)."""
+    return (
+        f"[0:{info.video.index}]{head}"
         # field-pairing comparison: interlaced vs progressive, and which field comes first
-        f"idet@v=intl_thres={config.interlace_comb_ratio},"
+        f"idet@v=intl_thres={config.interlace_comb_ratio},{probes}"
         # runs down to the freeze length, so a black still is never reported as a frozen picture
         f"blackdetect@v=d={min(config.black_min_s, config.freeze_min_s)}:pic_th={config.black_picture_ratio}"
         f":pix_th={config.black_pixel_threshold},"
         f"freezedetect@v=n={config.freeze_noise_db}dB:d={config.freeze_min_s}"
         "[v]"
     )
-    audio_chains = [
+
+
+def _audio_chains(info: MediaInfo, config: QCConfig) -> tuple[list[str], list[str]]:
+    """Each audio stream's filters to its pad ``[a<index>]``, and the ``-map`` arguments for them."""
+    chains = [
         f"[0:{a.index}]"
         # framelog=verbose: keep the 10-per-second running figures out of the log; the summary stays
         f"ebur128@a{a.index}=peak=true:framelog=verbose,"
@@ -144,19 +152,30 @@ def qc_argv(path: Path, info: MediaInfo, config: QCConfig) -> list[str]:
         f"[a{a.index}]"
         for a in info.audio
     ]
-    maps = ["-map", "[v]"]
+    maps: list[str] = []
     for a in info.audio:
         maps += ["-map", f"[a{a.index}]"]
+    return chains, maps
+
+
+def _analysis_argv(path: Path, graph: list[str], maps: list[str], seek: list[str] | None = None) -> list[str]:
     return [
         tools.ffmpeg_exe(), "-nostdin", "-hide_banner",
         "-nostats",                          # progress comes from -progress; stats lines would bury the log
         "-loglevel", "repeat+level+info",    # [error]/[info] on every line; repeated errors each counted
         "-max_error_rate", "1",              # never give up on a damaged file: finish and report the damage
+        *(seek or []),
         "-i", str(path),
-        "-filter_complex", ";".join([video_chain, *audio_chains]),  # the filters pass frames through
+        "-filter_complex", ";".join(graph),  # the filters pass frames through
         *maps,
         "-f", "null", "-",                   # analyse only; nothing is encoded or written
     ]
+
+
+def qc_argv(path: Path, info: MediaInfo, config: QCConfig) -> list[str]:
+    """The single ffmpeg run: every analysis filter on the decoded streams, output discarded."""
+    chains, maps = _audio_chains(info, config)
+    return _analysis_argv(path, [_video_chain(info, config), *chains], ["-map", "[v]", *maps])
 
 
 def run_qc(
@@ -181,7 +200,23 @@ def run_qc(
     elif not path.is_file():
         raise SourceNotFound(path, "no such file", "check the path")
     argv = qc_argv(path, info, config)
-    timeout = max(_TIMEOUT_MIN_S, _TIMEOUT_FACTOR * info.duration_s)
+    stderr, failure, elapsed = _decode(argv, info.duration_s, progress)
+    measurements = parse_qc_log(stderr, info)
+    measurements["command"] = shlex.join(argv)
+    measurements["timings"] = {
+        "decode_s": round(elapsed, 3),
+        "realtime_factor": round(info.duration_s / elapsed, 2) if elapsed > 0 else None,
+    }
+    if failure is not None:
+        # Only the tail of stderr survives a failed run, so the decode-based figures are incomplete.
+        measurements["ffmpeg_failed"] = {"returncode": failure.returncode, "message": str(failure)}
+    return qc_report(path, info, measurements, config, conform)
+
+
+def _decode(argv: list[str], media_s: float,
+            progress: Callable[[float], None] | None = None) -> tuple[str, ToolFailed | None, float]:
+    """Run one analysis pass over ``media_s`` seconds of media: (its log, the failure if it died, seconds)."""
+    timeout = max(_TIMEOUT_MIN_S, _TIMEOUT_FACTOR * media_s)
     started = time.monotonic()
     failure: ToolFailed | None = None
     try:
@@ -192,16 +227,13 @@ def run_qc(
         if exc.returncode in (-1, -9):
             raise
         failure, stderr = exc, exc.stderr
-    elapsed = time.monotonic() - started
-    measurements = parse_qc_log(stderr, info)
-    measurements["command"] = shlex.join(argv)
-    measurements["timings"] = {
-        "decode_s": round(elapsed, 3),
-        "realtime_factor": round(info.duration_s / elapsed, 2) if elapsed > 0 else None,
-    }
-    if failure is not None:
-        # Only the tail of stderr survives a failed run, so the decode-based figures are incomplete.
-        measurements["ffmpeg_failed"] = {"returncode": failure.returncode, "message": str(failure)}
+    return stderr, failure, time.monotonic() - started
+
+
+def qc_report(path: Path | str, info: MediaInfo, measurements: dict[str, Any], config: QCConfig = _DEFAULT_CONFIG,
+              conform: ConformConfig | None = None) -> QCReport:
+    """The report on measurements from one pass (run_qc) or merged from chunks (merge_qc): the conform
+    plan (with an enabled ``conform``) added to them, then every check judged."""
     if conform is not None and conform.enabled and "ffmpeg_failed" not in measurements:
         plan = plan_conform(info, measurements, conform, config)
         measurements["conform"] = {"steps": plan.to_list(), "refused": plan.refused,
@@ -209,8 +241,8 @@ def run_qc(
                                                "pix_fmt": plan.pix_fmt, "intermediate": plan.codec}}
     report = QCReport(source=str(path), checks=judge(info, measurements, config, conform),
                       measurements=measurements)
-    log.info("QC %s: %s in %.1f s (%d errors, %d warnings)", path.name, report.verdict, elapsed,
-             len(report.errors), len(report.warnings))
+    log.info("QC %s: %s (%d errors, %d warnings)", Path(path).name, report.verdict, len(report.errors),
+             len(report.warnings))
     return report
 
 
@@ -342,6 +374,300 @@ def _read_r128(line: str, into: dict[str, Any] | None) -> None:
             value = float(m.group(1))
             # A silent track peaks at -inf; None keeps the measurements JSON as they are in memory.
             into[key] = value if math.isfinite(value) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Split by time: the picture in chunks (any worker can take one), the sound in one pass; merged
+# into the measurements of a whole pass.
+#
+# What makes the merge exact:
+# - idet judges a frame from the frames either side of it, so a chunk decodes one frame before and
+#   after what it owns and prints each owned frame's single-frame and repeated-field verdicts.
+#   Counting those gives a whole pass's counts; the multi-frame verdict (a sticky vote over the
+#   last four single-frame ones) is replayed over the title's verdicts in order (_idet_multi),
+#   rather than taken from chunks that start without that history.
+# - black and frozen runs are reported by the chunk in which they start. A chunk reads on for the
+#   longest minimum run (and two frames) past its end, so a run that starts there is either seen to
+#   its end or seen long enough to be reported; one still going when the chunk stops is open, and
+#   its end comes from the next chunk, which sees it from its first frame.
+# - freezedetect compares each frame with the first frame of the still, so a chunk that starts in
+#   the middle of a freeze compares with its own first frame instead: the same run for a truly
+#   frozen picture (repeated frames), and it only ends on the same frame for a picture whose drift
+#   stays below freeze_noise_db against both. Only such sub-threshold drift can move the end of a
+#   frozen run that crosses a chunk edge.
+# - the sound is one pass over the title (audio decodes at hundreds of times real time):
+#   ebur128's integrated loudness is gated on the whole programme's level (blocks 10 LU below the
+#   programme's ungated loudness are dropped) and its loudness range is a percentile of the
+#   short-term loudness over the whole programme, so neither adds up from pieces.
+
+# 4 single-frame verdicts, as idet keeps them (vf_idet.c: HIST_SIZE)
+_IDET_HISTORY = 4
+_SINGLE = {"tff": "T", "bff": "B", "progressive": "P", "undetermined": "U"}
+_REPEATED = {"neither": "N", "top": "T", "bottom": "B"}
+_META_FRAME = re.compile(rf"^frame:\s*\d+\s+pts:\s*-?\d+\s+pts_time:{_NUM}")
+_META_VALUE = re.compile(r"^lavfi\.idet\.(single|repeated)\.current_frame=(\w+)")
+
+
+def qc_chunks(info: MediaInfo, config: QCConfig = _DEFAULT_CONFIG) -> tuple[Chunk, ...]:
+    """The picture's frames in chunks of about ``config.chunk_s`` (one for a short or variable-rate
+    title: frame numbers come from timestamps), with one frame before and the longest minimum run
+    after each as context."""
+    v = info.video
+    reach = math.ceil(Fraction(str(max(config.black_min_s, config.freeze_min_s))) * v.fps) + 2
+    chunk_s = math.inf if v.variable_rate else config.chunk_s
+    return plan_chunks(v.frames, v.fps, chunk_s, before=1, after=reach)
+
+
+def qc_chunk_argv(path: Path, info: MediaInfo, config: QCConfig, chunk: Chunk) -> list[str]:
+    """One chunk's pass: the picture's filters on ``chunk.decode_start`` .. ``decode_end`` (to the end
+    of the file for the last chunk), each frame's idet verdicts printed."""
+    v = info.video
+    seek = None
+    if chunk.decode_start > 0:
+        # the stream's own time (not the file's), half a frame early: exactly frame decode_start
+        seek = ["-seek_timestamp", "1", "-ss", f"{seek_s(chunk.decode_start, v.fps, v.start_s):.6f}"]
+    head = f"trim=end_frame={chunk.decode_end - chunk.decode_start}," if chunk.end < v.frames else ""
+    probes = ("metadata@s=mode=print:key=lavfi.idet.single.current_frame,"
+              "metadata@r=mode=print:key=lavfi.idet.repeated.current_frame,")
+    return _analysis_argv(path, [_video_chain(info, config, head=head, probes=probes)], ["-map", "[v]"], seek)
+
+
+def measure_chunk(path: Path | str, info: MediaInfo, config: QCConfig, chunk: Chunk) -> dict[str, Any]:
+    """Decode one chunk with the picture's filters: what it owns, JSON-ready (merge_qc joins them)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceNotFound(path, "no such file", "check the path")
+    argv = qc_chunk_argv(path, info, config, chunk)
+    stderr, failure, elapsed = _decode(argv, (chunk.decode_end - chunk.decode_start) / float(info.video.fps))
+    found = parse_chunk_log(stderr, info, chunk)
+    found["command"] = shlex.join(argv)
+    found["decode_s"] = round(elapsed, 3)
+    if failure is not None:
+        found["ffmpeg_failed"] = {"returncode": failure.returncode, "message": str(failure)}
+    log.info("QC %s frames %d-%d: %d frames, %d black and %d frozen runs in %.1f s", path.name, chunk.start,
+             chunk.end, found["frames"], len(found["black"]), len(found["freeze"]), elapsed)
+    return found
+
+
+def parse_chunk_log(stderr: str, info: MediaInfo, chunk: Chunk) -> dict[str, Any]:
+    """A chunk's figures from its log, on frame numbers: the owned frames' idet verdicts (one letter
+    each, in order), black and frozen runs as [first frame, end frame or None (to the end of the
+    video), open] (open: still going where the chunk stopped reading), and decoder errors."""
+    v = info.video
+    last_chunk = chunk.end >= v.frames
+    fps = float(v.fps)
+    # Frames are numbered by their timestamps from the first one the filters see, which is
+    # ``decode_start`` (an exact seek): the clock's offset is then immaterial, even when a coarse
+    # time base rounds the seek position to a tick.
+    first: list[float] = []
+
+    def frame_at(t: float) -> int:
+        return chunk.decode_start + math.floor((t - first[0]) * fps + 0.5)
+
+    single: dict[int, str] = {}
+    repeated: dict[int, str] = {}
+    at: dict[str, int] = {}
+    black: list[list[Any]] = []           # times as the filters print them, until the first frame is known
+    freeze: list[list[Any]] = []
+    freeze_open: float | None = None
+    errors: list[str] = []
+    error_count = 0
+    open_messages: list[str] = []
+    opened = False
+    for raw in stderr.splitlines():
+        match = _LINE.match(raw)
+        if match is None:
+            continue
+        prefix, level, msg = match.group("prefix"), match.group("level"), match.group("msg")
+        ctx = _CONTEXT.match(prefix)
+        context = ctx.group("name") if ctx else ""
+        if msg.startswith("Stream mapping:"):
+            opened = True
+        if level in ("error", "fatal", "panic"):
+            if not opened and context.startswith("in#"):
+                open_messages.append(raw.strip())
+            else:
+                error_count += 1
+                if len(errors) < _MAX_ERROR_LINES:
+                    errors.append(raw.strip())
+            continue
+        if context in ("metadata@s", "metadata@r"):
+            if m := _META_FRAME.match(msg):
+                first[:] = first or [float(m.group(1))]
+                at[context] = frame_at(float(m.group(1)))
+            elif (m := _META_VALUE.match(msg)) and context in at:
+                table, letters = (single, _SINGLE) if m.group(1) == "single" else (repeated, _REPEATED)
+                table[at[context]] = letters.get(m.group(2), "U")
+        elif context == "blackdetect@v" and (m := _BLACK.search(msg)):
+            black.append([float(m.group(1)), float(m.group(2)), False])
+        elif context == "freezedetect@v" and (m := _FREEZE.search(msg)):
+            if m.group(1) == "start":
+                freeze_open = float(m.group(2))
+            elif freeze_open is not None:
+                freeze.append([freeze_open, float(m.group(2)), False])
+                freeze_open = None
+    seen = sorted(single)
+    last = seen[-1] if seen else chunk.decode_start - 1
+    if not first:
+        black, freeze, freeze_open = [], [], None      # no frame reached the filters
+    black = [[frame_at(s), frame_at(e), False] for s, e, _ in black]
+    freeze = [[frame_at(s), frame_at(e), False] for s, e, _ in freeze]
+    if freeze_open is not None:
+        # freezedetect never closes a run at the end of its input: to the video's end in the last
+        # chunk (as a whole pass has it), still open in any other
+        freeze.append([frame_at(freeze_open), None, not last_chunk])
+    if not last_chunk:
+        # blackdetect closes a run still going at the end of its input on the last frame it saw
+        for run in black:
+            if run[1] >= last:
+                run[2] = True
+    owned = [f for f in seen if f >= chunk.start and (last_chunk or f < chunk.end)]
+    return {
+        "start": chunk.start, "end": chunk.end, "decode_start": chunk.decode_start, "decode_end": chunk.decode_end,
+        "frames": len(owned),
+        "single": "".join(single[f] for f in owned),
+        "repeated": "".join(repeated.get(f, "N") for f in owned),
+        "black": black, "freeze": freeze,
+        "decode_errors": {"count": error_count, "lines": errors, "open_messages": open_messages[:_MAX_ERROR_LINES]},
+    }
+
+
+def _idet_multi(single: str) -> dict[str, int]:
+    """idet's multi-frame counts, replayed from its single-frame verdicts in title order: a frame takes
+    the type that the last four verdicts agree on (undetermined ones abstain), sticky until at least
+    three agree on another; the first decided frame sets it."""
+    counts = dict.fromkeys("TBPU", 0)
+    history = ["U"] * _IDET_HISTORY
+    current = "U"
+    for verdict in single:
+        history = [verdict, *history[:-1]]
+        best, match = "U", 0
+        for h in history:
+            if h == "U":
+                continue
+            if best == "U":
+                best = h
+            if h == best:
+                match += 1
+            else:
+                match = 0
+                break
+        if (current == "U" and match) or match > 2:
+            current = best
+        counts[current] += 1
+    return counts
+
+
+def _merge_runs(chunks: Sequence[dict[str, Any]], key: str) -> list[list[Any]]:
+    """One chunk's runs after another: those starting in what it owns kept, and a run left open by the
+    chunk before given the end this chunk sees (it reads that run from its first frame)."""
+    merged: list[list[Any]] = []
+    for number, chunk in enumerate(chunks):
+        last_chunk = number == len(chunks) - 1
+        carried = bool(merged) and merged[-1][2]      # the run before is still going at this chunk's start
+        continued = False
+        for start, end, still in chunk[key]:
+            if start < chunk["start"]:
+                if carried and not continued:
+                    merged[-1] = [merged[-1][0], end, still]
+                    continued = True
+                continue
+            if last_chunk or start < chunk["end"]:
+                merged.append([start, end, still])
+        if carried and not continued:
+            # This chunk does not see the run go on (freezedetect's reference frame differs here): it
+            # ends where the chunk before stopped reading.
+            log.warning("QC: a %s run open at frame %d is not seen by the next chunk", key, chunk["start"])
+            at = next(i for i in range(len(merged) - 1, -1, -1) if merged[i][2] and merged[i][0] < chunk["start"])
+            merged[at] = [merged[at][0], chunks[number - 1]["decode_end"], False]
+    return merged
+
+
+def merge_qc(info: MediaInfo, chunks: Sequence[dict[str, Any]], audio: dict[str, Any] | None) -> dict[str, Any]:
+    """The measurements of a whole pass, from the chunks' (measure_chunk, in title order) and the sound
+    pass's (measure_audio; None for a title without audio). Pure."""
+    v = info.video
+    check_tiling([Chunk(i, c["start"], c["end"], c["decode_start"], c["decode_end"]) for i, c in enumerate(chunks)],
+                 v.frames)
+    single = "".join(c["single"] for c in chunks)
+    repeated = "".join(c["repeated"] for c in chunks)
+    multi = _idet_multi(single)
+    names = {letter: name for name, letter in _SINGLE.items()}
+    idet = {
+        "repeated": {name: repeated.count(letter) for name, letter in _REPEATED.items()},
+        "single": {name: single.count(letter) for name, letter in _SINGLE.items()},
+        "multi": {names[letter]: n for letter, n in multi.items()},
+    }
+    video_end = v.start_s + v.duration_s
+
+    def seconds(frame: int | None) -> float:
+        return video_end if frame is None else v.start_s + float(Fraction(frame) / v.fps)
+
+    black = [[seconds(s), seconds(e)] for s, e, _ in _merge_runs(chunks, "black")]
+    freeze = [[seconds(s), seconds(e)] for s, e, _ in _merge_runs(chunks, "freeze")]
+    lines = [line for c in chunks for line in c["decode_errors"]["lines"]]
+    where = [{"frames": [c["start"], c["end"]], "count": c["decode_errors"]["count"]}
+             for c in chunks if c["decode_errors"]["count"]]
+    count = sum(c["decode_errors"]["count"] for c in chunks)
+    if audio is not None:
+        count += audio["decode_errors"]["count"]
+        lines += audio["decode_errors"]["lines"]
+        if audio["decode_errors"]["count"]:
+            where.append({"audio": True, "count": audio["decode_errors"]["count"]})
+    measurements: dict[str, Any] = {
+        "video": {
+            "index": v.index, "start_s": v.start_s, "duration_s": v.duration_s, "frames_expected": v.frames,
+            "frames_decoded": len(single), "field_order": v.field_order, "idet": idet,
+            "interlaced_frames": multi["T"] + multi["B"], "progressive_frames": multi["P"],
+            "black": black, "freeze": freeze,
+        },
+        "audio": audio["audio"] if audio is not None else [],
+        "decode_errors": {
+            "count": count, "lines": lines[:_MAX_ERROR_LINES],
+            # the chunks' context overlaps, so an error there may be counted by both chunks
+            "where": where,
+            "open_messages": (audio or chunks[0])["decode_errors"]["open_messages"],
+        },
+        "chunks": [{"frames": [c["start"], c["end"]], "decoded": [c["decode_start"], c["decode_end"]],
+                    "decode_s": c.get("decode_s")} for c in chunks],
+    }
+    failed = [c for c in [*chunks, audio] if c is not None and "ffmpeg_failed" in c]
+    if failed:
+        measurements["ffmpeg_failed"] = failed[0]["ffmpeg_failed"]
+    return measurements
+
+
+def audio_qc_argv(path: Path, info: MediaInfo, config: QCConfig) -> list[str]:
+    """The sound's pass: every audio stream's filters over the whole title, the picture not decoded."""
+    chains, maps = _audio_chains(info, config)
+    return _analysis_argv(path, chains, maps)
+
+
+def measure_audio(path: Path | str, info: MediaInfo, config: QCConfig = _DEFAULT_CONFIG) -> dict[str, Any]:
+    """The sound's figures over the whole title (loudness, true peak, silences) and its decoder errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceNotFound(path, "no such file", "check the path")
+    argv = audio_qc_argv(path, info, config)
+    stderr, failure, elapsed = _decode(argv, info.duration_s)
+    parsed = parse_qc_log(stderr, info)
+    found: dict[str, Any] = {"audio": parsed["audio"], "decode_errors": parsed["decode_errors"],
+                             "command": shlex.join(argv), "decode_s": round(elapsed, 3)}
+    if failure is not None:
+        found["ffmpeg_failed"] = {"returncode": failure.returncode, "message": str(failure)}
+    return found
+
+
+def run_qc_split(path: Path | str, config: QCConfig = _DEFAULT_CONFIG, *, info: MediaInfo | None = None,
+                 conform: ConformConfig | None = None) -> QCReport:
+    """run_qc's report by chunks (qc_chunks) and a sound pass, here one after another; the flow fans
+    the same calls out over its task runner."""
+    path = Path(path)
+    if info is None:
+        info = probe(path)
+    found = [measure_chunk(path, info, config, chunk) for chunk in qc_chunks(info, config)]
+    sound = measure_audio(path, info, config) if info.audio else None
+    return qc_report(path, info, merge_qc(info, found, sound), config, conform)
 
 
 # ---------------------------------------------------------------------------------------------

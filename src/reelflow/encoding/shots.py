@@ -8,7 +8,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from scenedetect import AdaptiveDetector, FrameTimecode
 
+from reelflow.encoding.chunks import Chunk, check_tiling, plan_chunks
 from reelflow.encoding.probe import MediaInfo, probe
 from reelflow.errors import ConfigError, InvalidMedia, SourceNotFound, StageError
 from reelflow.infra.settings import ShotConfig
@@ -298,9 +299,96 @@ def _open_error(path: Path, exc: Exception) -> InvalidMedia:
                         "run `reelflow probe` and QC on it; the file looks damaged")
 
 
-def _scan(path: Path | str, config: ShotConfig, info: MediaInfo | None,
-          progress: Progress | None) -> tuple[MediaInfo, list[int], int]:
-    """Decode once, run the detector and the guard; (info, cuts, frames decoded)."""
+def _guard_window(config: ShotConfig, fps: Fraction) -> int:
+    return max(1, _to_frames(config.guard_s, fps))
+
+
+def chunk_context(config: ShotConfig, fps: Fraction) -> tuple[int, int]:
+    """Frames a chunk decodes before and after the frames it owns, so its cuts are a whole pass's.
+
+    A candidate at frame c is judged on the frame scores of c - w .. c + w (w = ``window_width``),
+    and a frame's score compares it with the frame before, so w + 1 frames before; the return
+    guard compares the ``guard_s`` window before c with the one from c on. With this context every
+    candidate in ``[start, end)`` sees exactly the frames a whole pass shows it, and candidates
+    outside are left to the chunk that owns them: each cut is found once.
+    """
+    window = _guard_window(config, fps)
+    return max(window, config.window_width + 1), max(config.window_width, window - 1)
+
+
+def shot_chunks(info: MediaInfo, config: ShotConfig) -> tuple[Chunk, ...]:
+    """The title's frames in chunks of about ``config.chunk_s`` with their context (one chunk for a
+    short or variable-rate title: frame numbers from timestamps need a constant rate)."""
+    v = info.video
+    before, after = chunk_context(config, v.fps)
+    chunk_s = math.inf if v.variable_rate else config.chunk_s
+    return plan_chunks(v.frames, v.fps, chunk_s, before=before, after=after)
+
+
+def _decoded(path: Path, info: MediaInfo, chunk: Chunk) -> Iterator[tuple[int, Any]]:
+    """(frame number, frame) from ``chunk.decode_start`` on, to ``decode_end`` (to the end of the file for
+    a chunk that ends the title, as a whole pass reads it).
+
+    From the title start, frames are counted from 0 as they come. Elsewhere the demuxer seeks to a
+    keyframe before the first frame wanted and the decoder runs forward; frames are numbered by
+    their timestamps (constant rate) and kept from the first keyframe on (frames before it may
+    reference pictures from before the seek). When that keyframe is too late (a seek lands by
+    decode time, or on a long GOP) the seek goes back further, and finally to the start.
+    """
+    v = info.video
+    first = chunk.decode_start
+    stop = None if chunk.end >= v.frames else chunk.decode_end
+    # First straight to the frame (on a worker's partial copy only the packets from the keyframe
+    # before it are there), then further back as often as needed.
+    margin_s = 0.0
+    while True:
+        target_s = float((first - Fraction(1, 2)) / v.fps) - margin_s  # from the video's first frame
+        seek = first > 0 and target_s > 0
+        retry = False
+        with av.open(str(path), metadata_errors="ignore") as container:
+            streams = [s for s in container.streams.video if s.index == v.index]
+            if not streams:
+                raise InvalidMedia(path, f"has no video stream #{v.index}", "probe the file again")
+            stream = streams[0]
+            stream.thread_type = "AUTO"  # frame threads: decoding is most of the cost
+            origin = stream.start_time or 0
+            base = Fraction(stream.time_base) if stream.time_base is not None else Fraction(1, 1)
+            if seek:
+                container.seek(origin + math.floor(Fraction(str(target_s)) / base), stream=stream, backward=True)
+            started = not seek
+            counter = 0
+            for frame in container.decode(stream):
+                if seek:
+                    if frame.pts is None:
+                        margin_s = math.inf           # no timestamps to number frames by: count from 0
+                        retry = True
+                        break
+                    index = math.floor((frame.pts - origin) * base * v.fps + Fraction(1, 2))
+                    if not started:
+                        if not frame.key_frame:
+                            continue
+                        if index > first:
+                            margin_s = 4 * margin_s if margin_s else 1.0
+                            retry = True
+                            break
+                        started = True
+                else:
+                    index = counter
+                    counter += 1
+                if index < first:
+                    continue
+                if stop is not None and index >= stop:
+                    return
+                yield index, frame
+        if not retry:
+            return
+        log.debug("%s: seek for frame %d landed late; seeking %.0f s earlier", path.name, first, margin_s)
+
+
+def _scan(path: Path | str, config: ShotConfig, info: MediaInfo | None, progress: Progress | None,
+          chunk: Chunk | None = None) -> tuple[MediaInfo, list[int], int]:
+    """Decode the chunk (default: the whole title), run the detectors and the guard; (info, the cuts it
+    owns, frames it owns that were decoded)."""
     path = Path(path)
     if info is None:
         info = probe(path)                  # SourceNotFound / InvalidMedia for bad inputs
@@ -308,6 +396,9 @@ def _scan(path: Path | str, config: ShotConfig, info: MediaInfo | None,
         raise SourceNotFound(path, "no such file", "check the path")
     fps = info.video.fps
     total = info.video.frames
+    whole = chunk is None
+    if chunk is None:
+        chunk = Chunk(0, 0, total, 0, total)
     size = _analysis_size(info.video.width, info.video.height, config.analysis_width)
     # Two AdaptiveDetectors that must agree on the frame: the default one on hue, saturation and
     # value, and one on value (brightness) alone. HSV alone fires on noise: saturation is undefined
@@ -324,49 +415,75 @@ def _scan(path: Path | str, config: ShotConfig, info: MediaInfo | None,
         )
         for luma_only in ((False, True) if config.luma_check else (False,))
     ]
-    guard = _ReturnGuard(window=max(1, _to_frames(config.guard_s, fps)), ratio=config.guard_ratio,
+    guard = _ReturnGuard(window=_guard_window(config, fps), ratio=config.guard_ratio,
                          width=config.guard_width, lag=config.window_width)
     pending: list[int] = []
     cuts: list[int] = []
-    every = max(1, total // 100)
-    decoded = 0
+    every = max(1, chunk.frames // 100)
+    owned = 0
+    last = -1
     started = time.perf_counter()
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            streams = [s for s in container.streams.video if s.index == info.video.index]
-            if not streams:
-                raise InvalidMedia(path, f"has no video stream #{info.video.index}", "probe the file again")
-            stream = streams[0]
-            stream.thread_type = "AUTO"  # frame threads: decoding is most of the cost
-            for frame in container.decode(stream):
-                # swscale converts and downscales in one pass; AREA averages, so noise is not aliased.
-                bgr = frame.to_ndarray(format="bgr24", width=size[0], height=size[1], interpolation="AREA")
-                # Our own counter, not PTS x fps: cut numbers are decoded-frame indices by definition.
-                guard.add(decoded, bgr)
-                timecode = FrameTimecode(decoded, fps)
-                pending.extend(_agreed([d.process_frame(timecode, bgr) for d in detectors]))
-                while pending and guard.ready(pending[0], decoded):
-                    cut = pending.pop(0)
-                    if guard.accept(cut):
-                        cuts.append(cut)
-                decoded += 1
-                if progress is not None and decoded % every == 0:
-                    progress(min(decoded, total), total)
+        for last, frame in _decoded(path, info, chunk):
+            # swscale converts and downscales in one pass; AREA averages, so noise is not aliased.
+            bgr = frame.to_ndarray(format="bgr24", width=size[0], height=size[1], interpolation="AREA")
+            guard.add(last, bgr)
+            timecode = FrameTimecode(last, fps)
+            pending.extend(_agreed([d.process_frame(timecode, bgr) for d in detectors]))
+            while pending and guard.ready(pending[0], last):
+                cut = pending.pop(0)
+                if guard.accept(cut):
+                    cuts.append(cut)
+            if last >= chunk.start and (last < chunk.end or chunk.end >= total):
+                owned += 1
+                if progress is not None and owned % every == 0:
+                    progress(min(owned, chunk.frames), chunk.frames)
     except av.error.FFmpegError as exc:
         raise _open_error(path, exc) from exc
-    if decoded == 0:
+    if last < 0:
         raise InvalidMedia(path, "no video frame could be decoded", "re-deliver the file")
-    pending.extend(_agreed([d.post_process(FrameTimecode(decoded - 1, fps)) for d in detectors]))
+    # At the end of the title (not of a chunk: its context runs past what it owns) the candidates
+    # still waiting are judged on the frames there are, as a whole pass does.
+    pending.extend(_agreed([d.post_process(FrameTimecode(last, fps)) for d in detectors]))
     cuts.extend(cut for cut in pending if guard.accept(cut))
     if progress is not None:
-        progress(total, total)
-    if decoded != total:
+        progress(chunk.frames, chunk.frames)
+    if whole and owned != total:
         log.warning("%s: decoded %d frames, probe counted %d packets; shots follow probe's count",
-                    path, decoded, total)
+                    path, owned, total)
     elapsed = time.perf_counter() - started
-    log.info("%s: %d cuts in %d frames (%d candidates rejected as returns) at %.0f frames/s",
-             path.name, len(cuts), decoded, len(guard.rejected), decoded / max(elapsed, 1e-9))
-    return info, sorted(c for c in cuts if 0 < c < total), decoded
+    log.info("%s: %d cuts in frames %d-%d (%d candidates rejected as returns) at %.0f frames/s",
+             path.name, len(cuts), chunk.start, chunk.end, len(guard.rejected),
+             (last + 1 - chunk.decode_start) / max(elapsed, 1e-9))
+    return info, sorted(c for c in cuts if chunk.owns(c) and 0 < c < total), owned
+
+
+def detect_chunk_cuts(path: Path | str, chunk: Chunk, config: ShotConfig = ShotConfig(), *,
+                      info: MediaInfo | None = None, progress: Progress | None = None) -> list[int]:
+    """The cuts in the frames ``chunk`` owns, exactly as a whole pass finds them there (shot_chunks)."""
+    return _scan(path, config, info, progress, chunk)[1]
+
+
+def merge_chunk_cuts(chunks: Sequence[Chunk], found: Sequence[Sequence[int]], frames: int) -> list[int]:
+    """One cut list from the chunks' (pure): each chunk reports only the cuts it owns, so this checks
+    that and concatenates; the owned ranges must tile the title."""
+    if len(chunks) != len(found):
+        raise StageError(f"{len(found)} chunk results for {len(chunks)} chunks")
+    check_tiling(list(chunks), frames)
+    cuts: list[int] = []
+    for chunk, chunk_cuts in zip(chunks, found, strict=True):
+        stray = [c for c in chunk_cuts if not chunk.owns(c)]
+        if stray:
+            raise StageError(f"chunk {chunk.index} ({chunk.start}-{chunk.end}) reports cuts it does not own: {stray}")
+        cuts.extend(sorted(chunk_cuts))
+    return cuts
+
+
+def shots_from_cuts(cuts: Sequence[int], info: MediaInfo, config: ShotConfig = ShotConfig()) -> ShotList:
+    """The title's shots between ``config.min_shot_s`` and ``config.max_shot_s`` from its detected cuts."""
+    fps, frames = info.video.fps, info.video.frames
+    shots = bound_shots(cuts, frames, fps, min_shot_s=config.min_shot_s, max_shot_s=config.max_shot_s)
+    return ShotList(fps=fps, frames=frames, shots=shots)
 
 
 def detect_cuts(path: Path | str, config: ShotConfig = ShotConfig(), *, info: MediaInfo | None = None,
@@ -379,6 +496,4 @@ def detect_shots(path: Path | str, config: ShotConfig = ShotConfig(), *, info: M
                  progress: Progress | None = None) -> ShotList:
     """Detect cuts and turn them into shots between ``config.min_shot_s`` and ``config.max_shot_s``."""
     info, cuts, _ = _scan(path, config, info, progress)
-    fps, frames = info.video.fps, info.video.frames
-    shots = bound_shots(cuts, frames, fps, min_shot_s=config.min_shot_s, max_shot_s=config.max_shot_s)
-    return ShotList(fps=fps, frames=frames, shots=shots)
+    return shots_from_cuts(cuts, info, config)

@@ -59,7 +59,9 @@ from prefect.tasks import Task
 
 import reelflow
 from reelflow.encoding import analysis, audio, codecs, conform, encode, hdr, probe, qc, shots, trials, vmaf
+from reelflow.encoding import chunks as chunks_module
 from reelflow.encoding.analysis import Delivered, LadderAnalysis
+from reelflow.encoding.chunks import Chunk
 from reelflow.encoding.codecs import codec_for
 from reelflow.encoding.encode import Rendition
 from reelflow.encoding.hdr import LadderSpec, ladder_specs
@@ -302,7 +304,12 @@ def probe_task(source: Path) -> probe.MediaInfo:
 @task(name="qc", cache_key_fn=_stage_key("qc", qc), persist_result=True)
 def qc_task(source: Path, source_sha: str, config: QCConfig, info: probe.MediaInfo,
             conform: ConformConfig | None = None) -> dict[str, Any]:
+    """QC of a title short enough for one pass (qc_stage splits longer ones)."""
     report = qc.run_qc(source, config, info=info, progress=progress_logger("QC", info.duration_s), conform=conform)
+    return _logged_qc(report)
+
+
+def _logged_qc(report: qc.QCReport) -> dict[str, Any]:
     logger = get_run_logger()
     for check in report.checks:
         if not check.passed:
@@ -310,6 +317,59 @@ def qc_task(source: Path, source_sha: str, config: QCConfig, info: probe.MediaIn
                        "QC %s %s: %s", check.severity, check.name, check.message)
     logger.info("QC verdict: %s", report.verdict)
     return report.to_dict()
+
+
+def _split_key(stage: str, *modules: ModuleType) -> Any:
+    """A chunk's result (or the sound pass's) depends on the source, the frames it owns and reads, the
+    stage's config (not the chunk length, which only moves the ranges) and the code that made it."""
+    def key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+        chunk: Chunk | None = parameters.get("chunk")
+        frames = [chunk.start, chunk.end, chunk.decode_start, chunk.decode_end] if chunk is not None else "whole"
+        config = config_digest(parameters["config"].model_dump(mode="json", exclude={"chunk_s"}), frames)
+        code = "".join(_code_digest(m) for m in (*modules, probe, chunks_module))
+        return f"reelflow-{stage}-{parameters['source_sha']}-{config}-{code}"
+
+    return key
+
+
+@task(name="qc chunk", cache_key_fn=_split_key("qc-chunk", qc, vmaf), persist_result=True,
+      task_run_name="QC frames {chunk.start}-{chunk.end}")
+def qc_chunk_task(source: Path, source_sha: str, config: QCConfig, info: probe.MediaInfo, chunk: Chunk,
+                  remote: WorkStore | None = None) -> dict[str, Any]:
+    source, info = _task_source(source, info, remote, (chunk.decode_start, chunk.decode_end))
+    return qc.measure_chunk(source, info, config, chunk)
+
+
+@task(name="qc sound", cache_key_fn=_split_key("qc-sound", qc), persist_result=True)
+def qc_sound_task(source: Path, source_sha: str, config: QCConfig, info: probe.MediaInfo) -> dict[str, Any]:
+    return qc.measure_audio(source, info, config)
+
+
+@task(name="qc merge", cache_policy=NO_CACHE)  # pure and quick; its inputs are the cached chunks
+def qc_merge_task(source: Path, info: probe.MediaInfo, found: list[dict[str, Any]], sound: dict[str, Any] | None,
+                  config: QCConfig, conform: ConformConfig | None) -> dict[str, Any]:
+    measurements = qc.merge_qc(info, found, sound)
+    get_run_logger().info("QC in %d chunks: %.1f s of decoding", len(found),
+                          sum(c["decode_s"] for c in found) + (sound["decode_s"] if sound else 0.0))
+    return _logged_qc(qc.qc_report(source, info, measurements, config, conform))
+
+
+def qc_stage(source: Path, sha: str, settings: Settings, info: probe.MediaInfo, store: Storage) -> dict[str, Any]:
+    """QC split by time: the picture's chunks and the sound's pass fan out over the task runner (on a
+    Dask cluster, on any worker: the source is staged first), then merge into one report."""
+    chunks = qc.qc_chunks(info, settings.qc)
+    if len(chunks) == 1:
+        return qc_task(source, sha, settings.qc, info, settings.conform)
+    remote = stage_source_task(source, store, settings.storage, sha) if _distributed() else None
+    found = qc_chunk_task.map(unmapped(source), unmapped(sha), unmapped(settings.qc), unmapped(info), chunks,
+                              unmapped(remote))
+    sound = None
+    if info.audio:
+        # On the pool beside the chunks; with a cluster here, on the flow's own copy, while the workers
+        # take the chunks (the sound needs every audio packet, a worker only the frames of its chunk).
+        sound = (qc_sound_task(source, sha, settings.qc, info) if remote is not None else
+                 qc_sound_task.submit(source, sha, settings.qc, info).result())
+    return qc_merge_task(source, info, [f.result() for f in found], sound, settings.qc, settings.conform)
 
 
 @task(name="conform", cache_policy=NO_CACHE)  # content-addressed file instead: a cache record can outlive it
@@ -336,10 +396,34 @@ def conform_task(source: Path, source_sha: str, config: ConformConfig, info: pro
 
 @task(name="shots", cache_key_fn=_stage_key("shots", shots), persist_result=True)
 def shots_task(source: Path, source_sha: str, config: ShotConfig, info: probe.MediaInfo) -> dict[str, Any]:
+    """Shots of a title short enough for one pass (shots_stage splits longer ones)."""
     report = progress_logger("shots", info.video.frames, unit="frames")
     found = shots.detect_shots(source, config, info=info, progress=lambda done, total: report(done))
     get_run_logger().info("%d shots (%d cuts)", len(found.shots), len(found.cuts))
     return found.to_dict()
+
+
+@task(name="shots chunk", cache_key_fn=_split_key("shots-chunk", shots), persist_result=True,
+      task_run_name="shots frames {chunk.start}-{chunk.end}")
+def shots_chunk_task(source: Path, source_sha: str, config: ShotConfig, info: probe.MediaInfo, chunk: Chunk,
+                     remote: WorkStore | None = None) -> list[int]:
+    source, info = _task_source(source, info, remote, (chunk.decode_start, chunk.decode_end))
+    return shots.detect_chunk_cuts(source, chunk, config, info=info)
+
+
+def shots_stage(source: Path, sha: str, settings: Settings, info: probe.MediaInfo, store: Storage) -> shots.ShotList:
+    """Shot detection split by time: chunks fan out over the task runner (on a Dask cluster, on any
+    worker), their cuts merge into the whole pass's, then bound into shots once."""
+    chunks = shots.shot_chunks(info, settings.shots)
+    if len(chunks) == 1:
+        return shots.ShotList.from_dict(shots_task(source, sha, settings.shots, info))
+    remote = stage_source_task(source, store, settings.storage, sha) if _distributed() else None
+    found = shots_chunk_task.map(unmapped(source), unmapped(sha), unmapped(settings.shots), unmapped(info), chunks,
+                                 unmapped(remote))
+    cuts = shots.merge_chunk_cuts(chunks, [f.result() for f in found], info.video.frames)
+    shot_list = shots.shots_from_cuts(cuts, info, settings.shots)
+    get_run_logger().info("%d shots (%d cuts) from %d chunks", len(shot_list.shots), len(shot_list.cuts), len(chunks))
+    return shot_list
 
 
 @storage_task("quarantine")
@@ -633,7 +717,7 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
     storage_preflight_task(store, prefix)
     sha = hash_task(source)
 
-    report = qc_task(source, sha, settings.qc, info, settings.conform)
+    report = qc_stage(source, sha, settings, info, store)
     # Each published audio layout's checks join the source's (qc.json, the record's warnings); their
     # severities are settings like every other check's, so a studio can make a silent LFE an error.
     audio_qc = audio_qc_task(source, audio_plan, info, settings.qc) if audio_plan.tracks else []
@@ -653,7 +737,7 @@ def run_ingest(source: Path, settings: Settings, *, title_id: str | None = None,
                                                            work)
         conform_record = (report.get("measurements", {}).get("conform") or {}).get("steps", [])
 
-        shot_list = shots.ShotList.from_dict(shots_task(video_source, video_sha, settings.shots, video_info))
+        shot_list = shots_stage(video_source, video_sha, settings, video_info, store)
         half_rate = encode.half_rate_title(video_info.video.fps, settings.encode)
         if half_rate:  # a half-rate rung has the even frames only: every keyframe goes on one
             detected, shot_list = shot_list, shots.even_starts(shot_list)

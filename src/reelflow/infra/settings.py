@@ -91,6 +91,10 @@ class QCConfig(_Config):
                                    "content-light metadata (HDR sources get an HDR ladder and an SDR fallback).")
     dolby_vision_severity: Severity = Field("warning", description="Dolby Vision RPU in the source: not "
                                             "carried, only its base layer is published.")
+    chunk_s: float = Field(120.0, gt=0, description="The flow checks the picture in chunks of about this "
+                           "many seconds, fanned out over the task runner and merged exactly (a title under 1.5 "
+                           "chunks is one pass; inf: never split). Sound is checked in one pass: gated loudness "
+                           "does not add up over pieces.")
 
 
 # The constant rates a conformed picture may have: film, PAL, NTSC and their doubles (exact fractions).
@@ -159,6 +163,10 @@ class ShotConfig(_Config):
     min_shot_s: float = Field(0.5, ge=0, description="Shots shorter than this are merged into a neighbour.")
     max_shot_s: float = Field(20.0, gt=0, description="Shots longer than this are split evenly so work units "
                               "stay bounded (inf: never split).")
+    chunk_s: float = Field(120.0, gt=0, description="The flow detects shots in chunks of about this many "
+                           "seconds, fanned out over the task runner; each decodes a little context either side "
+                           "so the merged cuts are a whole pass's (a title under 1.5 chunks is one pass; inf: never "
+                           "split).")
 
     @model_validator(mode="after")
     def _split_keeps_minimum(self) -> ShotConfig:
