@@ -132,6 +132,7 @@ class MediaInfo:
         for key in ("fps", "sar", "dar", "nominal_fps"):
             value: Fraction | None = getattr(self.video, key)
             video[key] = None if value is None else f"{value.numerator}/{value.denominator}"
+        video["display_matrix"] = list(self.video.display_matrix)
         video["fps_float"] = float(self.video.fps)
         video["display_width"] = self.video.display_width
         video["hdr"] = self.video.hdr
