@@ -107,7 +107,7 @@ def tonemap_filter(info: MediaInfo, config: ToneMapConfig) -> str:
     the graph, and the frames, converted to full-range R'G'B' in float, are looked up in the result
     with tetrahedral interpolation (``haldclut``, first CLUT frame only). Every step of the chain is a
     function of one pixel's three values (tonemap scales a pixel by its own brightest component), so
-    the LUT is the chain, sampled; tests/encoding/test_hdr.py bounds the difference on a real master.
+    the LUT is the chain, sampled; tests/encoding/test_tonemap_lut.py bounds the difference on real masters.
     The main path is float because ``haldclut`` in this ffmpeg swaps the channels of planar integer
     RGB (packed RGB works but costs two more conversions), and the grid is built in 16-bit planar RGB
     and converted by zscale, not by ffmpeg's automatic float conversion, which is off by up to 2%.
