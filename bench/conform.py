@@ -5,7 +5,7 @@
 Masters derived from ../shared/media with the bundled ffmpeg (as the tests make them, longer):
 a 1080i25 MPEG-2 MXF and a 1080i29.97 H.264 (fields from 50p/59.94p motion), and a 3:2 telecined
 29.97 H.264 at 1080. For each, CPU seconds
-(user + system of ffmpeg) of, side by side, the median of ``--runs``:
+(user + system of ffmpeg) of, side by side (every command once per round), the median of ``--runs``:
 
 - decode: the master decoded and discarded;
 - + filter: the same decode through the conform's field filter (bwdif, or fieldmatch/bwdif/decimate);
@@ -71,10 +71,6 @@ def masters(folder: Path, seconds: float) -> dict[str, Path]:
 
 def cpu(argv: list[str]) -> float:
     return tools.run(argv).cpu_s
-
-
-def median_cpu(argv: list[str], runs: int) -> float:
-    return statistics.median(cpu(argv) for _ in range(runs))
 
 
 def interleaved(commands: dict[str, list[str]], runs: int) -> dict[str, float]:
@@ -147,14 +143,16 @@ def field_rows(seconds: float, runs: int) -> None:
             plan = plan_conform(info, run_qc(path, info=info, conform=ConformConfig()), ConformConfig())
             chain = ",".join(plan.filters)
             decode = [ff, "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"]
-            filtered = [*decode[:-3], "-vf", chain, "-f", "null", "-"]
-            row = [median_cpu(decode, runs), median_cpu(filtered, runs)]
-            reads = []
+            commands = {"decode": decode, "filter": [*decode[:-3], "-vf", chain, "-f", "null", "-"]}
+            outs = {}
             for codec in ("utvideo", "x264", "ffv1"):
                 chosen = plan.__class__(plan.steps, plan.width, plan.height, plan.fps, plan.frames, plan.pix_fmt, codec)
-                out = folder / f"out-{codec}.{'mp4' if codec == 'x264' else 'mov'}"
-                row.append(median_cpu(conform_argv(path, info, chosen, out, ConformConfig()), runs))
-                reads.append(median_cpu([ff, "-nostdin", "-v", "error", "-i", str(out), "-f", "null", "-"], runs))
+                outs[codec] = folder / f"out-{codec}.{'mp4' if codec == 'x264' else 'mov'}"
+                commands[codec] = conform_argv(path, info, chosen, outs[codec], ConformConfig())
+            got = interleaved(commands, runs)       # side by side: every command once per round
+            reads = list(interleaved({c: [ff, "-nostdin", "-v", "error", "-i", str(o), "-f", "null", "-"]
+                                      for c, o in outs.items()}, runs).values())
+            row = [got["decode"], got["filter"], got["utvideo"], got["x264"], got["ffv1"]]
             decode_s, filter_s, *writes = row
             print(f"| {name}, {info.video.frames} frames, {info.duration_s:.1f} s (`{chain}`) | {decode_s:.2f} "
                   f"| {filter_s:.2f} | {filter_s / decode_s - 1:+.0%} | "
