@@ -25,9 +25,9 @@ def _hevc10(transfer: str, extra: str) -> list[str]:
             "-color_primaries", "bt2020", "-color_trc", transfer, "-colorspace", "bt2020nc", "-color_range", "tv"]
 
 
-def make_hdr10(src: Path, out: Path, width: int = 3840, height: int = 2160) -> Path:
+def make_hdr10(src: Path, out: Path, width: int = 3840, height: int = 2160, seconds: float = 1.0) -> Path:
     if not out.exists():
-        run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-i", str(src), "-t", "1", "-an",
+        run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-i", str(src), "-t", f"{seconds:g}", "-an",
              "-vf", f"scale={width}:{height}:flags=bicubic,zscale=tin=bt709:min=bt709:pin=bt709:rin=limited"
                     ":t=smpte2084:m=bt2020nc:p=bt2020:r=limited:npl=203,format=yuv420p10le",
              *_hevc10("smpte2084", f":hdr10=1:master-display={MASTER_DISPLAY}:max-cll={MAX_CLL[0]},{MAX_CLL[1]}"
@@ -36,9 +36,9 @@ def make_hdr10(src: Path, out: Path, width: int = 3840, height: int = 2160) -> P
     return out
 
 
-def make_hlg(src: Path, out: Path, width: int = 1920, height: int = 1080) -> Path:
+def make_hlg(src: Path, out: Path, width: int = 1920, height: int = 1080, seconds: float = 1.0) -> Path:
     if not out.exists():
-        run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-i", str(src), "-t", "1", "-an",
+        run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-i", str(src), "-t", f"{seconds:g}", "-an",
              "-vf", f"scale={width}:{height}:flags=bicubic,zscale=tin=bt709:min=bt709:pin=bt709:rin=limited"
                     ":t=arib-std-b67:m=bt2020nc:p=bt2020:r=limited:npl=203,format=yuv420p10le",
              *_hevc10("arib-std-b67", ""), "-tag:v", "hvc1", str(out)])

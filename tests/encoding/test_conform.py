@@ -97,7 +97,7 @@ def test_telecined_2997_is_inverse_telecined_to_23976() -> None:
     plan = plan_conform(info, _qc(tff=60, progressive=0, top=12, bottom=12), CONFORM)
     step = plan.step("inverse_telecine")
     assert step is not None and step.filter is not None and step.filter.startswith("fieldmatch=order=tff")
-    assert step.filter.endswith("decimate") and "24 of 60" in step.found
+    assert step.filter.endswith("decimate=chroma=0") and "mchroma=0" in step.filter and "24 of 60" in step.found
     assert plan.fps == Fraction(24000, 1001) and plan.frames == 48 and not plan.exact_frames
     off = plan_conform(info, _qc(tff=60, progressive=0, top=12, bottom=12), ConformConfig(inverse_telecine=False))
     assert off.step("inverse_telecine") is None and off.step("deinterlace") is not None

@@ -96,7 +96,7 @@ def test_tonemap_peak_follows_maxcll_then_mastering_then_the_default() -> None:
     chain = tonemap_filter(info(_stream(content_light=ContentLight(4000, 400))),  # type: ignore[arg-type]
                            ToneMapConfig(operator="mobius", param=0.3, desat=2))
     assert "tonemap=mobius:desat=2:peak=40:param=0.3" in chain and "zscale=tin=smpte2084" in chain
-    assert chain.endswith("type=CONTENT_LIGHT_LEVEL")       # no HDR metadata follows the SDR frames
+    assert chain.endswith("type=CONTENT_LIGHT_LEVEL[sdr]")  # no HDR metadata follows the SDR frames
     uhd = info(_stream(width=3840, height=2160))
     assert intermediate_size(uhd, config) == (1920, 1080)  # type: ignore[arg-type]
     assert "scale=1920:1080:flags=area" in tonemap_filter(uhd, config)  # type: ignore[arg-type]
@@ -166,7 +166,7 @@ def test_tone_mapped_intermediate_is_verified_and_reused(small_hdr10: Path, tmp_
     made = tonemap_source(info, "sha", ToneMapConfig(), tmp_path)
     v = made.info.video
     assert (v.codec, v.bit_depth, v.color_primaries, v.color_transfer, v.frames) == \
-        ("ffv1", 8, "bt709", "bt709", info.video.frames)
+        ("utvideo", 8, "bt709", "bt709", info.video.frames)
     assert v.mastering_display is None and made.peak_nits == MAX_CLL[0] and made.cpu_s > 0
     again = tonemap_source(info, "sha", ToneMapConfig(), tmp_path)
     assert again.path == made.path and again.cpu_s == 0                       # found, checked, not made again

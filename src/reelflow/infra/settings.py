@@ -274,6 +274,12 @@ class ToneMapConfig(_Config):
     max_height: int = Field(1080, ge=0, description="The intermediate is scaled down to this height first (0: the "
                             "source's): the SDR fallback (H.264) tops out at 1080p, and tone mapping in float RGB "
                             "at full UHD size costs several decodes.")
+    method: Literal["lut", "direct"] = Field("lut", description="lut: the tone map's own filter chain is run once "
+                                             "on an identity 3D LUT (Hald CLUT) and the frames are looked up in it "
+                                             "(tetrahedral interpolation), which is cheaper than the float math on "
+                                             "every pixel; direct: every pixel through the chain.")
+    lut_level: int = Field(8, ge=4, le=12, description="Hald CLUT level of the lut method: level**2 points per "
+                           "axis (8: 64, 12: 144); more points, closer to the direct chain, a larger table to read.")
 
 
 class AudioConfig(_Config):
