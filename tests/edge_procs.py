@@ -75,3 +75,16 @@ class EdgeProcess:
         answer = httpx.get(f"{self.url}/admin/{path}", headers={"authorization": f"Bearer {EDGE_TOKEN}"}, timeout=10)
         answer.raise_for_status()
         return answer.json()
+
+
+def wait_for_edges(service_url: str, names: set[str], *, up: bool = True, timeout_s: float = 60) -> dict[str, Any]:
+    """Poll GET /api/edges until every edge in ``names`` is up (or, with up=False, down); its answer."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = httpx.get(f"{service_url}/api/edges", timeout=10).json()
+        state = {e["name"]: e["up"] for e in status["edges"]}
+        if all(state.get(n, False) == up if up else state.get(n) is False for n in names):
+            return dict(status)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"edges {names} not {'up' if up else 'down'} after {timeout_s} s: {status}")
+        time.sleep(0.1)
