@@ -23,6 +23,7 @@
     │   ├── Unplayable                 422: nothing in the title fits the device
     │   └── NotConfigured              501: e.g. no Widevine license proxy registered
     ├── PlayerError                    the CLI player cannot go on (service down, bad manifest, missing segment)
+    │   └── CdnUnavailable             a CDN failed a download (refused, 5xx, timeout, short): try the next one
     └── OrchestrationError             the local orchestration service cannot be started or reached
 
 Foreign exceptions (av, botocore, subprocess) are translated once, at the boundary where they are
@@ -185,6 +186,15 @@ class PlayerError(ReelflowError):
 
     The service's own refusals (401, 403, 404 ...) reach the player as the matching ``PlaybackError``.
     """
+
+
+class CdnUnavailable(PlayerError):
+    """A CDN (edge or origin) could not deliver a file: connection refused or reset, 5xx, timeout, a
+    short body. The player moves to the next ranked CDN; ``reason`` is the short form for QoE."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class OrchestrationError(ReelflowError):

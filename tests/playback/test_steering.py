@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reelflow.infra.settings import EdgeConfig
-from reelflow.playback.steering import ORIGIN, rank_edges
+from reelflow.playback.steering import ORIGIN, EdgeRegistry, EdgeReport, rank_edges
 
 ISPS = st.sampled_from([None, "acme", "ACME ", "globex", "initech"])
 REGIONS = st.sampled_from([None, "US", "us", "FR", "DE"])
@@ -53,3 +53,35 @@ def test_worked_example() -> None:
     ]
     ranked = rank_edges(edges, title_id="film", isp="Acme", country="US", origin_url="http://o")
     assert [c.name for c in ranked] == ["idle-isp", "busy-isp", "idle-isp-no-title", "transit", "origin"]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_heartbeats_rank_and_a_silent_edge_is_down_after_its_missed_beats() -> None:
+    clock = FakeClock()
+    registry = EdgeRegistry(missed_beats=1.5, clock=clock)
+    assert not registry.reporting and registry.candidates() == []
+    registry.beat(EdgeReport("busy", "http://1", isp="acme", load=0.8, heartbeat_s=2, holdings={"film/v1": (3, 9)}))
+    registry.beat(EdgeReport("idle", "http://2", isp="acme", load=0.1, heartbeat_s=2, holdings={"film/v1": (1, 3)}))
+    registry.beat(EdgeReport("empty", "http://3", isp="acme", load=0.0, heartbeat_s=2))
+    registry.beat(EdgeReport("hub", "http://4", isp="acme", serves_players=False, heartbeat_s=2,
+                             holdings={"film/v1": (9, 99)}))
+    rank = lambda: [c.name for c in rank_edges(registry.candidates(), title_id="film", isp="acme",  # noqa: E731
+                                               country="US", origin_url="http://o")]
+    assert rank() == ["idle", "busy", "empty", ORIGIN]      # holding the title, then least loaded; no hub
+    clock.now += 2.9                                          # one interval and most of the margin: still up
+    registry.beat(EdgeReport("busy", "http://1", isp="acme", load=0.8, heartbeat_s=2, holdings={"film/v1": (3, 9)}))
+    registry.beat(EdgeReport("empty", "http://3", isp="acme", load=0.0, heartbeat_s=2))
+    assert rank() == ["idle", "busy", "empty", ORIGIN]
+    clock.now += 0.2                                          # idle's last beat is now 3.1 s > 1.5 x 2 s old
+    assert rank() == ["busy", "empty", ORIGIN]
+    assert {e["name"]: e["up"] for e in registry.status()} == {"busy": True, "idle": False, "empty": True,
+                                                               "hub": False}
+    registry.beat(EdgeReport("idle", "http://2", isp="acme", load=0.1, heartbeat_s=2, holdings={"film/v1": (1, 3)}))
+    assert rank()[0] == "idle"                                # back with its next heartbeat

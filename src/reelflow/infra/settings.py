@@ -612,6 +612,12 @@ class ServiceConfig(_Config):
                                       "within this time (0: always read the database).")
     shaka_dir: Path = Field(Path("node_modules/shaka-player/dist"), description="Shaka Player's dist folder, "
                             "served under /shaka/ for the demo page (npm ci puts it here).")
+    edge_token: SecretStr | None = Field(None, description="Bearer token edges send with heartbeats (the edges' "
+                                         "edge.token); None: heartbeats are taken from anyone who can reach the "
+                                         "service.")
+    edge_missed_beats: float = Field(1.5, ge=1, le=10, description="An edge whose last heartbeat is older than this "
+                                     "many of its heartbeat intervals is down and no longer steered to; above 1 "
+                                     "leaves a margin for a late beat.")
 
     @field_validator("default_countries")
     @classmethod
@@ -634,6 +640,51 @@ class ServiceConfig(_Config):
     def base_url(self) -> str:
         """The service's public URL, without a trailing slash."""
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+class EdgeNodeConfig(_Config):
+    """`reelflow edge` as a caching edge (playback/edge.py): its store, its parent, its heartbeats."""
+
+    name: str = Field("edge", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="Edge name, in heartbeats and "
+                      "play tokens; unique among the edges of one service.")
+    host: str = Field("127.0.0.1", description="Interface it listens on.")
+    port: int = Field(8701, ge=1, le=65535)
+    public_url: str | None = Field(None, pattern=r"^https?://[^\s?#]+$", description="Where players (or child "
+                                   "edges) reach it (default http://host:port).")
+    parent: str | None = Field(None, pattern=r"^https?://[^\s?#]+$", description="Where misses are fetched: a hub "
+                               "edge or the playback service (origin); None: serve the storage directly, no cache.")
+    store: Path | None = Field(None, description="Its own store (a directory); required with parent.")
+    budget_bytes: int = Field(10 << 30, ge=1 << 20, description="Bytes the store may hold, pinned (filled) objects "
+                              "included.")
+    policy: Literal["s3fifo", "lru"] = Field("s3fifo", description="Eviction of objects cached on demand; S3-FIFO "
+                                             "keeps more of the bytes asked for again on video traces "
+                                             "(docs/benchmarks.md, Edge).")
+    isp: str | None = Field(None, description="The ISP network it sits in; steering prefers it for that ISP's players.")
+    region: str | None = Field(None, description="Country (ISO alpha-2) or region it serves.")
+    serves_players: bool = Field(True, description="False for a hub: it feeds edges and is never steered to.")
+    service_url: str | None = Field(None, pattern=r"^https?://[^\s?#]+$", description="The playback service that "
+                                    "heartbeats go to; None: no heartbeats.")
+    heartbeat_s: float = Field(5.0, gt=0, le=300, description="Seconds between heartbeats.")
+    capacity_bps: float = Field(10e9, gt=0, description="Bits per second it can serve; load is the share used.")
+    max_connections: int = Field(10_000, ge=1, description="Open connections at full load.")
+    token: SecretStr | None = Field(None, description="Bearer token of its admin endpoints and of its heartbeats "
+                                    "(the service's edge_token). The admin endpoints are refused without one.")
+    fetch_timeout_s: float = Field(20.0, gt=0, description="A parent fetch with no byte for this long fails.")
+
+    @field_validator("public_url", "parent", "service_url")
+    @classmethod
+    def _no_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _store_with_parent(self) -> EdgeNodeConfig:
+        if self.parent and self.store is None:
+            raise ValueError("edge.parent needs edge.store (the directory the edge caches into)")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
 
 
 class WatchConfig(_Config):
@@ -689,6 +740,7 @@ class Settings(_Config):
     drm: DrmConfig = DrmConfig()
     service: ServiceConfig = Field(default_factory=ServiceConfig)  # paths in REELFLOW_HOME, read when made
     watch: WatchConfig = Field(default_factory=WatchConfig)  # paths in REELFLOW_HOME, read when made
+    edge: EdgeNodeConfig = EdgeNodeConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @model_validator(mode="before")

@@ -12,6 +12,8 @@
     GET  /api/progress/{profile_id}             -> continue watching, most recent first
     GET  /play/{id}                             -> a page that plays the title with Shaka Player
     GET  /console, /console/titles/{id}         -> the media engineers' console (playback/console.py)
+    POST /api/edges/heartbeat                   <- a caching edge's heartbeat (steering.EdgeRegistry)
+    GET  /api/edges                             -> the edges as their heartbeats describe them, up or down
     GET  /healthz
 
 Tokens go in ``?token=`` or ``Authorization: Bearer``. Errors are JSON ``{"error": code, "message": text}``
@@ -22,6 +24,7 @@ for ``reelflow edge``.
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import json
 import logging
 import time
@@ -44,6 +47,7 @@ from reelflow.errors import (
     PlaybackError,
     ReelflowError,
     StorageError,
+    Unauthorized,
     UnavailableInCountry,
     Unplayable,
 )
@@ -54,9 +58,9 @@ from reelflow.playback import console, manifests, models, page
 from reelflow.playback import license as lic
 from reelflow.playback.catalog import Catalog, Title
 from reelflow.playback.cors import with_cors
-from reelflow.playback.schemas import Device, PlayRequest, ProgressUpdate, QoeReportBody
+from reelflow.playback.schemas import Device, EdgeHeartbeat, PlayRequest, ProgressUpdate, QoeReportBody
 from reelflow.playback.segments import SegmentServer, check_path, key_request
-from reelflow.playback.steering import ORIGIN, CdnChoice, rank_edges
+from reelflow.playback.steering import ORIGIN, CdnChoice, EdgeRegistry, EdgeReport, RankableEdge, rank_edges
 from reelflow.playback.tokens import Claims, SecurityClass, TokenSigner, load_secret, new_session_id
 
 log = logging.getLogger(__name__)
@@ -115,6 +119,7 @@ class Service:
     cache: manifests.ManifestCache
     segments: SegmentServer
     resume: models.ResumeCache
+    edges: EdgeRegistry
 
     @property
     def config(self) -> ServiceConfig:
@@ -134,8 +139,12 @@ class Service:
             raise Forbidden(f"this play token is for title {claims.title!r}, not {title_id!r}")
         return claims
 
+    def edge_candidates(self) -> list[RankableEdge]:
+        """The edges heartbeats describe; the static list of the settings until any edge reports."""
+        return list(self.edges.candidates()) if self.edges.reporting else list(self.config.edges)
+
     def bases(self, claims: Claims) -> list[CdnChoice]:
-        edges = {e.name: e for e in self.config.edges}
+        edges = {e.name: e for e in self.edge_candidates()}
         chosen = [CdnChoice(n, edges[n].base_url) for n in claims.edges if n in edges and edges[n].healthy]
         return [*chosen, CdnChoice(ORIGIN, self.url())]
 
@@ -162,6 +171,7 @@ def build_service(settings: Settings, *, storage: Storage | None = None, keys: l
         signer=TokenSigner(load_secret(config)), keys=lic.KeyCache(source, config.key_cache_ttl_s),
         db=database, cache=manifests.ManifestCache(), segments=SegmentServer(store),
         resume=models.ResumeCache(database, config.resume_cache_ttl_s),
+        edges=EdgeRegistry(config.edge_missed_beats),
     )
 
 
@@ -244,7 +254,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None, keys: lic.
         max_height = body.device.max_height
         if encrypted and security == "software":
             max_height = min(max_height, config.software_drm_max_height)
-        ranked = rank_edges(config.edges, title_id=title.title_id, isp=body.network.isp, country=country,
+        ranked = rank_edges(service.edge_candidates(), title_id=title.title_id, isp=body.network.isp, country=country,
                             origin_url=service.url())
         claims = Claims(
             session=new_session_id(), title=title.title_id, profile=body.profile_id, security=security,
@@ -368,6 +378,22 @@ def create_app(settings: Settings, *, storage: Storage | None = None, keys: lic.
     async def get_progress(profile_id: str, limit: int = 50) -> Response:
         rows = await run_in_threadpool(models.continue_watching, service.db, profile_id, max(1, min(limit, 200)))
         return _json({"profile_id": profile_id, "titles": [r.to_dict() for r in rows]}, headers=_NO_STORE)
+
+    @app.post("/api/edges/heartbeat", status_code=204, summary="A caching edge's heartbeat")
+    async def edge_heartbeat(body: EdgeHeartbeat, request: Request) -> Response:
+        secret = config.edge_token.get_secret_value() if config.edge_token else None
+        if secret and not hmac.compare_digest((_token(request) or "").encode(), secret.encode()):
+            raise Unauthorized("edge heartbeats need Authorization: Bearer <service.edge_token>")
+        service.edges.beat(EdgeReport(
+            name=body.name, base_url=body.base_url.rstrip("/"), isp=body.isp, region=body.region,
+            healthy=body.healthy, load=body.load, bytes_per_s=body.bytes_per_s, connections=body.connections,
+            free_bytes=body.free_bytes, used_bytes=body.used_bytes, heartbeat_s=body.heartbeat_s,
+            serves_players=body.serves_players, holdings=body.titles))
+        return Response(status_code=204)
+
+    @app.get("/api/edges", summary="The edges as their heartbeats describe them")
+    async def edge_status() -> Response:
+        return _json({"reporting": service.edges.reporting, "edges": service.edges.status()}, headers=_NO_STORE)
 
     @app.get("/play/{title_id}", response_class=HTMLResponse, summary="A page that plays the title (Shaka Player)")
     async def play_page(title_id: str) -> Response:

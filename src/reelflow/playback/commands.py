@@ -84,17 +84,55 @@ def serve_command(
 
 
 def edge_command(
-    name: Annotated[str, typer.Option("--name", help="Edge name, as in service.edges.")] = "edge",
+    name: Annotated[str | None, typer.Option("--name", help="Edge name (default: edge.name).")] = None,
     host: HostOpt = None,
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8701,
+    port: Annotated[int | None, typer.Option("--port", min=1, max=65535, help="Port (default: edge.port, 8701).")
+                    ] = None,
     storage: StorageOpt = None,
+    parent: Annotated[str | None, typer.Option(
+        "--parent", help="Fetch misses from this URL (a hub edge or the playback service) and cache them; "
+        "without it the edge serves --storage directly.")] = None,
+    store: Annotated[Path | None, typer.Option("--store", help="The directory this edge caches into.")] = None,
+    budget_bytes: Annotated[int | None, typer.Option("--budget-bytes", min=1 << 20,
+                                                     help="Bytes the store may hold (default: edge.budget_bytes).")
+                            ] = None,
+    public_url: Annotated[str | None, typer.Option(
+        "--public-url", help="URL players reach this edge at (default http://HOST:PORT).")] = None,
+    service_url: Annotated[str | None, typer.Option(
+        "--service-url", help="Send heartbeats to this playback service (default: edge.service_url).")] = None,
+    isp: Annotated[str | None, typer.Option("--isp", help="The ISP network it sits in.")] = None,
+    region: Annotated[str | None, typer.Option("--region", help="Country or region it serves.")] = None,
+    hub: Annotated[bool, typer.Option("--hub", help="A hub: feeds edges, never steered to by the service.")] = False,
 ) -> None:
-    """Run a CDN edge: serves the package files (segments) of the titles in storage, with ranges and CORS."""
-    from reelflow.playback.api import create_edge_app
+    """Run a CDN edge: a cache of package files (segments) filled from --parent, or the storage served directly."""
+    from reelflow.cli import state
+    from reelflow.errors import ConfigError
 
-    settings = _settings(storage, host=host)
-    _check_port_free(settings.service.host, port)
-    app = create_edge_app(settings, name=name)
-    typer.echo(f"reelflow edge {name} on http://{settings.service.host}:{port} "
-               f"(titles from {settings.storage.output})", err=True)
-    _run(app, settings.service.host, port)
+    edge_options = {"name": name, "host": host, "port": port, "parent": parent,
+                    "store": str(store.resolve()) if store else None, "budget_bytes": budget_bytes,
+                    "public_url": public_url, "service_url": service_url, "isp": isp, "region": region,
+                    "serves_players": False if hub else None}
+    overrides: dict[str, object] = {"edge": {k: v for k, v in edge_options.items() if v is not None}}
+    if storage:
+        overrides["storage"] = {"output": storage if "://" in storage else str(Path(storage).resolve())}
+    settings = load_settings(state.settings_file, **overrides)
+    config = settings.edge
+    if config.parent is None and store is not None:
+        raise ConfigError("--store caches what --parent serves: give --parent too (a hub edge or the service)")
+    _check_port_free(config.host, config.port)
+    if config.parent is not None:
+        from reelflow.playback.edge import create_caching_edge_app
+
+        app = create_caching_edge_app(settings)
+        typer.echo(f"reelflow edge {config.name} on {config.base_url}: cache in {config.store} "
+                   f"({config.budget_bytes} bytes, {config.policy}), misses from {config.parent}"
+                   + (f", heartbeats to {config.service_url}" if config.service_url else ""), err=True)
+    else:
+        from reelflow.infra.storage import open_storage
+        from reelflow.playback.api import create_edge_app
+
+        open_storage(settings.storage.output, settings.storage).check_readable()
+        app = create_edge_app(settings, name=config.name)
+        typer.echo(f"reelflow edge {config.name} on {config.base_url} (titles from {settings.storage.output})",
+                   err=True)
+    _run(app, config.host, config.port)

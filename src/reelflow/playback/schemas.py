@@ -77,12 +77,42 @@ class Switch(_Body):
     to_kbps: float = Field(ge=0)
 
 
+class Failover(_Body):
+    """The player left a CDN for the next ranked one (connection refused, 5xx, timeout, short body)."""
+
+    at_s: float = Field(ge=0, description="Session time, seconds after the play request.")
+    from_cdn: str = Field(alias="from", max_length=512)
+    to_cdn: str = Field(alias="to", max_length=512)
+    reason: str = Field(max_length=300)
+
+
 class QoeReportBody(_Body):
     startup_ms: float = Field(ge=0, le=600_000, description="From play request to first frame.")
     stalls: tuple[Stall, ...] = Field((), max_length=10_000)
     switches: tuple[Switch, ...] = Field((), max_length=10_000)
     bitrates_kbps: tuple[float, ...] = Field((), max_length=100_000, description="Bitrate of each played segment.")
     played_s: float | None = Field(None, ge=0)
+    failovers: tuple[Failover, ...] = Field((), max_length=1_000)
 
     def extra(self) -> dict[str, Any]:
-        return {"stalls": [s.model_dump() for s in self.stalls], "switches": [s.model_dump() for s in self.switches]}
+        return {"stalls": [s.model_dump() for s in self.stalls], "switches": [s.model_dump() for s in self.switches],
+                "failovers": [f.model_dump(by_alias=True) for f in self.failovers]}
+
+
+class EdgeHeartbeat(_Body):
+    """What a caching edge (playback/edge.py) tells the service every heartbeat_s."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    base_url: str = Field(pattern=r"^https?://[^\s?#]+$")
+    isp: str | None = Field(None, max_length=64)
+    region: str | None = Field(None, max_length=64)
+    serves_players: bool = True
+    heartbeat_s: float = Field(gt=0, le=300)
+    healthy: bool = True
+    load: float = Field(0.0, ge=0)
+    bytes_per_s: float = Field(0.0, ge=0)
+    connections: int = Field(0, ge=0)
+    free_bytes: int = Field(0, ge=0)
+    used_bytes: int = Field(0, ge=0)
+    titles: dict[str, tuple[int, int]] = Field(default_factory=dict, max_length=100_000,
+                                               description='"<title>/<version>": [objects, bytes] held.')

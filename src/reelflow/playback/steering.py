@@ -1,4 +1,9 @@
-"""CDN steering: rank the configured edges for one player; the origin is always the last resort.
+"""CDN steering: rank the live edges for one player; the origin is always the last resort.
+
+The edges come from their heartbeats (``EdgeRegistry``: each ``reelflow edge`` with a
+service_url POSTs one every heartbeat_s): health, load, and the titles each holds. An edge
+whose last heartbeat is older than ``service.edge_missed_beats`` of its intervals is down.
+Until any edge has reported, the static ``service.edges`` of the settings are ranked instead.
 
 The order, most important first:
 
@@ -13,12 +18,99 @@ The service itself (the origin) comes after every edge.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-
-from reelflow.infra.settings import EdgeConfig
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 ORIGIN = "origin"
+
+
+class RankableEdge(Protocol):
+    """What the ranking reads of an edge (``EdgeConfig`` of the settings, or a ``LiveEdge``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def isp(self) -> str | None: ...
+    @property
+    def region(self) -> str | None: ...
+    @property
+    def healthy(self) -> bool: ...
+    @property
+    def load(self) -> float: ...
+    @property
+    def titles(self) -> tuple[str, ...] | None: ...
+
+
+@dataclass(frozen=True)
+class EdgeReport:
+    """One heartbeat of one edge."""
+
+    name: str
+    base_url: str
+    isp: str | None = None
+    region: str | None = None
+    healthy: bool = True
+    load: float = 0.0                 # share of its capacity in use (bytes/s or connections), 0 idle
+    bytes_per_s: float = 0.0
+    connections: int = 0
+    free_bytes: int = 0
+    used_bytes: int = 0
+    heartbeat_s: float = 5.0
+    serves_players: bool = True
+    holdings: Mapping[str, tuple[int, int]] = field(default_factory=dict)   # "<title>/<version>": (objects, bytes)
+
+
+@dataclass(frozen=True)
+class LiveEdge:
+    """An edge as its heartbeats describe it, for the ranking."""
+
+    name: str
+    base_url: str
+    isp: str | None
+    region: str | None
+    healthy: bool
+    load: float
+    titles: tuple[str, ...]
+
+
+class EdgeRegistry:
+    """The edges' last heartbeats, in memory (each service replica hears every edge it is told about)."""
+
+    def __init__(self, missed_beats: float = 1.5, clock: Callable[[], float] = time.monotonic) -> None:
+        self.missed_beats = missed_beats
+        self.clock = clock
+        self._last: dict[str, tuple[float, EdgeReport]] = {}
+
+    @property
+    def reporting(self) -> bool:
+        """Whether any edge has ever reported: then only heartbeats count, not the static list."""
+        return bool(self._last)
+
+    def beat(self, report: EdgeReport) -> None:
+        self._last[report.name] = (self.clock(), report)
+
+    def alive(self, name: str) -> bool:
+        seen = self._last.get(name)
+        return seen is not None and self.clock() - seen[0] <= seen[1].heartbeat_s * self.missed_beats
+
+    def candidates(self) -> list[LiveEdge]:
+        """Every edge that serves players, down ones (late heartbeat, or unhealthy) marked unhealthy."""
+        return [LiveEdge(r.name, r.base_url, r.isp, r.region, r.healthy and self.alive(r.name), r.load,
+                         tuple(sorted({h.split("/", 1)[0] for h in r.holdings})))
+                for _, r in self._last.values() if r.serves_players]
+
+    def status(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        return [{"name": r.name, "base_url": r.base_url, "isp": r.isp, "region": r.region,
+                 "up": r.healthy and self.alive(r.name), "last_heartbeat_s": round(now - at, 3), "load": r.load,
+                 "bytes_per_s": r.bytes_per_s, "connections": r.connections, "free_bytes": r.free_bytes,
+                 "used_bytes": r.used_bytes, "serves_players": r.serves_players,
+                 "titles": {k: list(v) for k, v in r.holdings.items()}}
+                for name, (at, r) in sorted(self._last.items())]
 
 
 @dataclass(frozen=True)
@@ -35,10 +127,10 @@ def _same(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and a.strip().casefold() == b.strip().casefold()
 
 
-def rank_edges(edges: Iterable[EdgeConfig], *, title_id: str, isp: str | None, country: str | None,
+def rank_edges(edges: Iterable[RankableEdge], *, title_id: str, isp: str | None, country: str | None,
                origin_url: str) -> list[CdnChoice]:
     """Edges in the order a player should try them, the origin last. Pure: no I/O, no clock."""
-    def key(edge: EdgeConfig) -> tuple[bool, bool, bool, float, str]:
+    def key(edge: RankableEdge) -> tuple[bool, bool, bool, float, str]:
         holds = edge.titles is None or title_id in edge.titles
         return (not _same(edge.isp, isp), not holds, not _same(edge.region, country), edge.load, edge.name)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -42,6 +43,7 @@ class PlayOptions:
     save: Path | None = None
     profile: str = "cli"
     country: str = "US"
+    isp: str | None = None               # the ISP network the player says it is in (steering prefers its edges)
     buffer_cap_s: float = 30.0
     audio_language: str | None = None    # play the audio in this language (BCP-47: fr, pt-BR)
     audio_channels: int | None = None    # at most this many channels: 2 stereo, 6 5.1
@@ -110,6 +112,8 @@ def play(options: PlayOptions, *, on_update: Callable[[Player], None] | None = N
     """Play ``options.target`` to the end or ``duration_s``; post QoE and progress when through the service."""
     rule = make_rule(options.abr)
     device = preset(options.device)
+    if options.isp is not None:
+        device = dataclasses.replace(device, isp=options.isp)
     if options.duration_s is not None and options.duration_s <= 0:
         raise ConfigError("--duration must be positive")
     if options.save is not None and options.save.suffix.lower() != ".mp4":
@@ -225,6 +229,8 @@ def _summary(outcome: PlayOutcome) -> None:
     table.add_row("played", f"{r.played_s:.2f} s from {r.start_s:.2f} s ({len(r.segments)} segments)")
     table.add_row("startup", f"{r.startup_s:.3f} s" if r.startup_s is not None else "-")
     table.add_row("stalls", f"{len(r.stalls)}, {r.stall_s:.2f} s")
+    if r.failovers:
+        table.add_row("CDN failovers", "; ".join(f"{f.from_cdn} -> {f.to_cdn} ({f.reason})" for f in r.failovers))
     table.add_row("switches", str(len(r.switches)))
     table.add_row("bitrate", f"{r.avg_kbps:.0f} kbit/s average; rungs {' '.join(s.label for s in r.segments)}")
     qoe = r.to_dict()["qoe_lin_per_chunk"]
@@ -255,6 +261,8 @@ def play_command(
     profile: Annotated[str, typer.Option("--profile", help="Viewer profile (resume positions are per profile).")
                        ] = "cli",
     country: Annotated[str, typer.Option("--country", help="Where the player says it is (ISO alpha-2).")] = "US",
+    isp: Annotated[str | None, typer.Option("--isp", help="The ISP network the player says it is in "
+                                                          "(default: the device preset's).")] = None,
     audio_language: Annotated[str | None, typer.Option("--audio-language", help="Audio language to play "
                                                        "(fr, pt-BR); default: the first the manifest lists.")] = None,
     audio_channels: Annotated[int | None, typer.Option("--audio-channels", min=1, max=16, help="Most audio "
@@ -263,8 +271,8 @@ def play_command(
 ) -> None:
     """Play a title (or a manifest URL) in real time, the way a device would; report QoE."""
     options = PlayOptions(target, service=service, abr=abr, device=device, trace=trace, duration_s=duration,
-                          fmt=fmt, save=save, profile=profile, country=country, audio_language=audio_language,
-                          audio_channels=audio_channels)
+                          fmt=fmt, save=save, profile=profile, country=country, isp=isp,
+                          audio_language=audio_language, audio_channels=audio_channels)
     live, update = _live(not json_out)
     with live:
         outcome = play(options, on_update=update)

@@ -11,28 +11,38 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from reelflow.errors import PlayerError
+from reelflow.errors import CdnUnavailable, PlayerError
 from reelflow.player.abr import AbrRule, AbrState, DeviceCaps, Download
 from reelflow.player.manifest import Presentation, Segment, Track
 from reelflow.player.session import PlayerHttp
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PlayResult", "PlaybackClock", "Player", "PlayerConfig", "SegmentLog", "StallLog", "qoe_lin"]
+__all__ = ["FailoverLog", "PlayResult", "PlaybackClock", "Player", "PlayerConfig", "SegmentLog", "StallLog", "qoe_lin"]
 
 REBUFFER_PENALTY = 4.3   # QoE_lin, as in the simulator (../shared/traces/README.md)
 _EPS = 1e-6
+_PACKAGE_BASE = re.compile(r"/titles/[^/]+/[^/]+/?$")
 
 
 @dataclass(frozen=True)
 class StallLog:
     at_s: float              # media position where playback stopped
     duration_s: float
+
+
+@dataclass(frozen=True)
+class FailoverLog:
+    at_s: float              # session time (since the play request)
+    from_cdn: str            # base URLs
+    to_cdn: str
+    reason: str              # connection error class, "http 503", "timeout"
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,7 @@ class PlayResult:
     stalls: list[StallLog] = field(default_factory=list)
     ladder: list[str] = field(default_factory=list)
     withheld: list[str] = field(default_factory=list)     # rungs whose key the license did not grant
+    failovers: list[FailoverLog] = field(default_factory=list)
 
     @property
     def played_s(self) -> float:
@@ -89,6 +100,7 @@ class PlayResult:
             "switch_count": len(self.switches), "avg_kbps": round(self.avg_kbps, 1),
             "qoe_lin_per_chunk": qoe_lin(self), "ladder": self.ladder, "withheld": self.withheld,
             "stalls": [asdict(s) for s in self.stalls], "segments": [asdict(s) for s in self.segments],
+            "failovers": [asdict(f) for f in self.failovers],
         }
 
     def qoe_body(self) -> dict[str, Any]:
@@ -101,6 +113,8 @@ class PlayResult:
                          for i, a, b in self.switches],
             "bitrates_kbps": [s.kbps for s in self.segments],
             "played_s": round(self.played_s, 3),
+            "failovers": [{"at_s": f.at_s, "from": f.from_cdn, "to": f.to_cdn, "reason": f.reason}
+                          for f in self.failovers],
         }
 
 
@@ -204,6 +218,7 @@ class Player:
         self.media = Media()
         self.history: list[Download] = []
         self.rung: int | None = None
+        self.cdn = 0                  # index of the CDN in use among the presentation's ranked bases
         self.last_bps: float | None = None
         self._audio_next = _index_at(self.audio.segments, start_s) if self.audio else 0
         self._last_progress = time.monotonic()
@@ -260,10 +275,23 @@ class Player:
             self._maybe_progress()
 
     def _get(self, track: Track, seg: Segment | None, what: str) -> bytes:
+        """A file from the current CDN; when it cannot deliver, the same file from the next ranked one,
+        which then serves the rest of the session (failovers are logged for QoE)."""
         path = seg.path if seg is not None else track.init_path
         byte_range = seg.byte_range if seg is not None else track.init_range
-        url = self.p.segment_url(track, path)
-        return self.http.download(url, f"{what} ({path})", byte_range).data
+        while True:
+            url = self.p.segment_url(track, path, self.cdn)
+            try:
+                return self.http.download(url, f"{what} ({path})", byte_range).data
+            except CdnUnavailable as exc:
+                if track.base or self.cdn + 1 >= len(self.p.bases):   # HLS, or the last CDN (the origin)
+                    raise
+                failover = FailoverLog(round(time.monotonic() - self.t0, 3), cdn_of(self.p.bases[self.cdn]),
+                                       cdn_of(self.p.bases[self.cdn + 1]), exc.reason)
+                log.warning("%s; going on from %s", exc, failover.to_cdn)
+                self.result.failovers.append(failover)
+                self.cdn += 1
+                self.tick()
 
     def _fetch(self, k: int, rung: int) -> None:
         track = self.video[rung]
@@ -313,6 +341,11 @@ class Player:
         if self.on_progress is not None and now - self._last_progress >= self.config.progress_every_s:
             self._last_progress = now
             self.on_progress(self.clock.position_s)
+
+
+def cdn_of(base: str) -> str:
+    """The CDN's base URL (as /api/play ranks it) of a manifest BaseURL ``<cdn>/titles/<id>/<version>/``."""
+    return _PACKAGE_BASE.sub("", base)
 
 
 def _index_at(segments: tuple[Segment, ...], position_s: float) -> int:

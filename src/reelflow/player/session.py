@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from reelflow.errors import (
+    CdnUnavailable,
     Forbidden,
     NotConfigured,
     NotFound,
@@ -181,7 +182,10 @@ class PlayerHttp:
     # --- media ---------------------------------------------------------------------------------
 
     def download(self, url: str, what: str, byte_range: tuple[int, int] | None = None) -> Fetched:
-        """GET a segment, paced by the shaper when there is one; the time includes the round trip."""
+        """GET a segment, paced by the shaper when there is one; the time includes the round trip.
+
+        A CDN that cannot deliver (refused or reset connection, 5xx, timeout, a body shorter than
+        its Content-Length) raises ``CdnUnavailable``, so the caller can try the next CDN."""
         headers = {"range": f"bytes={byte_range[0]}-{byte_range[1]}"} if byte_range else {}
         started = time.monotonic()
         if self.shaper is not None:
@@ -189,6 +193,9 @@ class PlayerHttp:
         parts: list[bytes] = []
         try:
             with self.http.stream("GET", url, headers=headers) as answer:
+                if answer.status_code >= 500:
+                    raise CdnUnavailable(f"{what}: {display_url(url)} answered {answer.status_code}",
+                                         f"http {answer.status_code}")
                 if answer.status_code >= 400:
                     answer.read()
                     _check(answer, what)
@@ -199,9 +206,10 @@ class PlayerHttp:
                     if self.on_chunk is not None:
                         self.on_chunk(len(chunk))
         except httpx.TimeoutException as exc:
-            raise PlayerError(f"{what}: {display_url(url)} did not answer in time") from exc
+            raise CdnUnavailable(f"{what}: {display_url(url)} did not answer in time", "timeout") from exc
         except httpx.HTTPError as exc:
-            raise PlayerError(f"{what}: cannot download {display_url(url)} ({exc.__class__.__name__}: {exc})") from exc
+            raise CdnUnavailable(f"{what}: cannot download {display_url(url)} ({exc.__class__.__name__}: {exc})",
+                                 exc.__class__.__name__) from exc
         data = b"".join(parts)
         if not data:
             raise PlayerError(f"{what}: {display_url(url)} is empty")
