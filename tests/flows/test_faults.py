@@ -45,6 +45,21 @@ def _finished_encodes(work: Path) -> dict[Path, tuple[int, int]]:
             for p in work.glob("*/encode-*/*p_*.mp4") if ".partial" not in p.name}
 
 
+def _ingest_killed_when(argv: list[str], env: dict[str, str], ready: Callable[[], bool], what: str,
+                        timeout_s: float) -> None:
+    """Start an ingest in a process group of its own and SIGKILL the group (the flow and its ffmpeg) once
+    ``ready()`` holds."""
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert process.poll() is None, process.stderr.read().decode()[-3000:] if process.stderr else ""
+        assert time.monotonic() < deadline, f"no {what} finished in time"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def test_sigkill_mid_encode_then_rerun_reuses_finished_encodes(
     lavfi_clip: Any, prefect_server: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -59,15 +74,8 @@ def test_sigkill_mid_encode_then_rerun_reuses_finished_encodes(
             "from reelflow.infra.settings import load_settings; c = sys.argv[1]; "
             "ingest_flow(load_settings(Path(c)))(sys.argv[2], title_id='crash', storage=sys.argv[3], config_file=c)")
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "results")}
-    process = subprocess.Popen([sys.executable, "-c", code, str(config), str(source), str(store)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + 180
-    while not _finished_encodes(work):
-        assert process.poll() is None, process.stderr.read().decode()[-3000:] if process.stderr else ""
-        assert time.monotonic() < deadline, "no encode finished in time"
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)  # the flow and its ffmpeg, mid-way
-    process.wait()
+    _ingest_killed_when([sys.executable, "-c", code, str(config), str(source), str(store)], env,
+                        lambda: bool(_finished_encodes(work)), "encode", 180)
     finished = _finished_encodes(work)
     assert 1 <= len(finished) < 7, f"killed too late to test anything: {len(finished)} of 7 rungs finished"
     assert not (store / "titles" / "crash" / "title.json").exists()  # nothing a reader trusts yet
@@ -129,15 +137,7 @@ def test_sigkill_mid_rung_then_rerun_keeps_every_finished_piece(sintel_fight: Pa
             "ingest_flow(load_settings(Path(c)))(sys.argv[2], title_id='pieces', storage=sys.argv[3], config_file=c)")
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "results")}
     argv = [sys.executable, "-c", code, str(config), str(source), str(store)]
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               start_new_session=True)
-    deadline = time.monotonic() + 300
-    while len(_finished_pieces(work)) < 2:
-        assert process.poll() is None, process.stderr.read().decode()[-3000:] if process.stderr else ""
-        assert time.monotonic() < deadline, "no piece finished in time"
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)  # the flow and its ffmpeg, mid-rung
-    process.wait()
+    _ingest_killed_when(argv, env, lambda: len(_finished_pieces(work)) >= 2, "piece", 300)   # mid-rung
     finished = _finished_pieces(work)
     assert not list(work.glob("*/encode-*/*p_*k-*.mp4")), "killed too late: a rung was joined already"
 

@@ -9,7 +9,7 @@ import re
 import shlex
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -265,6 +265,35 @@ _R128 = {
 }
 
 
+@dataclass
+class _DecodeErrors:
+    """The decoder's error lines of an ffmpeg log, as a QC pass reads them line by line."""
+
+    count: int = 0
+    lines: list[str] = field(default_factory=list)
+    open_messages: list[str] = field(default_factory=list)
+    opened: bool = False      # past ffmpeg's "Stream mapping:" header, i.e. decoding has started
+
+    def take(self, raw: str, level: str, context: str, msg: str) -> bool:
+        """Note one log line; True when it is an error line (nothing else to read from it)."""
+        if msg.startswith("Stream mapping:"):
+            self.opened = True
+        if level not in ("error", "fatal", "panic"):
+            return False
+        # Before decoding, the demuxer's complaints about the header (a dangling chapter
+        # reference, say) are notes about the container; probe already proved it reads.
+        if not self.opened and context.startswith("in#"):
+            self.open_messages.append(raw.strip())
+        else:
+            self.count += 1
+            if len(self.lines) < _MAX_ERROR_LINES:
+                self.lines.append(raw.strip())
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "lines": self.lines, "open_messages": self.open_messages[:_MAX_ERROR_LINES]}
+
+
 def parse_qc_log(stderr: str, info: MediaInfo) -> dict[str, Any]:
     """Raw figures from the QC run's log: idet counts, runs, loudness per stream, decode errors.
 
@@ -283,10 +312,7 @@ def parse_qc_log(stderr: str, info: MediaInfo) -> dict[str, Any]:
         for a in info.audio
     }
     silence_open: dict[int, float] = {}
-    errors: list[str] = []
-    error_count = 0
-    open_messages: list[str] = []
-    opened = False  # past ffmpeg's "Stream mapping:" header, i.e. decoding has started
+    errors = _DecodeErrors()
     context = ""
     for raw in stderr.splitlines():
         match = _LINE.match(raw)
@@ -298,17 +324,7 @@ def parse_qc_log(stderr: str, info: MediaInfo) -> dict[str, Any]:
         prefix, level, msg = match.group("prefix"), match.group("level"), match.group("msg")
         ctx = _CONTEXT.match(prefix)
         context = ctx.group("name") if ctx else ""
-        if msg.startswith("Stream mapping:"):
-            opened = True
-        if level in ("error", "fatal", "panic"):
-            # Before decoding, the demuxer's complaints about the header (a dangling chapter
-            # reference, say) are notes about the container; probe already proved it reads.
-            if not opened and context.startswith("in#"):
-                open_messages.append(raw.strip())
-            else:
-                error_count += 1
-                if len(errors) < _MAX_ERROR_LINES:
-                    errors.append(raw.strip())
+        if errors.take(raw, level, context, msg):
             continue
         if context == "blackdetect@v" and (m := _BLACK.search(msg)):
             black.append((origin + float(m.group(1)), origin + float(m.group(2))))
@@ -357,8 +373,7 @@ def parse_qc_log(stderr: str, info: MediaInfo) -> dict[str, Any]:
              "channels": a.channels, "language": a.language}
             for a in info.audio
         ],
-        "decode_errors": {"count": error_count, "lines": errors,
-                          "open_messages": open_messages[:_MAX_ERROR_LINES]},
+        "decode_errors": errors.to_dict(),
     }
 
 
@@ -470,10 +485,7 @@ def parse_chunk_log(stderr: str, info: MediaInfo, chunk: Chunk) -> dict[str, Any
     black: list[list[Any]] = []           # times as the filters print them, until the first frame is known
     freeze: list[list[Any]] = []
     freeze_open: float | None = None
-    errors: list[str] = []
-    error_count = 0
-    open_messages: list[str] = []
-    opened = False
+    errors = _DecodeErrors()
     for raw in stderr.splitlines():
         match = _LINE.match(raw)
         if match is None:
@@ -481,15 +493,7 @@ def parse_chunk_log(stderr: str, info: MediaInfo, chunk: Chunk) -> dict[str, Any
         prefix, level, msg = match.group("prefix"), match.group("level"), match.group("msg")
         ctx = _CONTEXT.match(prefix)
         context = ctx.group("name") if ctx else ""
-        if msg.startswith("Stream mapping:"):
-            opened = True
-        if level in ("error", "fatal", "panic"):
-            if not opened and context.startswith("in#"):
-                open_messages.append(raw.strip())
-            else:
-                error_count += 1
-                if len(errors) < _MAX_ERROR_LINES:
-                    errors.append(raw.strip())
+        if errors.take(raw, level, context, msg):
             continue
         if context in ("metadata@s", "metadata@r"):
             if m := _META_FRAME.match(msg):
@@ -528,7 +532,7 @@ def parse_chunk_log(stderr: str, info: MediaInfo, chunk: Chunk) -> dict[str, Any
         "single": "".join(single[f] for f in owned),
         "repeated": "".join(repeated.get(f, "N") for f in owned),
         "black": black, "freeze": freeze,
-        "decode_errors": {"count": error_count, "lines": errors, "open_messages": open_messages[:_MAX_ERROR_LINES]},
+        "decode_errors": errors.to_dict(),
     }
 
 
