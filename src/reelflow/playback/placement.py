@@ -36,6 +36,7 @@ class Title:
     countries: frozenset[str] | None = None  # None: available everywhere
     release_at: float = 0.0                  # epoch seconds; before it the title does not play
     watched_share: float = 0.5               # share of a rung's bytes a play fetches, on average
+    expected_plays: float | None = None      # a new release's own prior per window (else the configured one)
 
     def available_in(self, country: str | None) -> bool:
         return self.countries is None or (country is not None and country in self.countries)
@@ -60,6 +61,7 @@ class Play:
     at: float
     country: str | None = None
     isp: str | None = None
+    count: float = 1.0                       # plays this record stands for (rows grouped by hour)
 
 
 @dataclass(frozen=True)
@@ -92,9 +94,9 @@ def forecast(plays: Iterable[Play], titles: Sequence[Title], now: float, window_
 
     Each play counts with weight 2^(-age/half_life), and the weights are scaled to one window
     (a steady title played n times per window forecasts n). A title released less than
-    ``new_release_s`` before ``now``, or not yet released, is forecast at least the prior
-    ``new_release_plays`` per window (decaying with the same half-life from its release); what
-    history lacks of it is spread evenly over the title's countries.
+    ``new_release_s`` before ``now``, or not yet released, is forecast at least its prior (its
+    own ``expected_plays``, else ``new_release_plays``) per window, decaying with the same
+    half-life from its release; what history lacks of it is spread evenly over its countries.
     """
     decay = math.log(2) / half_life_s
     per_window = window_s * decay                          # sum of weights of a steady 1/window rate = 1/that
@@ -103,14 +105,15 @@ def forecast(plays: Iterable[Play], titles: Sequence[Title], now: float, window_
     for play in plays:
         if play.at > now:
             continue
-        weight = math.exp(-decay * (now - play.at)) * per_window
+        weight = play.count * math.exp(-decay * (now - play.at)) * per_window
         result.add(play.title, (play.country or "", play.isp), weight)
         observed[play.title] += weight
     for title in titles:
         age = now - title.release_at
-        if age >= new_release_s or new_release_plays <= 0:
+        expected = new_release_plays if title.expected_plays is None else title.expected_plays
+        if age >= new_release_s or expected <= 0:
             continue
-        prior = new_release_plays * math.exp(-decay * max(age, 0.0))
+        prior = expected * math.exp(-decay * max(age, 0.0))
         missing = prior - observed.get(title.key, 0.0)
         if missing <= 0:
             continue
