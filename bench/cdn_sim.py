@@ -2,7 +2,7 @@
 S3-FIFO and Belady's bound, on a country-scale deployment.
 
     .venv/bin/python bench/cdn_sim.py [--edges 3000] [--isps 300] [--regions 20] [--titles 15000]
-                                      [--days 7] [--sessions 2000] [--replay-edges 32] [--seed 1]
+                                      [--days 7] [--sessions 2000] [--replay-edges 16] [--seed 1]
 
 Deterministic for a seed (numpy's PCG64). The model:
 
@@ -318,7 +318,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--releases", type=int, default=10)
     parser.add_argument("--sessions", type=int, default=2000)
-    parser.add_argument("--replay-edges", type=int, default=32)
+    parser.add_argument("--replay-edges", type=int, default=16)
     parser.add_argument("--budget-share", type=float, default=0.05)
     parser.add_argument("--fill-share", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=1)
