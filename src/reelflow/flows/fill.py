@@ -40,6 +40,7 @@ from reelflow.infra.settings import Settings, load_settings
 from reelflow.infra.storage import Storage, open_storage
 from reelflow.playback.models import QoeReport
 from reelflow.playback.placement import Edge, Placed, Play, Title, forecast, place
+from reelflow.playback.segments import MEDIA_SUFFIXES
 
 TITLES = "titles"
 RUNG = "all"                               # a package is placed whole (every rung)
@@ -96,7 +97,7 @@ def _size(storage: Storage, key: str) -> int:
 
 
 def read_packages(storage: Storage) -> dict[str, Package]:
-    """Every published title's package, by title key (its folder under titles/)."""
+    """Every published title's package (its media files), by title key (its folder under titles/)."""
     packages: dict[str, Package] = {}
     for key in storage.list(f"{TITLES}/"):
         parts = key.split("/")
@@ -107,7 +108,8 @@ def read_packages(storage: Storage) -> dict[str, Package]:
             continue
         version = str(record["package"]).rstrip("/").rsplit("/", 1)[-1]
         prefix = f"{TITLES}/{parts[1]}/{version}/"
-        files = tuple((k, _size(storage, k)) for k in sorted(storage.list(prefix)))
+        files = tuple((k, _size(storage, k)) for k in sorted(storage.list(prefix))
+                      if Path(k).suffix.lower() in MEDIA_SUFFIXES)     # manifests come from the service
         countries = record.get("countries")
         expected = record.get("expected_plays")
         title = Title(parts[1], {RUNG: sum(s for _, s in files)},
