@@ -28,14 +28,17 @@ Policies, each with the same bytes per edge, replayed after a warm-up day that i
   prior is its expected demand with log-normal error, sigma 0.5; lead one day) is pinned in
   ``--fill-share`` of the budget; the rest is an S3-FIFO cache of misses, as playback/edge.py does
   beside pinned objects. Pushes count as upstream bytes at 03:00.
-- ``belady``: an approximation of the offline optimum with the same privilege as the fill: at 03:00
-  each day the cache is refilled for free with the objects asked for soonest, then misses are
-  admitted and the object asked for furthest in the future is evicted (sizes vary, so this is a
-  byte-aware approximation, not a proof of optimality).
+- ``belady``: offline, demand-fetch: a miss is admitted when it is asked for again and the object
+  asked for furthest in the future is evicted (sizes vary, so this is a byte-aware approximation of
+  the optimum, the classic bound of a reactive cache; the fill, which fetches ahead, can beat it).
+- ``belady_prefetch``: the same with the fill's privilege: at 03:00 each day the cache is refilled
+  with the objects asked for soonest (counted as fill bytes). Also an approximation: with variable
+  sizes and a heavy load it is not always above ``belady``.
 
 Reported: byte hit ratio (bytes served from edges over bytes asked for) of the counted days and the
-peak-hour upstream (bytes fetched from upstream during 21:00-22:00, as Mbit/s per edge, fill pushes
-included when they fall in it — they do not), with the fill's distance to LRU and Belady.
+peak-hour upstream (bytes fetched from upstream during 21:00-22:00, as Mbit/s per edge; fill pushes
+happen at 03:00, so none fall in it), and the fill's pushes (GB per edge per day), with the fill's
+distance to LRU and to demand-fetch Belady.
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ def test_small_simulation_is_deterministic_and_bounded() -> None:
     assert result == run(arguments(SMALL))
     hit = {name: r["byte_hit_ratio"] for name, r in result.items()}
     assert all(0.0 < h <= 1.0 for h in hit.values())
-    # offline, demand-fetch Belady bounds every demand-fetch policy; with the fill's free daily refill, every policy
+    # offline demand-fetch Belady is above the demand-fetch policies; with the fill's free daily refill, above all
     assert hit["belady"] >= hit["lru"] and hit["belady"] >= hit["s3fifo"]
-    assert all(hit["belady_prefetch"] >= h for h in hit.values())
+    assert all(hit["belady_prefetch"] >= hit[name] for name in ("lru", "s3fifo", "fill"))
     assert hit["fill"] > hit["lru"]
     assert result["fill"]["fill_gb_per_edge_day"] > 0 and result["lru"]["fill_gb_per_edge_day"] == 0
     assert result["fill"]["peak_mbps_per_edge"] < result["lru"]["peak_mbps_per_edge"]
