@@ -10,10 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from edge_procs import EDGE_TOKEN, EdgeProcess, wait_for_edges
 from packaged_titles import CLEAR_ID, VERSION
 from playback_helpers import Server, free_port, service_settings
+from reelflow.cli import app
 from reelflow.flows.fill import EdgeTarget, Package, fill, push_edge
 from reelflow.infra.database import open_database
 from reelflow.infra.storage import LocalStorage
@@ -43,6 +45,9 @@ def test_the_flow_fills_an_edge_and_a_play_is_served_from_its_store(clear_title:
             EdgeProcess("fill1", origin.url, tmp_path / "store", service_url=origin.url, region="US",
                         isp="acme") as edge:
         wait_for_edges(origin.url, {"fill1"})
+        dry = CliRunner().invoke(app, ["--config", str(config), "fill", "--dry-run"])
+        assert dry.exit_code == 0 and "fill1" in dry.output and CLEAR_ID in dry.output, dry.output
+        assert edge.admin("contents")["objects"] == []           # a dry run pushes nothing
         results = fill(config_file=str(config))
         assert [r["edge"] for r in results] == ["fill1"]
         assert results[0]["planned"] == [CLEAR_ID] and results[0]["pushed_files"] == len(files)
