@@ -488,6 +488,40 @@ app.command()(watch)
 app.command()(worker)
 
 
+@app.command("fill")
+def fill_command(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print each edge's plan; push nothing.")] = False,
+    serve: Annotated[bool, typer.Option("--serve", help="Register the fill deployment on fill.cron and run its "
+                                                        "scheduled runs.")] = False,
+) -> None:
+    """Off-peak fill: pin on each edge the titles its forecast demand earns (flows/fill.py)."""
+    from reelflow.flows.commands import _cli_settings, _connect
+
+    settings, config_file = _cli_settings()
+    if dry_run:
+        from reelflow.flows.fill import compute_plan
+
+        edges, plans, packages = compute_plan(settings)
+        table = Table("edge", "budget", "titles (fill order)", "bytes", "to push")
+        for edge in edges:
+            placed = plans[edge.name]
+            missing = sum(s for p in placed for k, s in packages[p.key].files if k not in edge.pinned)
+            table.add_row(edge.name, f"{edge.budget_bytes:,}", ", ".join(p.key for p in placed) or "-",
+                          f"{sum(p.bytes for p in placed):,}", f"{missing:,}")
+        Console().print(table)
+        return
+    _connect()
+    from reelflow.flows.fill import fill, fill_deployment
+
+    if serve:
+        from prefect import serve as prefect_serve
+
+        prefect_serve(fill_deployment(settings, config_file))
+        return
+    for result in fill(config_file=config_file):
+        Console().print(result)
+
+
 def error_document(exc: BaseException, code: int) -> dict[str, Any]:
     """What ``--json`` prints on stdout when a command fails: always a JSON document, never nothing."""
     out: dict[str, Any] = {"error": {"type": type(exc).__name__, "message": _message(exc), "exit_code": code}}

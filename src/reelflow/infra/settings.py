@@ -709,6 +709,30 @@ class WatchConfig(_Config):
                             "(listing and local folder modes), so a restart does not start runs again.")
 
 
+class FillConfig(_Config):
+    """The off-peak fill (flows/fill.py): what each edge holds (playback/placement.py) and how it is pushed."""
+
+    service_url: str = Field("http://127.0.0.1:8700", pattern=r"^https?://[^\s?#]+$", description="The playback "
+                             "service whose /api/edges lists the edges to fill (their heartbeats).")
+    cron: str = Field("0 3 * * *", description="When the scheduled deployment runs (the start of the off-peak "
+                      "window, in the worker's time zone).")
+    window_s: float = Field(4 * 3600.0, gt=0, description="Seconds a fill may push for; what is left is pushed "
+                            "by the next run.")
+    rate_bytes_per_s: float = Field(50e6, gt=0, description="Push rate per edge, so a fill does not crowd the "
+                                    "ISP's links.")
+    fill_share: float = Field(0.8, gt=0, le=1, description="Share of each edge's budget the fill pins; the rest "
+                              "caches misses (the edge's policy).")
+    history_s: float = Field(7 * 86_400.0, gt=0, description="Plays (QoE records) older than this are not read.")
+    half_life_s: float = Field(86_400.0, gt=0, description="Half-life of a play's weight in the forecast.")
+    forecast_window_s: float = Field(86_400.0, gt=0, description="The forecast is plays per this long.")
+    new_release_plays: float = Field(10.0, ge=0, description="Plays per forecast window expected of a new "
+                                     "release that has no history (a title.json's expected_plays wins).")
+    new_release_s: float = Field(7 * 86_400.0, ge=0, description="How long after release the prior still counts.")
+    lead_s: float = Field(86_400.0, ge=0, description="A title released within this long after the fill is "
+                          "pushed before its release.")
+    min_plays: float = Field(0.0, ge=0, description="Titles forecast fewer plays per edge are left upstream.")
+
+
 class OrchestrationConfig(_Config):
     """The Prefect deployment that `reelflow worker` serves and `reelflow watch` starts runs of."""
 
@@ -741,6 +765,7 @@ class Settings(_Config):
     service: ServiceConfig = Field(default_factory=ServiceConfig)  # paths in REELFLOW_HOME, read when made
     watch: WatchConfig = Field(default_factory=WatchConfig)  # paths in REELFLOW_HOME, read when made
     edge: EdgeNodeConfig = EdgeNodeConfig()
+    fill: FillConfig = FillConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @model_validator(mode="before")

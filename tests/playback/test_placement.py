@@ -1,0 +1,82 @@
+"""Placement (playback/placement.py): small cases checked by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from reelflow.playback.placement import Edge, Forecast, Play, Title, edge_plays, forecast, place
+
+DAY = 86_400.0
+GB = 1 << 30
+
+
+def _fc(entries: dict[str, dict[tuple[str, str | None], float]]) -> Forecast:
+    fc = Forecast()
+    for title, groups in entries.items():
+        for group, plays in groups.items():
+            fc.add(title, group, plays)
+    return fc
+
+
+def test_budget_is_respected_and_the_ratio_decides() -> None:
+    titles = [Title("a", {"hd": 4 * GB}), Title("b", {"hd": 3 * GB}), Title("c", {"hd": 2 * GB}),
+              Title("d", {"hd": 1 * GB})]
+    # ratio = plays x watched_share: b (9) > a (8) > d (3) > c (2)
+    fc = _fc({"a": {("fr", None): 16}, "b": {("fr", None): 18}, "c": {("fr", None): 4}, "d": {("fr", None): 6}})
+    edge = Edge("e1", 6 * GB, "fr")
+    chosen = place(titles, [edge], fc, now=0.0, lead_s=0.0)["e1"]
+    # b (3 GB) first; a (4 GB) does not fit in the 3 GB left; d (1 GB) then c (2 GB) do
+    assert sorted(p.key for p in chosen) == ["b", "c", "d"]
+    assert sum(p.bytes for p in chosen) <= edge.budget_bytes
+    assert next(p for p in chosen if p.key == "b").ratio == pytest.approx(9.0)
+
+
+def test_a_title_not_available_in_a_country_is_never_placed_there() -> None:
+    titles = [Title("local", {"hd": GB}, countries=frozenset({"de"})), Title("world", {"hd": GB})]
+    fc = _fc({"local": {("de", None): 100, ("fr", None): 100}, "world": {("fr", None): 1, ("de", None): 1}})
+    edges = [Edge("de1", 10 * GB, "de"), Edge("fr1", 10 * GB, "fr")]
+    result = place(titles, edges, fc, now=0.0, lead_s=0.0)
+    assert {p.key for p in result["de1"]} == {"local", "world"}
+    assert {p.key for p in result["fr1"]} == {"world"}
+
+
+def test_unreleased_title_is_placed_before_release_only_within_the_lead_and_first() -> None:
+    now = 100 * DAY
+    soon = Title("soon", {"hd": GB}, release_at=now + 0.5 * DAY)
+    later = Title("later", {"hd": GB}, release_at=now + 5 * DAY)
+    old = Title("old", {"hd": GB}, release_at=now - 300 * DAY)
+    plays = [Play("old", now - 3600 * i, "fr", "isp1") for i in range(1, 5)]
+    fc = forecast(plays, [soon, later, old], now=now, window_s=DAY, half_life_s=DAY,
+                  new_release_plays=50, new_release_s=7 * DAY)
+    # no history for the new titles: the prior, undecayed until release
+    assert sum(fc.plays["soon"].values()) == pytest.approx(50)
+    result = place([soon, later, old], [Edge("e", 10 * GB, "fr", "isp1")], fc, now=now, lead_s=DAY)
+    keys = [p.key for p in result["e"]]
+    assert keys == ["soon", "old"]                 # later is 5 days away; the newest release fills first
+
+
+def test_forecast_counts_a_steady_rate_as_plays_per_window() -> None:
+    # one play an hour for 30 days, forecast per day, half-life one day: about 24
+    plays = [Play("t", DAY * 30 - 3600 * i, "fr", "x") for i in range(30 * 24)]
+    fc = forecast(plays, [Title("t", {"hd": GB})], now=30 * DAY, window_s=DAY, half_life_s=DAY,
+                  new_release_plays=0, new_release_s=0)
+    assert fc.plays["t"][("fr", "x")] == pytest.approx(24, rel=0.05)
+
+
+def test_isp_demand_goes_to_that_isp_edges_and_only_used_rungs_are_stored() -> None:
+    fc = _fc({"t": {("fr", "orange"): 10, ("fr", "free"): 4}})
+    edges = [Edge("o1", GB, "fr", "orange"), Edge("o2", GB, "fr", "orange"),
+             Edge("f1", GB, "fr", "free", rungs=frozenset({"sd"}))]
+    served = edge_plays(fc, edges)
+    assert served["o1"]["t"] == pytest.approx(5) and served["f1"]["t"] == pytest.approx(4)
+    title = Title("t", {"": 10, "sd": 100, "hd": 400})
+    result = place([title], edges, fc, now=0.0, lead_s=0.0)
+    assert result["f1"][0].rungs == ("", "sd") and result["f1"][0].bytes == 110
+    assert result["o1"][0].bytes == 510
+
+
+def test_long_tail_below_min_plays_is_left_upstream() -> None:
+    fc = _fc({"hit": {("fr", None): 50}, "tail": {("fr", None): 0.2}})
+    titles = [Title("hit", {"hd": GB}), Title("tail", {"hd": GB})]
+    result = place(titles, [Edge("e", 10 * GB, "fr")], fc, now=0.0, lead_s=0.0, min_plays=1.0)
+    assert [p.key for p in result["e"]] == ["hit"]
