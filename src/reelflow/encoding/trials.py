@@ -56,7 +56,13 @@ where an exhaustive medium grid costs 10-15x):
    (docs/benchmarks.md, "UHD ladders"). Each shot's points there are its own 1080p trials moved by what the
    sample measured between 1080p and that height at the same CRF (``height_map``: rate ratio and
    VMAF offset, from the HD model at 1080 lines to the 4K one at 2160), then corrected to the final
-   preset like any trial (the preset correction is measured at HD heights and held beyond them).
+   preset like any trial. The preset correction is measured at HD heights only; at a UHD height its
+   VMAF offset is carried through the bridge's equivalent CRF (``uhd_correction``), since the 4K
+   model scores a soft picture near its top whatever the preset. The sample tries the UHD heights
+   only at the CRFs where a UHD rung can be (``uhd_sample_trials``): not the lowest where every UHD
+   point above it is already over ``top_vmaf``, and one or two CRF steps past ``crfs`` where the 4K
+   model is still over ``top_vmaf`` at the highest (each shot's points there follow its trial at the
+   highest CRF: ``reach_map``), so the top rung can reach its aim on easy content.
    What that misses (a shot whose UHD detail differs from the sample's) the closed loop catches:
    the first UHD rung is checked on its own (analysis.deliver_rungs).
 
