@@ -17,13 +17,20 @@ from reelflow.encoding.ladder import select_ladder
 from reelflow.encoding.probe import VideoStream, probe
 from reelflow.encoding.shots import Shot
 from reelflow.encoding.trials import (
+    FIXED_CORRECTION,
+    UHD_REACH_STEPS,
+    Correction,
     Trial,
     TrialPlan,
     candidate_heights,
     height_map,
     mapped_trials,
     plan_trials,
+    predict_points,
+    reach_map,
     trial_shots,
+    uhd_correction,
+    uhd_sample_trials,
 )
 from reelflow.encoding.vmaf import (
     VMAF_4K_MODEL,
@@ -160,3 +167,116 @@ def test_shot_points_at_uhd_heights_follow_the_sample_map() -> None:
     (mapped,) = mapped_trials(shot, plan, _video(3840, 2160))
     assert (mapped.width, mapped.height, mapped.crf) == (3840, 2160, 27)
     assert mapped.kbps == pytest.approx(3500) and mapped.vmaf == pytest.approx(91.0) and mapped.cpu_s == 0.0
+
+
+def _trial(height: int, crf: int, kbps: float, vmaf: float) -> Trial:
+    return Trial(width=round(height * 16 / 9), height=height, crf=crf, preset="superfast", kbps=kbps, vmaf=vmaf,
+                 frames_scored=5, encode_cpu_s=1.0, vmaf_cpu_s=1.0)
+
+
+def _soft_uhd(height: int, crf: int) -> Trial:
+    """A soft upscale as the 4K model sees it: near its top up to CRF 34, falling only beyond."""
+    vmaf = 99.0 - max(0, crf - 27) * 0.3 - max(0, crf - 34) * 0.8 - (0.5 if height == 1440 else 0.0)
+    return _trial(height, crf, (30000 if height == 2160 else 18000) * 2 ** ((20 - crf) / 6), vmaf)
+
+
+def _hard_uhd(height: int, crf: int) -> Trial:
+    """Detailed 4K content: the 4K model falls through the top band inside the CRFs tried."""
+    return _trial(height, crf, (30000 if height == 2160 else 18000) * 2 ** ((20 - crf) / 6),
+                  99.0 - (crf - 20) * 0.8 - (1.0 if height == 1440 else 0.0))
+
+
+def _runner(curve: object) -> tuple[list[list[int]], object]:
+    runs: list[list[int]] = []
+
+    def run(crfs: object) -> list[Trial]:
+        runs.append(list(crfs))  # type: ignore[call-overload]
+        return [curve(h, c) for h in (2160, 1440) for c in crfs]  # type: ignore[attr-defined,operator]
+
+    return runs, run
+
+
+def test_uhd_sample_reaches_past_the_crfs_where_the_4k_model_stays_above_the_top() -> None:
+    # A soft picture: every UHD point up to CRF 34 is above the top, so CRF 20 is never tried and
+    # the curve is tried one and two steps higher until the 4K model falls under the top.
+    runs, run = _runner(_soft_uhd)
+    tried = uhd_sample_trials(run, (20, 27, 34), lambda _, t: t.vmaf, 95.0, 51)  # type: ignore[arg-type]
+    assert runs == [[27, 34], [41]]
+    assert {t.crf for t in tried} == {27, 34, 41} and min(t.vmaf for t in tried if t.crf == 41) < 95
+    # the steps stop at the codec's highest CRF and after UHD_REACH_STEPS
+    runs, run = _runner(_soft_uhd)
+    uhd_sample_trials(run, (20, 27, 34), lambda _, t: t.vmaf + 20, 95.0, 51)  # type: ignore[arg-type]
+    assert runs == [[27, 34], *([c] for c in range(41, 41 + 7 * UHD_REACH_STEPS, 7) if c <= 51)]
+    # detailed content: the lowest CRF is needed, nothing beyond the highest
+    runs, run = _runner(_hard_uhd)
+    uhd_sample_trials(run, (20, 27, 34), lambda _, t: t.vmaf, 95.0, 51)  # type: ignore[arg-type]
+    assert runs == [[27, 34], [20]]
+
+
+def test_uhd_correction_carries_the_preset_gain_through_each_curves_own_slope() -> None:
+    # Bridge (1080p, HD model): medium is worth 3 VMAF at CRF 34, where superfast falls 1 per CRF.
+    base = [_trial(1080, 20, 4000, 97), _trial(1080, 27, 2000, 92), _trial(1080, 34, 1000, 85)]
+    hd = Correction(preset="superfast", final_preset="medium", heights=(360, 1080), crfs=(20, 27, 34),
+                    rate_ratio=((0.9, 0.95, 1.0), (0.85, 0.9, 0.95)), vmaf_offset=((1, 2, 4), (1.0, 2.0, 3.0)),
+                    measured=True)
+    flat = [_soft_uhd(2160, c) for c in (27, 34, 41)]
+    steep = [_trial(2160, c, 9000, 98 - (c - 20)) for c in (20, 27, 34)]   # falls as the bridge does at 34
+    for uhd, expected in ((flat, 0.9), (steep, 3.0)):
+        table = uhd_correction(hd, base, uhd)
+        assert table.heights == (360, 1080, 2160)
+        for height in (360, 540, 1080):                         # HD heights: unchanged at every CRF
+            for crf in (18, 20, 24, 34, 41):
+                assert table.at(height, crf) == pytest.approx(hd.at(height, crf))
+        ratio, offset = table.at(2160, 34)
+        assert ratio == pytest.approx(0.95) and offset == pytest.approx(expected, abs=0.05)
+    # where the correction has no row at the bridge, it gets one with the values it held there
+    table = uhd_correction(FIXED_CORRECTION, base, flat)
+    assert table.heights == (360, 1080, 2160)
+    assert table.at(720, 27) == pytest.approx(FIXED_CORRECTION.at(720, 27))
+
+
+def test_a_flat_2160p_map_reaches_the_top_rungs_aim() -> None:
+    """The flat map of a soft UHD title: with the sample's UHD trials only at 20-34, the 4K model
+    scores 2160p above the top band everywhere, so the top rung takes the cheapest 2160p point far
+    above its aim; with the reach, 2160p has points down through the band and the rung lands on it."""
+    base = [_trial(1080, c, 3000 * 2 ** ((20 - c) / 6), 99 - (c - 20) * 1.2) for c in (20, 27, 34)]
+    shot = [_trial(h, c, 3000 * (h / 1080) ** 1.6 * 2 ** ((20 - c) / 6), 99 - (c - 20) * 1.2 - (1080 - h) / 60)
+            for h in (1080, 720, 540, 360) for c in (20, 27, 34)]
+    config, rules = TrialConfig(), LadderConfig()
+    same = Correction(preset="superfast", final_preset="superfast", heights=(1080,), crfs=(20, 27, 34),
+                      rate_ratio=((1.0, 1.0, 1.0),), vmaf_offset=((0.0, 0.0, 0.0),), measured=True)
+
+    def top_rung(uhd: list[Trial]) -> tuple[int, float]:
+        plan = TrialPlan(heights=(1080, 720, 540, 360), skipped=(), crfs=(20, 27, 34),
+                         correction=uhd_correction(same, base, uhd), sample_frames=5, sample_trials=(),
+                         calibration_trials=(), cpu_s=0.0, uhd_heights=(2160, 1440), bridge=1080,
+                         uhd_map=height_map(base, uhd, config), uhd_reach=reach_map(base, uhd))
+        points = predict_points([*shot, *mapped_trials(shot, plan, _video(3840, 2160))], plan.correction)
+        top = select_ladder([ShotPoints(0, 3.0, tuple(points))], rules)[-1]
+        return top.height, top.vmaf
+
+    old = [_soft_uhd(h, c) for h in (2160, 1440) for c in (20, 27, 34)]
+    height, vmaf = top_rung(old)
+    assert height == 2160 and vmaf > rules.top_vmaf_max + 1        # the bug: nowhere near the aim
+    _, run = _runner(_soft_uhd)
+    reached = uhd_sample_trials(run, (20, 27, 34), lambda _, t: t.vmaf, config.top_vmaf, 51)  # type: ignore[arg-type]
+    height, vmaf = top_rung(reached)
+    assert height == 2160 and rules.top_vmaf_min <= vmaf <= rules.top_vmaf_max
+
+
+def test_reach_points_follow_each_shots_trial_at_the_highest_crf() -> None:
+    config = TrialConfig()
+    base = [_trial(1080, 20, 4000, 97), _trial(1080, 27, 2000, 93), _trial(1080, 34, 1000, 85)]
+    uhd = [_trial(2160, 27, 7000, 98), _trial(2160, 34, 3000, 97), _trial(2160, 41, 1500, 94)]
+    table = height_map(base, uhd, config)
+    assert table.crfs == (27, 34)
+    reach = reach_map(base, uhd)
+    assert len(reach) == 1 and reach[0] == pytest.approx((2160, 41, 1.5, 9.0))
+    plan = TrialPlan(heights=(1080,), skipped=(), crfs=(20, 27, 34), correction=table, sample_frames=5,
+                     sample_trials=(), calibration_trials=(), cpu_s=0.0, uhd_heights=(2160,), bridge=1080,
+                     uhd_map=table, uhd_reach=reach)
+    shot = [_trial(1080, 20, 3000, 95), _trial(1080, 27, 1600, 90), _trial(1080, 34, 800, 82)]
+    mapped = {t.crf: t for t in mapped_trials(shot, plan, _video(3840, 2160))}
+    assert sorted(mapped) == [27, 34, 41]                    # CRF 20: below what the sample tried at 2160p
+    assert (mapped[41].kbps, mapped[41].vmaf) == pytest.approx((1200, 91.0))
+    assert (mapped[34].kbps, mapped[34].vmaf) == pytest.approx((2400, 94.0))

@@ -56,7 +56,13 @@ where an exhaustive medium grid costs 10-15x):
    (docs/benchmarks.md, "UHD ladders"). Each shot's points there are its own 1080p trials moved by what the
    sample measured between 1080p and that height at the same CRF (``height_map``: rate ratio and
    VMAF offset, from the HD model at 1080 lines to the 4K one at 2160), then corrected to the final
-   preset like any trial (the preset correction is measured at HD heights and held beyond them).
+   preset like any trial. The preset correction is measured at HD heights only; at a UHD height its
+   VMAF offset is carried through the bridge's equivalent CRF (``uhd_correction``), since the 4K
+   model scores a soft picture near its top whatever the preset. The sample tries the UHD heights
+   only at the CRFs where a UHD rung can be (``uhd_sample_trials``): not the lowest where every UHD
+   point above it is already over ``top_vmaf``, and one or two CRF steps past ``crfs`` where the 4K
+   model is still over ``top_vmaf`` at the highest (each shot's points there follow its trial at the
+   highest CRF: ``reach_map``), so the top rung can reach its aim on easy content.
    What that misses (a shot whose UHD detail differs from the sample's) the closed loop catches:
    the first UHD rung is checked on its own (analysis.deliver_rungs).
 
@@ -71,7 +77,7 @@ import itertools
 import logging
 import math
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from itertools import pairwise
@@ -192,6 +198,9 @@ class TrialPlan:
     uhd_heights: tuple[int, ...] = ()
     bridge: int | None = None
     uhd_map: Correction | None = None
+    # (UHD height, CRF, rate ratio, VMAF offset) at CRFs above ``uhd_map``'s, each against the bridge's trial at
+    # ``uhd_map``'s highest CRF: where the 4K model still scores a UHD height above the top there (reach_map)
+    uhd_reach: tuple[tuple[int, int, float, float], ...] = ()
     uhd_sample_trials: tuple[Trial, ...] = ()     # trial preset on the sample at ``uhd_heights``, 4K model
     # (height, VMAF model, scoring width, scoring height) of every candidate: what scored its trials and rungs
     scoring: tuple[tuple[int, str, int, int], ...] = ()
@@ -717,6 +726,7 @@ def plan_trials(
     bridge: int | None = None
     uhd_map: Correction | None = None
     uhd_trials: tuple[Trial, ...] = ()
+    reach: tuple[tuple[int, int, float, float], ...] = ()
     mapped: tuple[int, ...] = ()
     if uhd and config.uhd_trials == "all":
         kept = (*uhd, *kept)
@@ -729,30 +739,77 @@ def plan_trials(
         if sorted(t.crf for t in base) != sorted(crfs):
             base = grid([bridge], config.preset, crfs)
             cpu += sum(t.cpu_s for t in base)
-        uhd_trials = tuple(grid(uhd, config.preset, crfs))
+        hd_correction = correction
+
+        def final_vmaf(tried: Sequence[Trial], trial: Trial) -> float:
+            return uhd_correction(hd_correction, base, tried).apply(trial)[1]
+
+        uhd_trials = tuple(uhd_sample_trials(lambda at: grid(uhd, config.preset, at), crfs, final_vmaf,
+                                             config.top_vmaf, CODECS[config.codec].max_crf))
         cpu += sum(t.cpu_s for t in uhd_trials)
         uhd_map = height_map(base, uhd_trials, config)
+        reach = reach_map(base, uhd_trials)
+        correction = uhd_correction(hd_correction, base, uhd_trials)
     if not keep:
         shutil.rmtree(folder, ignore_errors=True)
     log.info("%s: trial heights %s (skipped %s%s) from a %d-frame sample; correction %s; %s%.1f CPU s",
-             src.name, kept, skipped, f"; {mapped} mapped from {bridge}p" if mapped else "", frames,
+             src.name, kept, skipped,
+             f"; {mapped} mapped from {bridge}p (sample CRFs {sorted({t.crf for t in uhd_trials})})" if mapped else "",
+             frames,
              "measured" if correction.measured else "fixed", "".join(f"{h}p CRFs {list(c)}; " for h, c in probes), cpu)
     return TrialPlan(heights=kept, skipped=skipped, crfs=config.crfs_per_shot, correction=correction,
                      sample_frames=frames, sample_trials=sample_trials, calibration_trials=calibration, cpu_s=cpu,
                      curvature=curvature, probes=probes, uhd_heights=mapped, bridge=bridge, uhd_map=uhd_map,
-                     uhd_sample_trials=uhd_trials,
+                     uhd_reach=reach, uhd_sample_trials=uhd_trials,
                      scoring=tuple((h, vmaf_model_for(h), *scoring_size(video, h)) for h in everyone))
+
+
+# A UHD height's sample trials go at most this many CRF steps above ``crfs`` (uhd_sample_trials).
+UHD_REACH_STEPS = 2
+
+
+def uhd_sample_trials(run: Callable[[Sequence[int]], list[Trial]], crfs: Sequence[int],
+                      final_vmaf: Callable[[Sequence[Trial], Trial], float], top: float, max_crf: int) -> list[Trial]:
+    """The sample's trials at the UHD heights (``run`` tries each at the CRFs given), where a UHD rung can be.
+
+    First every CRF of ``crfs`` but the lowest. The lowest is tried too unless every UHD height is
+    predicted (``final_vmaf``: at the final preset) above ``top`` one CRF higher: its points would all
+    be quality no rung buys. Where some UHD height is still above ``top`` at the highest CRF tried (a
+    soft or easy picture, which the 4K model scores high at every CRF of ``crfs``), the next CRF one
+    step up (the step between the two highest of ``crfs``) is tried, up to ``UHD_REACH_STEPS`` steps
+    and ``max_crf``: without it the UHD curves are flat over the CRFs tried, the top rung takes the
+    cheapest UHD point far above its aim, and the closed loop has no slope to move its CRF by.
+    """
+    tried = run(crfs) if len(crfs) < 3 else run(crfs[1:])
+    step = crfs[-1] - crfs[-2] if len(crfs) > 1 else 7
+
+    def above(crf: int, every: bool) -> bool:
+        at = [final_vmaf(tried, t) > top for t in tried if t.crf == crf]
+        return all(at) if every else any(at)
+
+    more = [crfs[0]] if len(crfs) >= 3 and not above(crfs[1], every=True) else []
+    highest = crfs[-1]
+    for _ in range(UHD_REACH_STEPS):
+        if highest + step > max_crf or not above(highest, every=False):
+            break
+        highest += step
+        tried += run([*more, highest])
+        more = []
+    if more:
+        tried += run(more)
+    return tried
 
 
 def height_map(base: Sequence[Trial], uhd: Sequence[Trial], config: TrialConfig) -> Correction:
     """From a trial at the bridge height (HD model) to one at each UHD height (4K model), same preset and CRF.
 
     Measured on the sample: rate ratio and VMAF offset per (UHD height, CRF), as a ``Correction``
-    (interpolated in CRF, and in log(height) between UHD heights).
+    (interpolated in CRF, and in log(height) between UHD heights), at the CRFs of ``base`` that the
+    UHD heights were tried at (CRFs above ``base``'s are reach_map's).
     """
     at_base = {t.crf: t for t in base}
     heights = sorted({t.height for t in uhd})
-    crfs = sorted(at_base)
+    crfs = sorted({t.crf for t in uhd if t.crf in at_base})
     by_key = {(t.height, t.crf): t for t in uhd}
     missing = [(h, c) for h in heights for c in crfs if (h, c) not in by_key]
     if missing or not crfs:
@@ -764,20 +821,96 @@ def height_map(base: Sequence[Trial], uhd: Sequence[Trial], config: TrialConfig)
         measured=True, x264_params=config.x264_params)
 
 
+def reach_map(base: Sequence[Trial], uhd: Sequence[Trial]) -> tuple[tuple[int, int, float, float], ...]:
+    """(UHD height, CRF, rate ratio, VMAF offset) of the UHD sample trials above ``base``'s highest CRF,
+    each against ``base``'s trial there: each shot's trial at that CRF gives its points up there."""
+    last = max(base, key=lambda t: t.crf)
+    return tuple((t.height, t.crf, t.kbps / last.kbps, t.vmaf - last.vmaf)
+                 for t in sorted(uhd, key=lambda t: (-t.height, t.crf)) if t.crf > last.crf)
+
+
+def _line(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
+    """Piecewise-linear through (xs, ys), xs ascending, continued along the end segments beyond them."""
+    if len(xs) == 1:
+        return ys[0]
+    i = 1 if x <= xs[0] else len(xs) - 1 if x >= xs[-1] else next(i for i in range(1, len(xs)) if x <= xs[i])
+    return ys[i - 1] + (x - xs[i - 1]) * (ys[i] - ys[i - 1]) / (xs[i] - xs[i - 1])
+
+
+def uhd_correction(correction: Correction, base: Sequence[Trial], uhd: Sequence[Trial]) -> Correction:
+    """The preset correction with rows for the UHD heights of ``uhd`` (the sample's trials there, 4K model).
+
+    The final preset is measured at HD heights only (at 2160p it would cost about four times a 1080p
+    run), and its VMAF offset does not carry over as a number: the 4K model scores a soft picture near
+    its top at every CRF, where no preset adds 3-5 points. What carries over is what the offset means
+    on the bridge (``base``, the tallest HD height, trial preset): the final preset at CRF c scores as
+    the trial preset does d CRF lower there. A UHD height's offset is what d CRF lower gains on its own
+    sample curve, which is small where that curve is flat; its rate ratio is the bridge's. Columns are
+    the correction's CRFs and the UHD trials' (rows already there keep their values at every CRF).
+    """
+    bridge = max(t.height for t in base)
+    heights = sorted({t.height for t in uhd})
+    if not heights:
+        return correction
+    crfs = sorted({*correction.crfs, *(t.crf for t in uhd)})
+    old_heights = [h for h in correction.heights if h <= bridge]
+    if bridge not in old_heights:
+        old_heights.append(bridge)          # its values as the correction gives them (held beyond its rows)
+    rows = [correction.at(h, c) for h in old_heights for c in crfs]
+    base_curve = sorted((float(t.crf), t.vmaf) for t in base)
+    bx, by = [x for x, _ in base_curve], [y for _, y in base_curve]
+    ratio: list[tuple[float, ...]] = [tuple(r for r, _ in rows[i * len(crfs):(i + 1) * len(crfs)])
+                                      for i in range(len(old_heights))]
+    offset: list[tuple[float, ...]] = [tuple(o for _, o in rows[i * len(crfs):(i + 1) * len(crfs)])
+                                       for i in range(len(old_heights))]
+    for height in heights:
+        own = sorted((float(t.crf), t.vmaf) for t in uhd if t.height == height)
+        ux, uy = [x for x, _ in own], [y for _, y in own]
+        row_r, row_o = [], []
+        for c in crfs:
+            r, o = correction.at(bridge, c)
+            target = _line(bx, by, c) + o
+            # the CRF where the bridge's curve reaches ``target`` (it falls as CRF rises)
+            equal = _crf_at(bx, by, target)
+            row_r.append(r)
+            row_o.append(min(100.0, _line(ux, uy, equal)) - min(100.0, _line(ux, uy, c)))
+        ratio.append(tuple(row_r))
+        offset.append(tuple(row_o))
+    return replace(correction, heights=(*old_heights, *heights), crfs=tuple(crfs), rate_ratio=tuple(ratio),
+                   vmaf_offset=tuple(offset))
+
+
+def _crf_at(xs: Sequence[float], ys: Sequence[float], vmaf: float) -> float:
+    """The CRF where a falling curve (piecewise linear, continued along its end segments) scores ``vmaf``."""
+    if len(xs) == 1 or ys[0] == ys[-1]:
+        return xs[0]
+    # as a function of VMAF: the points by ascending VMAF, ties dropped
+    pairs = sorted({(y, x) for x, y in zip(xs, ys, strict=True)})
+    vs, cs = [p[0] for p in pairs], [p[1] for p in pairs]
+    keep = [i for i in range(len(vs)) if i == 0 or vs[i] > vs[i - 1]]
+    return _line([vs[i] for i in keep], [cs[i] for i in keep], vmaf)
+
+
 def mapped_trials(trials: Sequence[Trial], plan: TrialPlan, video: VideoStream) -> list[Trial]:
-    """A shot's trials at the plan's UHD heights, from its trials at the bridge height through ``uhd_map``.
+    """A shot's trials at the plan's UHD heights, from its trials at the bridge height through ``uhd_map``
+    (at the CRFs the map was measured between) and ``uhd_reach`` (from its trial at the map's highest CRF).
 
     Not measured: no frames scored, no CPU (the sample's UHD trials carry that cost).
     """
     if plan.uhd_map is None or not plan.uhd_heights:
         return []
+    low, high = plan.uhd_map.crfs[0], plan.uhd_map.crfs[-1]
     out = []
     for t in trials:
         if t.height != plan.bridge:
             continue
-        for height in plan.uhd_heights:
-            ratio, offset = plan.uhd_map.at(height, t.crf)
-            out.append(Trial(width=trial_size(video, height)[0], height=height, crf=t.crf, preset=t.preset,
+        moves: list[tuple[int, int, float, float]] = []
+        if low <= t.crf <= high:
+            moves += [(height, t.crf, *plan.uhd_map.at(height, t.crf)) for height in plan.uhd_heights]
+        if t.crf == high:
+            moves += [m for m in plan.uhd_reach if m[0] in plan.uhd_heights]
+        for height, crf, ratio, offset in moves:
+            out.append(Trial(width=trial_size(video, height)[0], height=height, crf=crf, preset=t.preset,
                              kbps=t.kbps * ratio, vmaf=t.vmaf + offset, frames_scored=0, encode_cpu_s=0.0,
                              vmaf_cpu_s=0.0))
     return out
