@@ -286,7 +286,8 @@ def plan_conform(info: MediaInfo, qc: QCReport | Mapping[str, Any] | None, confi
             "fields matched back into film frames and the repeated fifth frame dropped: "
             f"{float(fps):.3f} fps progressive",
             # bwdif only on frames fieldmatch leaves combed (an edit that broke the cadence); fieldmatch's
-            # own comb check at scene changes only (its default): combmatch=full cost 1.6x more CPU here.
+            # own comb check at scene changes only (its default; combmatch=full costs far more CPU,
+            # docs/benchmarks.md).
             # Matches and duplicates judged on luma (mchroma=0, chroma=0): a pulled-down field's luma
             # decides the match; chroma doubled the comparisons for the same frames on the test masters
             f"fieldmatch=order={parity}:mchroma=0,bwdif=mode=send_frame:parity={parity}:deint=interlaced,"
