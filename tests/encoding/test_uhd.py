@@ -197,20 +197,23 @@ def _runner(curve: object) -> tuple[list[list[int]], object]:
 
 
 def test_uhd_sample_reaches_past_the_crfs_where_the_4k_model_stays_above_the_top() -> None:
-    # A soft picture: every UHD point up to CRF 34 is above the top, so CRF 20 is never tried and
-    # the curve is tried one and two steps higher until the 4K model falls under the top.
+    # A soft picture: every UHD point up to CRF 34 is above the top, so the curve is tried one step
+    # higher, where the 4K model falls under the top. The lowest CRF is tried all the same.
     runs, run = _runner(_soft_uhd)
     tried = uhd_sample_trials(run, (20, 27, 34), lambda _, t: t.vmaf, 95.0, 51)  # type: ignore[arg-type]
-    assert runs == [[27, 34], [41]]
-    assert {t.crf for t in tried} == {27, 34, 41} and min(t.vmaf for t in tried if t.crf == 41) < 95
-    # the steps stop at the codec's highest CRF and after UHD_REACH_STEPS
+    assert runs == [[20, 27, 34], [41]]
+    assert min(t.vmaf for t in tried if t.crf == 41) < 95
+    # the steps stop after UHD_REACH_STEPS and at the codec's highest CRF
     runs, run = _runner(_soft_uhd)
     uhd_sample_trials(run, (20, 27, 34), lambda _, t: t.vmaf + 20, 95.0, 51)  # type: ignore[arg-type]
-    assert runs == [[27, 34], *([c] for c in range(41, 41 + 7 * UHD_REACH_STEPS, 7) if c <= 51)]
-    # detailed content: the lowest CRF is needed, nothing beyond the highest
+    assert runs == [[20, 27, 34], *([c] for c in range(41, 41 + 7 * UHD_REACH_STEPS, 7) if c <= 51)]
+    runs, run = _runner(_soft_uhd)
+    uhd_sample_trials(run, (20, 27, 34), lambda _, t: t.vmaf + 20, 95.0, 40)  # type: ignore[arg-type]
+    assert runs == [[20, 27, 34]]
+    # detailed content: nothing beyond the highest
     runs, run = _runner(_hard_uhd)
     uhd_sample_trials(run, (20, 27, 34), lambda _, t: t.vmaf, 95.0, 51)  # type: ignore[arg-type]
-    assert runs == [[27, 34], [20]]
+    assert runs == [[20, 27, 34]]
 
 
 def test_uhd_correction_carries_the_preset_gain_through_each_curves_own_slope() -> None:

@@ -59,10 +59,9 @@ where an exhaustive medium grid costs 10-15x):
    preset like any trial. The preset correction is measured at HD heights only; at a UHD height its
    VMAF offset is carried through the bridge's equivalent CRF (``uhd_correction``), since the 4K
    model scores a soft picture near its top whatever the preset. The sample tries the UHD heights
-   only at the CRFs where a UHD rung can be (``uhd_sample_trials``): not the lowest where every UHD
-   point above it is already over ``top_vmaf``, and one or two CRF steps past ``crfs`` where the 4K
-   model is still over ``top_vmaf`` at the highest (each shot's points there follow its trial at the
-   highest CRF: ``reach_map``), so the top rung can reach its aim on easy content.
+   one or two CRF steps past ``crfs`` where the 4K model is still over ``top_vmaf`` at the highest
+   (``uhd_sample_trials``; each shot's points there follow its trial at the highest CRF:
+   ``reach_map``), so the top rung can reach its aim on easy content.
    What that misses (a shot whose UHD detail differs from the sample's) the closed loop catches:
    the first UHD rung is checked on its own (analysis.deliver_rungs).
 
@@ -770,33 +769,25 @@ UHD_REACH_STEPS = 2
 
 def uhd_sample_trials(run: Callable[[Sequence[int]], list[Trial]], crfs: Sequence[int],
                       final_vmaf: Callable[[Sequence[Trial], Trial], float], top: float, max_crf: int) -> list[Trial]:
-    """The sample's trials at the UHD heights (``run`` tries each at the CRFs given), where a UHD rung can be.
+    """The sample's trials at the UHD heights (``run`` tries each at the CRFs given): at ``crfs``, and beyond.
 
-    First every CRF of ``crfs`` but the lowest. The lowest is tried too unless every UHD height is
-    predicted (``final_vmaf``: at the final preset) above ``top`` one CRF higher: its points would all
-    be quality no rung buys. Where some UHD height is still above ``top`` at the highest CRF tried (a
-    soft or easy picture, which the 4K model scores high at every CRF of ``crfs``), the next CRF one
-    step up (the step between the two highest of ``crfs``) is tried, up to ``UHD_REACH_STEPS`` steps
-    and ``max_crf``: without it the UHD curves are flat over the CRFs tried, the top rung takes the
-    cheapest UHD point far above its aim, and the closed loop has no slope to move its CRF by.
+    Where some UHD height is still predicted (``final_vmaf``: at the final preset) above ``top`` at
+    the highest CRF tried (a soft or easy picture, which the 4K model scores high at every CRF of
+    ``crfs``), the next CRF one step up (the step between the two highest of ``crfs``) is tried, up
+    to ``UHD_REACH_STEPS`` steps and ``max_crf``: without it the UHD curves are flat over the CRFs
+    tried, the top rung takes the cheapest UHD point far above its aim, and the closed loop has no
+    slope to move its CRF by. The lowest CRF is always tried, even where the sample is above ``top``
+    there: a shot harder than the sample needs its UHD points at that CRF (docs/benchmarks.md, the
+    composite of session 14).
     """
-    tried = run(crfs) if len(crfs) < 3 else run(crfs[1:])
+    tried = run(crfs)
     step = crfs[-1] - crfs[-2] if len(crfs) > 1 else 7
-
-    def above(crf: int, every: bool) -> bool:
-        at = [final_vmaf(tried, t) > top for t in tried if t.crf == crf]
-        return all(at) if every else any(at)
-
-    more = [crfs[0]] if len(crfs) >= 3 and not above(crfs[1], every=True) else []
     highest = crfs[-1]
     for _ in range(UHD_REACH_STEPS):
-        if highest + step > max_crf or not above(highest, every=False):
+        if highest + step > max_crf or not any(final_vmaf(tried, t) > top for t in tried if t.crf == highest):
             break
         highest += step
-        tried += run([*more, highest])
-        more = []
-    if more:
-        tried += run(more)
+        tried += run([highest])
     return tried
 
 
