@@ -344,10 +344,17 @@ def measure_vmaf_many(
 
 
 def count_frames(path: Path) -> int:
-    """Video frames in a file, by demuxing (no decode); VmafError if it cannot be read."""
+    """Video frames in a file, without decoding; VmafError if it cannot be read.
+
+    An MP4/MOV's sample table counts them exactly, so a long rung's span is checked without reading
+    the rung; other containers (and fragmented MP4, whose table is empty) are demuxed.
+    """
     try:
         with av.open(str(path)) as container:
-            return sum(1 for p in container.demux(container.streams.video[0]) if p.size)
+            stream = container.streams.video[0]
+            if stream.frames and "mp4" in container.format.name.split(","):
+                return stream.frames
+            return sum(1 for p in container.demux(stream) if p.size)
     except (av.error.FFmpegError, IndexError) as exc:
         raise VmafError(f"{path.name} cannot be read as video ({exc})") from exc
 
