@@ -36,12 +36,13 @@ import hashlib
 import inspect
 import json
 import logging
+import math
 import secrets
 import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -207,6 +208,53 @@ def progress_logger(label: str, total: float, unit: str = "s") -> Callable[[floa
             next_step[0] = int(percent // 10 + 1) * 10
 
     return report
+
+
+def rung_stage_left_cpu(done: Sequence[tuple[float, float, float]], left_pixels: Sequence[float]) -> float:
+    """CPU seconds the rungs still to make will take, at the pace of those made: ``done`` holds each made
+    rung's (pixels encoded, encode CPU, VMAF CPU). Encode CPU goes with the pixels a rung encodes; its
+    every-frame VMAF compares at the source's display size whatever the rung, so it costs about the same
+    per rung."""
+    if not done:
+        return 0.0
+    per_pixel = sum(d[1] for d in done) / max(1.0, sum(d[0] for d in done))
+    vmaf_each = sum(d[2] for d in done) / len(done)
+    return sum(p * per_pixel + vmaf_each for p in left_pixels)
+
+
+class RungStageProgress:
+    """The rung stage of one ladder as a whole: a log line per rung made, with its share of the stage's
+    estimated CPU (rung_stage_left_cpu), the time taken and, at that pace, the time left."""
+
+    def __init__(self, label: str, rungs: Sequence[PlannedRung], frames: int,
+                 half_rate: Callable[[PlannedRung], bool]) -> None:
+        self.label, self.started = label, time.monotonic()
+        self.pixels = {r.name: r.width * r.height * (math.ceil(frames / 2) if half_rate(r) else frames)
+                       for r in rungs}
+        self.done: dict[str, tuple[float, float, float]] = {}      # name: (pixels, encode CPU, VMAF CPU)
+        self.pending: dict[str, tuple[float, float, float]] = {}   # checked on every n-th frame only, so far
+        self.counted: set[Path] = set()
+
+    def scored(self, rung: str, rendition: Rendition, vmaf_cpu: float, *, made: bool) -> None:
+        """``rendition`` of the planned rung ``rung`` scored (its encode's CPU counts once, however often it is
+        scored); ``made``: on every frame, so the rung is made (an encode again adds to what it took)."""
+        pixels, enc, vm = self.done.get(rung, self.pending.get(rung, (self.pixels.get(rung, 0.0), 0.0, 0.0)))
+        if rendition.path not in self.counted:
+            self.counted.add(rendition.path)
+            enc += rendition.cpu_s
+        if not made:
+            self.pending[rung] = (pixels, enc, vm + vmaf_cpu)
+            return
+        self.pending.pop(rung, None)
+        self.done[rung] = (pixels, enc, vm + vmaf_cpu)
+        spent = sum(d[1] + d[2] for d in (*self.done.values(), *self.pending.values()))
+        left = rung_stage_left_cpu(list(self.done.values()),
+                                   [p for name, p in self.pixels.items() if name not in self.done])
+        elapsed = time.monotonic() - self.started
+        get_run_logger().info(
+            "%s: %s made, %d of %d rungs, %d%% of the rung stage's CPU in %s, about %s left", self.label, rung,
+            len(self.done), len(self.pixels), round(100 * spent / max(spent + left, 1e-9)), _duration(elapsed),
+            _duration(elapsed * left / max(spent, 1e-9)))
 
 
 def _duration(seconds: float) -> str:
@@ -947,8 +995,18 @@ def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int
     found = ladder.analysis.units
     config, fps, frames = settings.encode, info.video.fps, info.video.frames
     logger = get_run_logger()
+    progress = RungStageProgress(f"{config.codec} rungs", ladder.analysis.rungs, frames,
+                                 lambda rung: analysis.planned_half_rate(rung, info, config))
+    encoding = [""]                 # the planned rung whose encode is being scored
 
     def encode_rung(rung: PlannedRung) -> Rendition:
+        encoding[0] = rung.name
+        rendition = _encode_rung(rung)
+        if not settings.ladder.measure_delivered:
+            progress.scored(rung.name, rendition, 0.0, made=True)
+        return rendition
+
+    def _encode_rung(rung: PlannedRung) -> Rendition:
         out = encode_dir / analysis.rung_file_name(rung, config.codec)
         if remote is not None:
             remote.fetch_if_stored(f"{encode_dir.name}/{out.name}", out)
@@ -978,12 +1036,14 @@ def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int
         result = score(rendition, 1)
         here = _fetched([rendition], encode_dir, remote)[0]     # frame sizes are read from the file
         delivered = analysis.measure_delivered(here, result, found, info)
+        progress.scored(encoding[0], rendition, result.cpu_s, made=True)
         logger.info("%s delivered: %.0f kbps, VMAF %.2f (min %.1f); %.1f CPU s", rendition.name, delivered.kbps,
                     result.mean, result.min, result.cpu_s)
         return delivered
 
     def quick(rendition: Rendition, step: int) -> vmaf.VmafResult:
         result = score(rendition, step)
+        progress.scored(encoding[0], rendition, result.cpu_s, made=False)
         logger.info("%s checked: VMAF %.2f on every %dth frame; %.1f CPU s", rendition.name, result.mean, step,
                     result.cpu_s)
         return result
