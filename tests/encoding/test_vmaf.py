@@ -24,6 +24,7 @@ from reelflow.encoding.vmaf import (
     piece_centres,
     piece_scores,
     rung_spans,
+    span_cover,
     vmaf_argv,
 )
 from reelflow.errors import ConfigError
@@ -195,6 +196,39 @@ def test_spans_of_a_rung_join_to_the_whole_run_frame_for_frame(sintel_fight: Pat
     assert joined.scores == pytest.approx(whole.scores, abs=1e-4)
     assert joined.mean == pytest.approx(whole.mean, abs=1e-4) and joined.frames == whole.frames
     assert joined.cpu_s > 0
+
+
+@pytest.mark.parametrize("step", [1, 5])
+def test_a_span_scored_from_its_own_pieces_equals_the_whole_run(sintel_fight: Path, tmp_path: Path,
+                                                                step: int) -> None:
+    """The flow scores a rung's spans before it joins the rung: each span from the pieces that cover it
+    (span_cover), the file starting at the first one's frame (``offset``)."""
+    from reelflow.encoding.encode import ShotCrf, concat_pieces, encode_piece, join_pieces, keyframe_frames
+
+    info = probe(sintel_fight)
+    frames = info.video.frames
+    keys = keyframe_frames([0], frames, info.video.fps, 2.0)
+    pieces = [ShotCrf(a, b, 26 + 6 * (i % 2)) for i, (a, b) in enumerate(itertools.pairwise([*keys, frames]))]
+    files = [tmp_path / f"piece{i}.mp4" for i in range(len(pieces))]
+    for piece, file in zip(pieces, files, strict=True):
+        encode_piece(sintel_fight, info, 416, 234, piece, keys, "ultrafast", file)
+    rung = join_pieces(files, info, 416, 234, keys, tmp_path / "rung.mp4")
+    whole = measure_rung_vmaf(rung.path, info, subsample=step)
+    parts, offsets = [], []
+    for span in rung_spans(frames, info.video.fps, 1.45, step):
+        first, end = span_cover(span, frames)
+        covering = [(p, f) for p, f in zip(pieces, files, strict=True) if p.end_frame > first and p.start_frame < end]
+        mini = tmp_path / f"span-{span[0]}.mp4"
+        concat_pieces([f for _, f in covering], mini)
+        offset = covering[0][0].start_frame
+        offsets.append(offset)
+        parts.append(measure_rung_vmaf(mini, info, subsample=step, span=span, offset=offset))
+    assert sum(o > 0 for o in offsets) >= 3          # files that start after frame 0, off the span
+    joined = joined_scores(parts, frames)
+    assert joined.scored == whole.scored
+    assert joined.scores == pytest.approx(whole.scores, abs=1e-4)
+    with pytest.raises(ConfigError, match="after the context"):
+        measure_rung_vmaf(mini, info, subsample=step, span=span, offset=span[0])
 
 
 def test_rung_spans_tile_the_title() -> None:

@@ -487,18 +487,26 @@ def join_pieces(
     rung = Rung(width=width, height=height, kbps=max(1, target_kbps))
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = _partial_name(out)
-    listing = partial.with_suffix(".txt")
-    listing.write_text("".join(f"file '{p.resolve()}'\n" for p in pieces))
     try:
-        cpu = run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-f", "concat", "-safe", "0", "-i",
-                   str(listing), "-c", "copy", *CODECS[codec].join_args, "-movflags", "+faststart",
-                   "-f", "mp4", str(partial)]).cpu_s
+        cpu = concat_pieces(pieces, partial, codec=codec, faststart=True)
         rendition = _verified_rung(partial, rung, keyframes, info, codec, half_rate=half_rate)
         partial.replace(out)
     finally:
-        listing.unlink(missing_ok=True)
         partial.unlink(missing_ok=True)
     return replace(rendition, path=out, target_kbps=target_kbps, cpu_s=cpu)
+
+
+def concat_pieces(pieces: Sequence[Path], out: Path, *, codec: CodecName = "h264", faststart: bool = False) -> float:
+    """Consecutive pieces (each starting on a keyframe) as one MP4, stream-copied; returns the CPU seconds.
+    Nothing is verified here: join_pieces verifies a rung, a VMAF span counts its frames."""
+    listing = out.with_name(f"{out.name}.txt")
+    listing.write_text("".join(f"file '{p.resolve()}'\n" for p in pieces))
+    try:
+        return run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-f", "concat", "-safe", "0", "-i",
+                    str(listing), "-c", "copy", *CODECS[codec].join_args,
+                    *(["-movflags", "+faststart"] if faststart else []), "-f", "mp4", str(out)]).cpu_s
+    finally:
+        listing.unlink(missing_ok=True)
 
 
 def check_tiling(pieces: Sequence[ShotCrf], frames: int, what: str) -> None:

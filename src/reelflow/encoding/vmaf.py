@@ -427,7 +427,7 @@ def _video_start_s(path: Path) -> float:
 
 def measure_rung_vmaf(rendition: Path, info: MediaInfo, *, subsample: int = 1, threads: int = 1,
                       log_dir: Path | None = None, height: int | None = None, half_rate: bool = False,
-                      span: tuple[int, int] | None = None) -> VmafResult:
+                      span: tuple[int, int] | None = None, offset: int = 0) -> VmafResult:
     """A delivered rung's VMAF against the whole source, with the model and at the size its height
     calls for (``vmaf_model_for``, ``scoring_size``; ``height`` None: read from the file): on every
     frame, or (``subsample``) on every n-th from the first, with true neighbours for motion.
@@ -441,6 +441,9 @@ def measure_rung_vmaf(rendition: Path, info: MediaInfo, *, subsample: int = 1, t
     A ``half_rate`` rung (the source's even frames) gets one score per source frame too: each of its
     frames is compared with the source frame it replaces and with the next (see the module docstring);
     its spans start their context on an even frame, so the repeats fall as in a whole run.
+
+    ``offset``: the rendition holds the rung from that source frame on (a span's own pieces joined,
+    see ``span_cover``), not from frame 0; it must hold the span's context frames too.
     """
     video = info.video
     lines = height if height is not None else _rendition_height(rendition)
@@ -448,7 +451,9 @@ def measure_rung_vmaf(rendition: Path, info: MediaInfo, *, subsample: int = 1, t
     options: dict[str, Any] = dict(width=width, height=size_h, fps=video.fps, ref_start_s=video.start_s,
                                    threads=threads, pix_fmt=vmaf_pix_fmt(info), log_dir=log_dir,
                                    model=vmaf_model_for(lines), distorted_fps=video.fps / 2 if half_rate else None)
-    if span is None or span == (0, video.frames):
+    if offset and span is None:
+        raise ConfigError("a rendition that starts after frame 0 is scored by span")
+    if span is None or (span == (0, video.frames) and not offset):
         return measure_vmaf(rendition, info.path, subsample=subsample, frames=video.frames, **options)
     start, end = span
     if not 0 <= start < end <= video.frames or start % check_subsample(subsample):
@@ -458,7 +463,9 @@ def measure_rung_vmaf(rendition: Path, info: MediaInfo, *, subsample: int = 1, t
         before += 1                            # the distorted input is seeked to one of its own frames
     first = start - before
     count = end - first + after
-    dist_start = (first, _video_start_s(rendition))
+    if first < offset or offset % (2 if half_rate else 1):
+        raise ConfigError(f"{rendition.name} starts at frame {offset}, after the context of span {start}-{end}")
+    dist_start = (first - offset, _video_start_s(rendition))
     if subsample == 1:
         whole = measure_vmaf_many([rendition], info.path, ref_start_frame=first, frames=count,
                                   dist_start=dist_start, **options)[0]
@@ -477,14 +484,27 @@ def measure_rung_vmaf(rendition: Path, info: MediaInfo, *, subsample: int = 1, t
     if half_rate and (start - lead) % 2:
         lead += 1       # a 4-frame first piece selects frames 0, 1 and 3: the triples still fall right
     first = start - lead
+    if first < offset or offset % (2 if half_rate else 1):
+        raise ConfigError(f"{rendition.name} starts at frame {offset}, after the context of span {start}-{end}")
+    dist_start = (first - offset, dist_start[1])
     pieces = [(0, lead, subsample)] if lead else []
     part = measure_vmaf_many([rendition], info.path, ref_start_frame=first, frames=end - first + after,
-                             dist_start=(first, dist_start[1]), subsample=subsample,
+                             dist_start=dist_start, subsample=subsample,
                              pieces=[*pieces, (lead, lead + end - start, subsample)], **options)[0]
     dropped = len(pieces)
     scored = tuple(first + f for f in part.scored[dropped:])
     return replace(_pooled(part.scores[dropped:], scored, (1.0,) * len(scored), part.cpu_s, subsample),
                    model=part.model)
+
+
+SPAN_CONTEXT = (_TRIPLE + 1, 1)
+"""Frames before and after a span that measure_rung_vmaf may read (a subsampled span's lead piece, one
+more at half rate; one frame of motion context after)."""
+
+
+def span_cover(span: tuple[int, int], frames: int) -> tuple[int, int]:
+    """The frames [first, end) a rendition must hold to score ``span`` of a rung of ``frames``."""
+    return max(0, span[0] - SPAN_CONTEXT[0]), min(frames, span[1] + SPAN_CONTEXT[1])
 
 
 def rung_spans(frames: int, fps: Fraction, span_s: float, subsample: int = 1) -> list[tuple[int, int]]:
