@@ -417,9 +417,10 @@ def _jobs(run: dict[str, Any]) -> list[Job]:
 
 
 def command_film(args: argparse.Namespace) -> None:
-    """The rung stage's graph for a film from per-content-minute stage costs (feature_schedule.title_jobs)."""
+    """The distributed part's graph for a film from per-content-minute stage costs (feature_schedule.title_jobs)."""
     rungs = [RungCost(*(float(x) for x in r.split(","))) for r in args.rung]
-    jobs = title_jobs(args.minutes, args.trials, rungs, group_s=args.group_s, task_s=args.task_s)
+    jobs = title_jobs(args.minutes, args.trials, rungs, group_s=args.group_s, task_s=args.task_s,
+                      split_s_per_min=args.split, chunk_s=args.chunk_s)
     serial = args.serial * args.minutes + args.serial_fixed
     one = simulate(jobs, 1).makespan_s
     print(f"{args.minutes:g} min: {len(jobs)} tasks, {one / 3600:.2f} CPU-h on the workers; serial before the "
@@ -449,7 +450,9 @@ def main() -> None:
     film.add_argument("--trials", type=float, required=True, help="trial CPU-s per content minute")
     film.add_argument("--rung", action="append", required=True,
                       help="ENCODE,VMAF[,JOIN] CPU-s per content minute, once per rung encode, cheapest first")
-    film.add_argument("--serial", type=float, default=0.0, help="the flow's own s per content minute (QC, shots)")
+    film.add_argument("--serial", type=float, default=0.0, help="the flow's own s per content minute")
+    film.add_argument("--split", type=float, default=0.0, help="QC + shots CPU-s per content minute, in chunks")
+    film.add_argument("--chunk-s", type=float, default=120.0, help="qc.chunk_s / shots.chunk_s")
     film.add_argument("--serial-fixed", type=float, default=0.0, help="the flow's own s per title (the sample)")
     film.add_argument("--group-s", type=float, default=20.0)
     film.add_argument("--task-s", type=float, default=60.0)

@@ -222,25 +222,33 @@ class RungCost:
 
 
 def title_jobs(minutes: float, trials_s_per_min: float, rungs: Sequence[RungCost], *, group_s: float = 20.0,
-               task_s: float = 60.0) -> list[Job]:
-    """The rung stage's task graph as flows/ingest.py submits it, for a title of ``minutes``.
+               task_s: float = 60.0, split_s_per_min: float = 0.0, chunk_s: float = 120.0) -> list[Job]:
+    """The distributed part's task graph as flows/ingest.py submits it, for a title of ``minutes``.
 
-    Trial groups of ``group_s`` seconds, all at once; then rung after rung (each carries the one
-    below's miss): its pieces in groups of ``task_s`` seconds, its join, its VMAF in spans of
-    ``task_s`` seconds. A phase waits for every job of the phases before it.
+    QC and shot detection in chunks of ``chunk_s`` seconds (``split_s_per_min``: their CPU per content
+    minute, 0 to leave them out); trial groups of ``group_s`` seconds, all at once; then rung after rung
+    (each carries the one below's miss): its pieces in groups of ``task_s`` seconds, then its VMAF in
+    spans as long, each span scored from the pieces that cover it; last, every rung's join, side by
+    side. A phase waits for every job of the phases before it.
     """
     seconds = minutes * 60
     jobs: list[Job] = []
 
-    def phase(name: str, count: int, work_s: float) -> None:
-        before = len(jobs)
-        jobs.extend(Job(f"{name}-{len(jobs)}", name, work_s, 1.0, before, 0.0) for _ in range(count))
+    def phase(name: str, count: int, work_s: float, gate: int | None = None) -> None:
+        before = len(jobs) if gate is None else gate
+        jobs.extend(Job(f"{name}-{len(jobs) + i}", name, work_s, 1.0, before, 0.0) for i in range(count))
 
+    if split_s_per_min:
+        chunks = max(1, math.ceil(seconds / chunk_s))
+        phase("qc+shots", chunks, split_s_per_min * minutes / chunks)
     trial_groups = max(1, math.ceil(seconds / group_s))
     phase("trials", trial_groups, trials_s_per_min * minutes / trial_groups)
     spans = max(1, math.ceil(seconds / task_s))
     for i, rung in enumerate(rungs):
         phase(f"rung{i}-pieces", spans, rung.encode_s * minutes / spans)
-        phase(f"rung{i}-join", 1, rung.join_s * minutes)
         phase(f"rung{i}-vmaf", spans, rung.vmaf_s * minutes / spans)
+    gate = len(jobs)
+    for i, rung in enumerate(rungs):
+        if rung.join_s:
+            phase(f"rung{i}-join", 1, rung.join_s * minutes, gate)
     return jobs

@@ -77,11 +77,11 @@ def test_a_longer_title_has_more_pieces_and_longer_whole_title_jobs() -> None:
     assert simulate(long, 1).makespan_s == pytest.approx(30 + 18)
 
 
-def test_a_title_graph_fans_out_inside_each_rung_only() -> None:
+def test_a_title_graph_fans_out_inside_each_rung_and_joins_at_the_end() -> None:
     rungs = [RungCost(encode_s=60, vmaf_s=120, join_s=1)] * 3
-    jobs = title_jobs(10, 300, rungs, group_s=20, task_s=60)
-    assert len(jobs) == 30 + 3 * (10 + 1 + 10)
-    assert sum(j.work_s for j in jobs) == pytest.approx(10 * (300 + 3 * 181))
-    # one worker does it all; ten workers do each phase in one wave, the joins one after another
-    assert simulate(jobs, 1).makespan_s == pytest.approx(10 * (300 + 3 * 181))
-    assert simulate(jobs, 10).makespan_s == pytest.approx(300 + 3 * (60 + 10 + 120))
+    jobs = title_jobs(10, 300, rungs, group_s=20, task_s=60, split_s_per_min=24, chunk_s=120)
+    assert len(jobs) == 5 + 30 + 3 * (10 + 10) + 3
+    assert sum(j.work_s for j in jobs) == pytest.approx(10 * (24 + 300 + 3 * 181))
+    assert simulate(jobs, 1).makespan_s == pytest.approx(10 * (24 + 300 + 3 * 181))
+    # ten workers: QC+shots chunks and each phase in one wave (the trials in three), the three joins side by side
+    assert simulate(jobs, 10).makespan_s == pytest.approx(48 + 300 + 3 * (60 + 120) + 10)

@@ -364,17 +364,19 @@ class Delivered:
     shot_vmaf: tuple[float, ...]
 
 
-def measure_delivered(rendition: Rendition, vmaf: VmafResult, shots: Sequence[Shot], info: MediaInfo) -> Delivered:
-    """Split a rung's every-frame VMAF and its frame sizes by shot.
+def measure_delivered(rendition: Rendition, vmaf: VmafResult, shots: Sequence[Shot], info: MediaInfo,
+                      coded_sizes: Sequence[int] | None = None) -> Delivered:
+    """Split a rung's every-frame VMAF and its frame sizes by shot: ``coded_sizes`` (each coded frame's
+    bytes in presentation order, as the pieces of a rung not joined yet give them), else read from the file.
 
     A half-rate rung's frame k is the source's frame 2k: its bytes count there (every shot starts
     on an even frame, so each shot gets its own frames' bytes)."""
     fps = info.video.fps
-    if rendition.half_rate:
-        coded = frame_sizes(rendition.path, math.ceil(info.video.frames / 2))
-        sizes = [0 if i % 2 else coded[i // 2] for i in range(info.video.frames)]
-    else:
-        sizes = frame_sizes(rendition.path, info.video.frames)
+    count = math.ceil(info.video.frames / 2) if rendition.half_rate else info.video.frames
+    coded = list(coded_sizes) if coded_sizes is not None else frame_sizes(rendition.path, count)
+    if len(coded) != count:
+        raise StageError(f"{rendition.name}: {len(coded)} coded frames, {count} expected")
+    sizes = [0 if i % 2 else coded[i // 2] for i in range(info.video.frames)] if rendition.half_rate else coded
     if len(vmaf.scores) != info.video.frames:
         raise StageError(f"{rendition.name}: VMAF scored {len(vmaf.scores)} frames, the title has "
                          f"{info.video.frames}; delivered rungs are scored on every frame")

@@ -63,7 +63,7 @@ from reelflow.encoding import analysis, audio, codecs, conform, encode, hdr, pro
 from reelflow.encoding import chunks as chunks_module
 from reelflow.encoding.analysis import Delivered, LadderAnalysis
 from reelflow.encoding.chunks import Chunk
-from reelflow.encoding.codecs import codec_for
+from reelflow.encoding.codecs import CodecName, codec_for
 from reelflow.encoding.encode import Rendition
 from reelflow.encoding.hdr import LadderSpec, ladder_specs
 from reelflow.encoding.ladder import PlannedRung, select_ladder
@@ -532,16 +532,25 @@ def _piece_name(rung: PlannedRung, piece: encode.ShotCrf, keyframes: tuple[int, 
     return f"{encode.PIECES}/{name}"
 
 
+@dataclass(frozen=True)
+class EncodedPieces:
+    """What a task of pieces made: the CPU seconds it spent (0 for pieces made before) and each coded
+    frame's bytes, in presentation order (a rung's delivered rate is read from them before it is joined)."""
+
+    cpu_s: float
+    frame_sizes: tuple[int, ...]
+
+
 @task(name="encode pieces", cache_policy=NO_CACHE, task_run_name=_piece_group_name)
 def encode_pieces_task(source: Path, rung: PlannedRung, pieces: list[encode.ShotCrf], keyframes: tuple[int, ...],
                        info: probe.MediaInfo, config: EncodeConfig, work: Path,
-                       remote: WorkStore | None = None) -> float:
+                       remote: WorkStore | None = None) -> EncodedPieces:
     """Consecutive pieces of a per-shot rung, each at its CRF, into ``work/pieces/`` (content-addressed: a
-    stopped run keeps every finished piece); returns their CPU seconds (0 for pieces made before)."""
+    stopped run keeps every finished piece)."""
     source, info = _task_source(source, info, remote,
                                 (pieces[0].start_frame - config.preroll_frames, pieces[-1].end_frame))
     half_rate = analysis.planned_half_rate(rung, info, config)
-    cpu = 0.0
+    cpu, sizes = 0.0, []
     for piece in pieces:
         name = _piece_name(rung, piece, keyframes, config, half_rate)
         out = _task_work(work, remote) / name
@@ -549,9 +558,11 @@ def encode_pieces_task(source: Path, rung: PlannedRung, pieces: list[encode.Shot
             remote.fetch_if_stored(f"{work.name}/{name}", out)   # the encoder checks it and keeps it
         cpu += encode.encode_piece(source, info, rung.width, rung.height, piece, keyframes, config.preset, out,
                                    codec=config.codec, preroll=config.preroll_frames, half_rate=half_rate)
+        frames = piece.end_frame - piece.start_frame
+        sizes += trials.frame_sizes(out, (frames + 1) // 2 if half_rate else frames)
         if remote is not None:
             remote.put(out, f"{work.name}/{name}")
-    return cpu
+    return EncodedPieces(cpu, tuple(sizes))
 
 
 @task(name="join rung", cache_policy=NO_CACHE, task_run_name="join {rung.name}")
@@ -578,12 +589,27 @@ def _span_name() -> str:
 
 @task(name="rung VMAF", cache_policy=NO_CACHE, task_run_name=_span_name)
 def rung_vmaf_task(rendition: Rendition, span: tuple[int, int], info: probe.MediaInfo, work: Path,
-                   remote: WorkStore | None = None, threads: int = 1, step: int = 1) -> vmaf.VmafResult:
+                   remote: WorkStore | None = None, threads: int = 1, step: int = 1,
+                   pieces: list[str] | None = None, offset: int = 0, codec: CodecName = "h264") -> vmaf.VmafResult:
     """Frames [start, end) of a rung scored against the source (every ``step``-th from ``start``), as in a
-    whole run (vmaf.measure_rung_vmaf): a long rung's spans go to any worker."""
-    rendition, info = _scored_inputs(rendition, info, work, remote, (span[0] - 4, span[1] + 1))
-    return vmaf.measure_rung_vmaf(rendition.path, info, subsample=step, threads=threads, height=rendition.height,
-                                  span=span, half_rate=rendition.half_rate)
+    whole run (vmaf.measure_rung_vmaf): a long rung's spans go to any worker.
+
+    With ``pieces`` (files below ``work``, the first starting at frame ``offset``) the span is scored
+    from the pieces (of ``codec``) that cover it, stream-copied into one file, so a rung is scored before
+    it is joined."""
+    cover = vmaf.span_cover(span, info.video.frames)
+    if pieces is None:
+        rendition, info = _scored_inputs(rendition, info, work, remote, cover)
+        return vmaf.measure_rung_vmaf(rendition.path, info, subsample=step, threads=threads,
+                                      height=rendition.height, span=span, half_rate=rendition.half_rate)
+    if remote is not None:
+        _, info = _task_source(info.path, info, remote, cover)
+    files = [_task_work(work, remote) / n if remote is None else remote.fetch(f"{work.name}/{n}") for n in pieces]
+    with tempfile.TemporaryDirectory(prefix="span-", dir=_task_work(work, remote)) as tmp:
+        joined = Path(tmp) / f"{rendition.path.stem}-{span[0]}.mp4"
+        encode.concat_pieces(files, joined, codec=codec)
+        return vmaf.measure_rung_vmaf(joined, info, subsample=step, threads=threads, height=rendition.height,
+                                      span=span, half_rate=rendition.half_rate, offset=offset)
 
 
 def _scored_inputs(rendition: Rendition, info: probe.MediaInfo, work: Path, remote: WorkStore | None,
@@ -979,6 +1005,20 @@ def analyse_ladder(source: Path, sha: str, info: probe.MediaInfo, shot_list: sho
     return LadderOutcome(result, {}, {}, config_digest([(r.width, r.height, r.crfs) for r in rungs]))
 
 
+def _with_pieces_cpu(joined: Rendition, pieces: Rendition) -> Rendition:
+    return dataclasses.replace(joined, cpu_s=joined.cpu_s + pieces.cpu_s)
+
+
+@dataclass(frozen=True)
+class _Unjoined:
+    """A rung encoded as pieces and not joined yet: the plan, its pieces and their files, each frame's bytes."""
+
+    rung: PlannedRung
+    pieces: list[encode.ShotCrf]
+    files: list[str]                  # below the encode folder
+    frame_sizes: tuple[int, ...]
+
+
 def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int, ...], settings: Settings,
                        ladder: LadderOutcome, encode_dir: Path,
                        remote: WorkStore | None = None) -> tuple[list[Rendition], LadderOutcome]:
@@ -988,8 +1028,10 @@ def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int
     below missed its plan by, and a rung still more than ``ladder.recheck_vmaf`` off is encoded and
     scored once more. The rungs go one after another (each needs the one below), but nothing inside
     a rung waits: its pieces are encoded in groups of about ``ladder.task_s`` seconds and its VMAF
-    is scored in spans as long, each a task for any worker, and joined. Returns the video renditions
-    in rung order and the outcome with the final rungs, renditions and delivered quality.
+    is scored in spans as long, each a task for any worker, each span from the pieces that cover it.
+    The rungs kept are joined at the end, side by side, so no join stands between one rung and the
+    next. Returns the video renditions in rung order and the outcome with the final rungs, renditions
+    and delivered quality.
     """
     assert ladder.analysis is not None
     found = ladder.analysis.units
@@ -998,6 +1040,7 @@ def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int
     progress = RungStageProgress(f"{config.codec} rungs", ladder.analysis.rungs, frames,
                                  lambda rung: analysis.planned_half_rate(rung, info, config))
     encoding = [""]                 # the planned rung whose encode is being scored
+    unjoined: dict[Path, _Unjoined] = {}
 
     def encode_rung(rung: PlannedRung) -> Rendition:
         encoding[0] = rung.name
@@ -1008,34 +1051,56 @@ def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int
 
     def _encode_rung(rung: PlannedRung) -> Rendition:
         out = encode_dir / analysis.rung_file_name(rung, config.codec)
+        half_rate = analysis.planned_half_rate(rung, info, config)
         if remote is not None:
             remote.fetch_if_stored(f"{encode_dir.name}/{out.name}", out)
         finished = encode.finished_rendition(out, rung.width, rung.height, round(rung.kbps), keyframes, info,
-                                             config.codec, half_rate=analysis.planned_half_rate(rung, info, config))
+                                             config.codec, half_rate=half_rate)
         if finished is not None:
             logger.info("%s: reusing the finished encode %s", rung.name, out.name)
             return finished
         pieces = analysis.shot_crfs(rung, found)
         groups = analysis.piece_groups(pieces, fps, settings.ladder.task_s, config.parallel_encodes)
-        cpu = sum(f.result() for f in encode_pieces_task.map(source, unmapped(rung), groups, unmapped(keyframes),
-                                                              unmapped(info), unmapped(config),
-                                                              unmapped(encode_dir), unmapped(remote)))
-        joined = join_rung_task.submit(rung, pieces, keyframes, info, config, encode_dir, remote).result()
-        rendition = dataclasses.replace(joined, cpu_s=joined.cpu_s + cpu)
-        logger.info("%s: %.0f kbps file, planned %.0f kbps at VMAF %.2f; %d pieces in %d tasks, %.1f CPU s",
+        made = [f.result() for f in encode_pieces_task.map(source, unmapped(rung), groups, unmapped(keyframes),
+                                                            unmapped(info), unmapped(config),
+                                                            unmapped(encode_dir), unmapped(remote))]
+        sizes = tuple(size for group in made for size in group.frame_sizes)
+        unjoined[out] = _Unjoined(rung, pieces, [_piece_name(rung, p, keyframes, config, half_rate) for p in pieces],
+                                  sizes)
+        seconds = float(frames / fps)
+        rendition = Rendition(kind="video", path=out, codec=config.codec, kbps=sum(sizes) * 8 / 1000 / seconds,
+                              duration_s=seconds, width=rung.width, height=rung.height,
+                              target_kbps=round(rung.kbps), frames=len(sizes), half_rate=half_rate,
+                              cpu_s=sum(group.cpu_s for group in made))
+        logger.info("%s: pieces at %.0f kbps, planned %.0f kbps at VMAF %.2f; %d pieces in %d tasks, %.1f CPU s",
                     rung.name, rendition.kbps, rung.kbps, rung.vmaf, len(pieces), len(groups), rendition.cpu_s)
         return rendition
 
     def score(rendition: Rendition, step: int) -> vmaf.VmafResult:
         spans = vmaf.rung_spans(frames, fps, settings.ladder.task_s, step)
-        parts = rung_vmaf_task.map(rendition, spans, unmapped(info), unmapped(encode_dir), unmapped(remote),
-                                   unmapped(settings.ladder.vmaf_threads), unmapped(step))
-        return vmaf.joined_scores([f.result() for f in parts], frames)
+        threads = settings.ladder.vmaf_threads
+        pending = unjoined.get(rendition.path)
+        if pending is None:
+            parts = rung_vmaf_task.map(rendition, spans, unmapped(info), unmapped(encode_dir), unmapped(remote),
+                                       unmapped(threads), unmapped(step))
+            return vmaf.joined_scores([f.result() for f in parts], frames)
+        futures = []
+        for span in spans:
+            first, end = vmaf.span_cover(span, frames)
+            covering = [i for i, p in enumerate(pending.pieces) if p.end_frame > first and p.start_frame < end]
+            futures.append(rung_vmaf_task.submit(
+                rendition, span, info, encode_dir, remote, threads, step, [pending.files[i] for i in covering],
+                pending.pieces[covering[0]].start_frame, config.codec))
+        return vmaf.joined_scores([f.result() for f in futures], frames)
 
     def measure(rendition: Rendition) -> Delivered:
         result = score(rendition, 1)
-        here = _fetched([rendition], encode_dir, remote)[0]     # frame sizes are read from the file
-        delivered = analysis.measure_delivered(here, result, found, info)
+        pending = unjoined.get(rendition.path)
+        if pending is not None:
+            delivered = analysis.measure_delivered(rendition, result, found, info, coded_sizes=pending.frame_sizes)
+        else:
+            here = _fetched([rendition], encode_dir, remote)[0]     # frame sizes are read from the file
+            delivered = analysis.measure_delivered(here, result, found, info)
         progress.scored(encoding[0], rendition, result.cpu_s, made=True)
         logger.info("%s delivered: %.0f kbps, VMAF %.2f (min %.1f); %.1f CPU s", rendition.name, delivered.kbps,
                     result.mean, result.min, result.cpu_s)
@@ -1051,7 +1116,11 @@ def encode_and_measure(source: Path, info: probe.MediaInfo, keyframes: tuple[int
     result, made, delivered = analysis.deliver_rungs(
         ladder.analysis, encode_rung, measure, settings.ladder, quick,
         half_rate_rung=lambda rung: analysis.planned_half_rate(rung, info, settings.encode))
-    video = _fetched([made[r.name] for r in result.rungs], encode_dir, remote)
+    kept = [made[r.name] for r in result.rungs]
+    joins = {r.path: join_rung_task.submit(unjoined[r.path].rung, unjoined[r.path].pieces, keyframes, info, config,
+                                           encode_dir, remote) for r in kept if r.path in unjoined}
+    joined = [r if r.path not in joins else _with_pieces_cpu(joins[r.path].result(), r) for r in kept]
+    video = _fetched(joined, encode_dir, remote)
     renditions = {r.name: v for r, v in zip(result.rungs, video, strict=True)}
     return video, dataclasses.replace(ladder, analysis=result, renditions=renditions, delivered=delivered)
 
