@@ -267,7 +267,7 @@ def test_per_shot_resolution_rung_decodes_every_frame_at_its_pieces_sizes(sintel
         sizes = [(f.width, f.height) for f in container.decode(stream)]
     assert sizes == [(416, 234)] * 58 + [(256, 144)] * 82 + [(416, 234)] * 100
     entry = rendition.path.read_bytes()
-    at = entry.index(b"avc3") + 4                            # VisualSampleEntry: width, height after 24 bytes
+    at = entry.index(b"avc3", entry.index(b"stsd")) + 4      # VisualSampleEntry: width, height after 24 bytes
     assert (int.from_bytes(entry[at + 24:at + 26], "big"), int.from_bytes(entry[at + 26:at + 28], "big")) == (416, 234)
 
 
