@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reelflow.encoding.audio import encode_audio
+from reelflow.encoding.codecs import CodecName
 from reelflow.encoding.encode import (
     ShotCrf,
     drop_leading_frames,
@@ -247,27 +248,28 @@ SWITCH_KEYS = (0, 58, 96, 140, 192)
 SWITCH_PIECES = [ShotCrf(0, 58, 26, 416, 234), ShotCrf(58, 140, 26, 256, 144), ShotCrf(140, 240, 26, 416, 234)]
 
 
-def test_per_shot_resolution_rung_decodes_every_frame_at_its_pieces_sizes(sintel_fight: Path,
-                                                                          tmp_path: Path) -> None:
+@pytest.mark.parametrize(("codec", "tag"), [("h264", "avc3"), ("hevc", "hev1")])
+def test_per_shot_resolution_rung_decodes_every_frame_at_its_pieces_sizes(sintel_fight: Path, tmp_path: Path,
+                                                                          codec: CodecName, tag: str) -> None:
     """Pieces of 416x234, 256x144 and 416x234 joined without re-encoding: every frame decodes, at its
-    piece's size, under an avc3 sample entry that declares the largest size."""
+    piece's size, under an avc3/hev1 sample entry that declares the largest size."""
     import av
 
     info = probe(sintel_fight)
     keys = keyframe_frames([0, 58, 140], info.video.frames, info.video.fps, 4.0)
     assert keys == SWITCH_KEYS
     rendition = encode_rung_per_shot(sintel_fight, info, 416, 234, SWITCH_PIECES, keys, "ultrafast",
-                                     tmp_path / "r.mp4", target_kbps=300)
+                                     tmp_path / "r.mp4", target_kbps=300, codec=codec)
     assert (rendition.width, rendition.height, rendition.frames) == (416, 234, 240)
     assert read_keyframes(rendition.path) == (240, list(keys))
     assert keyframe_sizes(rendition.path) == [(416, 234), (256, 144), (256, 144), (416, 234), (416, 234)]
     with av.open(str(rendition.path)) as container:
         stream = container.streams.video[0]
-        assert stream.codec_context.codec_tag == "avc3"
+        assert stream.codec_context.codec_tag == tag
         sizes = [(f.width, f.height) for f in container.decode(stream)]
     assert sizes == [(416, 234)] * 58 + [(256, 144)] * 82 + [(416, 234)] * 100
     entry = rendition.path.read_bytes()
-    at = entry.index(b"avc3", entry.index(b"stsd")) + 4      # VisualSampleEntry: width, height after 24 bytes
+    at = entry.index(tag.encode(), entry.index(b"stsd")) + 4   # VisualSampleEntry: width, height after 24 bytes
     assert (int.from_bytes(entry[at + 24:at + 26], "big"), int.from_bytes(entry[at + 26:at + 28], "big")) == (416, 234)
 
 
