@@ -251,15 +251,16 @@ SWITCH_PIECES = [ShotCrf(0, 58, 26, 416, 234), ShotCrf(58, 140, 26, 256, 144), S
 @pytest.mark.parametrize(("codec", "tag"), [("h264", "avc3"), ("hevc", "hev1")])
 def test_per_shot_resolution_rung_decodes_every_frame_at_its_pieces_sizes(sintel_fight: Path, tmp_path: Path,
                                                                           codec: CodecName, tag: str) -> None:
-    """Pieces of 416x234, 256x144 and 416x234 joined without re-encoding: every frame decodes, at its
-    piece's size, under an avc3/hev1 sample entry that declares the largest size."""
+    """Pieces of 416x234, 256x144 and 416x234 (each with the ingest's pre-roll) joined without
+    re-encoding: every frame decodes, at its piece's size, under an avc3/hev1 sample entry that
+    declares the largest size."""
     import av
 
     info = probe(sintel_fight)
     keys = keyframe_frames([0, 58, 140], info.video.frames, info.video.fps, 4.0)
     assert keys == SWITCH_KEYS
     rendition = encode_rung_per_shot(sintel_fight, info, 416, 234, SWITCH_PIECES, keys, "ultrafast",
-                                     tmp_path / "r.mp4", target_kbps=300, codec=codec)
+                                     tmp_path / "r.mp4", target_kbps=300, codec=codec, preroll=6)
     assert (rendition.width, rendition.height, rendition.frames) == (416, 234, 240)
     assert read_keyframes(rendition.path) == (240, list(keys))
     assert keyframe_sizes(rendition.path) == [(416, 234), (256, 144), (256, 144), (416, 234), (416, 234)]
@@ -274,13 +275,21 @@ def test_per_shot_resolution_rung_decodes_every_frame_at_its_pieces_sizes(sintel
 
 
 def test_per_shot_resolution_rung_is_declared_at_its_largest_piece(sintel_fight: Path, tmp_path: Path) -> None:
+    """Refused before any piece is encoded (no piece file is made)."""
     info = probe(sintel_fight)
     with pytest.raises(StageError, match="must be its largest piece"):
         encode_rung_per_shot(sintel_fight, info, 640, 360, SWITCH_PIECES, SWITCH_KEYS, "ultrafast",
                              tmp_path / "r.mp4")
+    same = [ShotCrf(p.start_frame, p.end_frame, p.crf, 256, 144) for p in SWITCH_PIECES]
+    with pytest.raises(StageError, match="must be its largest piece"):    # one size, not the rung's
+        encode_rung_per_shot(sintel_fight, info, 416, 234, same, SWITCH_KEYS, "ultrafast", tmp_path / "r.mp4")
+    with pytest.raises(StageError, match="per-shot resolution is for h264 and hevc"):
+        encode_rung_per_shot(sintel_fight, info, 416, 234, SWITCH_PIECES, SWITCH_KEYS, "8", tmp_path / "r.mp4",
+                             codec="av1")
     with pytest.raises(StageError, match="every piece its size"):
         encode_rung_per_shot(sintel_fight, info, 416, 234, [ShotCrf(0, 58, 26), *SWITCH_PIECES[1:]], SWITCH_KEYS,
                              "ultrafast", tmp_path / "r.mp4")
+    assert not list(tmp_path.rglob("*.mp4"))
 
 
 def test_a_piece_of_its_own_size_is_a_different_encode() -> None:

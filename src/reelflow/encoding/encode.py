@@ -530,9 +530,8 @@ def join_pieces(
     Returns the rendition with the join's CPU seconds (the caller adds the pieces')."""
     rung = Rung(width=width, height=height, kbps=max(1, target_kbps))
     sizes = [coded_size(p) for p in pieces]
+    check_rung_size(sizes, width, height, codec)
     switching = len(set(sizes)) > 1
-    if switching:
-        _check_switching(sizes, width, height, codec)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = _partial_name(out)
     listing = partial.with_suffix(".txt")
@@ -562,9 +561,10 @@ def join_pieces(
     return replace(rendition, path=out, target_kbps=target_kbps, cpu_s=cpu)
 
 
-def _check_switching(sizes: Sequence[tuple[int, int]], width: int, height: int, codec: CodecName) -> None:
-    """StageError unless a rung of pieces of these ``sizes`` can switch and is declared at its largest."""
-    if codec not in SWITCHING_TAGS:
+def check_rung_size(sizes: Sequence[tuple[int, int]], width: int, height: int, codec: CodecName) -> None:
+    """StageError unless a rung of pieces of these ``sizes`` is declared ``width`` x ``height``, the largest
+    of them, and (when they differ) its codec can switch size inside one track."""
+    if len(set(sizes)) > 1 and codec not in SWITCHING_TAGS:
         raise StageError(f"pieces of different sizes ({sorted(set(sizes))}) in one {codec} rung: per-shot "
                          f"resolution is for {' and '.join(SWITCHING_TAGS)} (parameter sets in band)")
     largest = max(sizes, key=lambda s: s[0] * s[1])
@@ -683,6 +683,7 @@ def encode_rung_per_shot(
     """
     check_tiling(pieces, info.video.frames, out.name)
     check_sizes(pieces, out.name)
+    check_rung_size([p.size(width, height) for p in pieces], width, height, codec)   # before any encode
     finished = finished_rendition(out, width, height, target_kbps, keyframes, info, codec,
                                   half_rate=half_rate) if reuse else None
     if finished is not None:
