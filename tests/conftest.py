@@ -197,7 +197,10 @@ from packaged_titles import (  # noqa: E402
     key_source,
     renditions,
     store_root,
+    switch_clear_title,
+    switch_encrypted_title,
+    switching_renditions,
 )
 
 __all__ = ["cbcs_title", "clear_title", "clip", "encrypted_title", "key_database", "key_source", "renditions",
-           "store_root"]
+           "store_root", "switch_clear_title", "switch_encrypted_title", "switching_renditions"]

@@ -4,6 +4,10 @@ The clip is the first 6 s of Sintel's fight (640x360, cuts at 2 s and 4.6 s) wit
 encoded to three rungs, 234p (SD), 720p (HD720) and 1080p (HD; upscaled, so a device cap has
 something to remove), plus AAC, with 2 s segments. 6 s so a browser can play 5 s of it.
 
+The switching titles (clear and cenc) hold one per-shot-resolution rung of the same clip, made the
+way a per-shot rung is (encode_rung_per_shot): 640x360, then 384x216, then 640x360 again, switching
+at the keyframes of 2 s and 4 s, with the clip's audio.
+
 Encrypted titles are made the way ingest makes them: keys from ``generate_keys``, put in the real
 ``KeyStore`` (sealed in an SQLite database under a test master key), and the project's
 ``package`` with ``Encryption.from_config`` (one AdaptationSet per tier, CommonSystem and the other
@@ -21,7 +25,7 @@ from typing import Any
 import pytest
 
 from reelflow.encoding.audio import encode_audio
-from reelflow.encoding.encode import Rendition, encode_video_rung, keyframe_frames
+from reelflow.encoding.encode import Rendition, ShotCrf, encode_rung_per_shot, encode_video_rung, keyframe_frames
 from reelflow.encoding.probe import probe
 from reelflow.infra.database import open_database
 from reelflow.infra.settings import DrmConfig, EncodeConfig, ProtectionScheme, Rung
@@ -35,6 +39,9 @@ CLIP_S = 6.0
 RUNGS = (Rung(width=416, height=234, kbps=300), Rung(width=1280, height=720, kbps=1200),
          Rung(width=1920, height=1080, kbps=2500))
 CLEAR_ID, ENC_ID, CBCS_ID = "sintel-clear", "sintel-enc", "sintel-cbcs"
+SWITCH_CLEAR_ID, SWITCH_ENC_ID = "sintel-switch-clear", "sintel-switch-enc"
+# The per-shot-resolution rung: (first frame, end frame, size) of each piece of the 144-frame clip
+SWITCH_SIZES = ((0, 48, (640, 360)), (48, 96, (384, 216)), (96, 144, (640, 360)))
 VERSION = "v-test0001"
 # The key store's master key in these tests (64 hex digits); settings take it as drm.master_key.
 MASTER_KEY_HEX = "5eed" * 16
@@ -102,15 +109,48 @@ def _record(store: LocalStorage, title_id: str, renditions: list[Rendition], *,
 
 
 @pytest.fixture(scope="session")
+def switching_renditions(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Rendition]:
+    """One per-shot-resolution rung of the clip (SWITCH_SIZES, at CRF 24) and the clip's audio."""
+    info = probe(clip)
+    work = tmp_path_factory.mktemp("switch")
+    keyframes = keyframe_frames([start for start, _, _ in SWITCH_SIZES], info.video.frames, info.video.fps,
+                                FAST.segment_s)
+    pieces = [ShotCrf(start, end, 24, width, height) for start, end, (width, height) in SWITCH_SIZES]
+    rung = encode_rung_per_shot(clip, info, 640, 360, pieces, keyframes, FAST.preset, work / "switch.mp4",
+                                target_kbps=700)
+    return [rung, encode_audio(clip, info, FAST, work / "audio.mp4")]
+
+
+def _clear(title_id: str, renditions: list[Rendition], store_root: Path, work: Path) -> PackagedTitle:
+    """Package and publish ``renditions`` in the clear, no country limits."""
+    store = LocalStorage(store_root)
+    pkg = package(renditions, work / "out", segment_s=FAST.segment_s)
+    publish.publish_package(pkg.root, store, f"titles/{title_id}/{VERSION}")
+    publish.write_title_record(store, f"titles/{title_id}",
+                               _record(store, title_id, renditions, encryption=None, countries=None))
+    return PackagedTitle(title_id, store_root, {})
+
+
+@pytest.fixture(scope="session")
+def switch_clear_title(switching_renditions: list[Rendition], store_root: Path,
+                       tmp_path_factory: pytest.TempPathFactory) -> PackagedTitle:
+    """The per-shot-resolution rung packaged in the clear."""
+    return _clear(SWITCH_CLEAR_ID, switching_renditions, store_root, tmp_path_factory.mktemp("switch-clear"))
+
+
+@pytest.fixture(scope="session")
+def switch_encrypted_title(switching_renditions: list[Rendition], store_root: Path, key_database: KeyDatabase,
+                           tmp_path_factory: pytest.TempPathFactory) -> PackagedTitle:
+    """The per-shot-resolution rung with cenc, licensed in US and CA."""
+    return _encrypted(SWITCH_ENC_ID, "cenc", switching_renditions, store_root, key_database,
+                      tmp_path_factory.mktemp("switch-cenc"))
+
+
+@pytest.fixture(scope="session")
 def clear_title(renditions: list[Rendition], store_root: Path, tmp_path_factory: pytest.TempPathFactory
                 ) -> PackagedTitle:
     """The clip packaged in the clear by the project's packager, published, no country limits."""
-    store = LocalStorage(store_root)
-    pkg = package(renditions, tmp_path_factory.mktemp("clear") / "out", segment_s=FAST.segment_s)
-    publish.publish_package(pkg.root, store, f"titles/{CLEAR_ID}/{VERSION}")
-    publish.write_title_record(store, f"titles/{CLEAR_ID}",
-                               _record(store, CLEAR_ID, renditions, encryption=None, countries=None))
-    return PackagedTitle(CLEAR_ID, store_root, {})
+    return _clear(CLEAR_ID, renditions, store_root, tmp_path_factory.mktemp("clear"))
 
 
 def _encrypted(title_id: str, scheme: ProtectionScheme, renditions: list[Rendition], store_root: Path,

@@ -5,9 +5,9 @@
 // The page follows the contract of the service's /play page: document.body.dataset.state is
 // loading|playing|ended|error and window.reelflow holds {play, player, error}. The script waits
 // until the video has played `until_s` seconds, or the page says error, or the timeout, then
-// reports the page's state, video time, decoded frames, Shaka's variant tracks and error, the
-// license and key requests the browser made (status, and the key ids a license answer held), and
-// the console and page errors (for the test's assertion message).
+// reports the page's state, video time, decoded frames, the picture size changes the page logged,
+// Shaka's variant tracks and error, the license and key requests the browser made (status, and the
+// key ids a license answer held), and the console and page errors (for the test's assertion message).
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -70,6 +70,7 @@ try {
                                                                active: t.active, codecs: t.codecs,
                                                                language: t.language, channels: t.channelsCount })) : [],
       audio_picker: rf.audio || null,
+      sizes: rf.sizes || [],   // the page's log of picture size changes (player.html)
       key_system: player && player.keySystem ? player.keySystem() : null,
       play: rf.play ? { limits: rf.play.limits, license: rf.play.license } : null,
       origin: location.origin,

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reelflow.encoding.audio import encode_audio
+from reelflow.encoding.codecs import CodecName
 from reelflow.encoding.encode import (
     ShotCrf,
     drop_leading_frames,
@@ -18,7 +19,9 @@ from reelflow.encoding.encode import (
     encode_video_rung,
     force_key_frames_arg,
     keyframe_frames,
+    keyframe_sizes,
     ladder_for_source,
+    piece_file_name,
     read_keyframes,
     segment_frames,
 )
@@ -238,6 +241,63 @@ def test_per_shot_pieces_must_tile_the_title(sintel_fight: Path, tmp_path: Path)
     with pytest.raises(StageError, match="tile"):
         encode_rung_per_shot(sintel_fight, info, 416, 234, [ShotCrf(0, 100, 23), ShotCrf(120, 240, 23)], [0],
                              "ultrafast", tmp_path / "r.mp4")
+
+
+# Sintel's fight (640x360, 240 frames) as a rung that switches resolution at its shot starts
+SWITCH_KEYS = (0, 58, 96, 140, 192)
+SWITCH_PIECES = [ShotCrf(0, 58, 26, 416, 234), ShotCrf(58, 140, 26, 256, 144), ShotCrf(140, 240, 26, 416, 234)]
+
+
+@pytest.mark.parametrize(("codec", "tag"), [("h264", "avc3"), ("hevc", "hev1")])
+def test_per_shot_resolution_rung_decodes_every_frame_at_its_pieces_sizes(sintel_fight: Path, tmp_path: Path,
+                                                                          codec: CodecName, tag: str) -> None:
+    """Pieces of 416x234, 256x144 and 416x234 (each with the ingest's pre-roll) joined without
+    re-encoding: every frame decodes, at its piece's size, under an avc3/hev1 sample entry that
+    declares the largest size."""
+    import av
+
+    info = probe(sintel_fight)
+    keys = keyframe_frames([0, 58, 140], info.video.frames, info.video.fps, 4.0)
+    assert keys == SWITCH_KEYS
+    rendition = encode_rung_per_shot(sintel_fight, info, 416, 234, SWITCH_PIECES, keys, "ultrafast",
+                                     tmp_path / "r.mp4", target_kbps=300, codec=codec, preroll=6)
+    assert (rendition.width, rendition.height, rendition.frames) == (416, 234, 240)
+    assert read_keyframes(rendition.path) == (240, list(keys))
+    assert keyframe_sizes(rendition.path) == [(416, 234), (256, 144), (256, 144), (416, 234), (416, 234)]
+    with av.open(str(rendition.path)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.codec_tag == tag
+        sizes = [(f.width, f.height) for f in container.decode(stream)]
+    assert sizes == [(416, 234)] * 58 + [(256, 144)] * 82 + [(416, 234)] * 100
+    entry = rendition.path.read_bytes()
+    at = entry.index(tag.encode(), entry.index(b"stsd")) + 4   # VisualSampleEntry: width, height after 24 bytes
+    assert (int.from_bytes(entry[at + 24:at + 26], "big"), int.from_bytes(entry[at + 26:at + 28], "big")) == (416, 234)
+
+
+def test_per_shot_resolution_rung_is_declared_at_its_largest_piece(sintel_fight: Path, tmp_path: Path) -> None:
+    """Refused before any piece is encoded (no piece file is made)."""
+    info = probe(sintel_fight)
+    with pytest.raises(StageError, match="must be its largest piece"):
+        encode_rung_per_shot(sintel_fight, info, 640, 360, SWITCH_PIECES, SWITCH_KEYS, "ultrafast",
+                             tmp_path / "r.mp4")
+    same = [ShotCrf(p.start_frame, p.end_frame, p.crf, 256, 144) for p in SWITCH_PIECES]
+    with pytest.raises(StageError, match="must be its largest piece"):    # one size, not the rung's
+        encode_rung_per_shot(sintel_fight, info, 416, 234, same, SWITCH_KEYS, "ultrafast", tmp_path / "r.mp4")
+    with pytest.raises(StageError, match="per-shot resolution is for h264 and hevc"):
+        encode_rung_per_shot(sintel_fight, info, 416, 234, SWITCH_PIECES, SWITCH_KEYS, "8", tmp_path / "r.mp4",
+                             codec="av1")
+    with pytest.raises(StageError, match="every piece its size"):
+        encode_rung_per_shot(sintel_fight, info, 416, 234, [ShotCrf(0, 58, 26), *SWITCH_PIECES[1:]], SWITCH_KEYS,
+                             "ultrafast", tmp_path / "r.mp4")
+    assert not list(tmp_path.rglob("*.mp4"))
+
+
+def test_a_piece_of_its_own_size_is_a_different_encode() -> None:
+    """Its parameter sets are in band, so it never reuses a rung-sized piece of the same size."""
+    own, plain = ShotCrf(0, 58, 26, 416, 234), ShotCrf(0, 58, 26)
+    assert piece_file_name(416, 234, own, SWITCH_KEYS, "medium") != piece_file_name(416, 234, plain, SWITCH_KEYS,
+                                                                                     "medium")
+    assert piece_file_name(640, 360, own, SWITCH_KEYS, "medium").startswith("234p-")
 
 
 def _loudness(ffmpeg: str, path: Path) -> float:

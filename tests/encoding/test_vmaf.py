@@ -180,6 +180,23 @@ def whole_rung(sintel_fight: Path, tmp_path_factory: pytest.TempPathFactory) -> 
                                 out).path
 
 
+def test_a_rung_that_switches_resolution_is_scored_on_every_frame(sintel_fight: Path, tmp_path: Path) -> None:
+    """A per-shot-resolution rung (416x234, 256x144, 416x234) gets a score for each of its 240 frames,
+    and its first piece's frames score exactly as that piece encoded and scored alone."""
+    from reelflow.encoding.encode import ShotCrf, encode_piece, encode_rung_per_shot, keyframe_frames
+
+    info = probe(sintel_fight)
+    keys = keyframe_frames([0, 58, 140], info.video.frames, info.video.fps, 4.0)
+    pieces = [ShotCrf(0, 58, 30, 416, 234), ShotCrf(58, 140, 30, 256, 144), ShotCrf(140, 240, 30, 416, 234)]
+    rung = encode_rung_per_shot(sintel_fight, info, 416, 234, pieces, keys, "ultrafast", tmp_path / "r.mp4")
+    result = measure_rung_vmaf(rung.path, info, height=234)
+    assert len(result.scores) == 240
+    encode_piece(sintel_fight, info, 416, 234, pieces[0], keys, "ultrafast", tmp_path / "p0.mp4")
+    alone = measure_vmaf_many([tmp_path / "p0.mp4"], sintel_fight, width=640, height=360, fps=info.video.fps,
+                              frames=58)[0]
+    assert result.scores[:57] == pytest.approx(alone.scores[:57], abs=1e-6)   # frame 57's next neighbour differs
+
+
 @pytest.mark.parametrize("step", [1, 5])
 def test_spans_of_a_rung_join_to_the_whole_run_frame_for_frame(sintel_fight: Path, whole_rung: Path,
                                                                step: int) -> None:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from packaged_titles import SWITCH_ENC_ID, SWITCH_SIZES
 from reelflow import cli
 from reelflow.errors import Unauthorized
 from reelflow.infra.database import open_database
@@ -114,6 +115,24 @@ def test_save_writes_a_decrypted_file_with_every_played_frame(service: LiveServi
     assert decoded["frames"] == FRAMES_PER_SEGMENT * len(labels)
     assert decoded["error_lines"] == 0
     assert decode(out, "-map", "0:a")["seconds"] == pytest.approx(6.0, abs=0.1)
+
+
+def test_save_decodes_every_frame_across_resolution_switches(service: LiveService, switch_encrypted_title: Any,
+                                                             tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch, decode: Any) -> None:
+    """The per-shot-resolution rung (640x360, 384x216, 640x360; cenc): every frame of the saved file
+    decodes without an error, each at its piece's size."""
+    import av
+
+    out = tmp_path / "switch.mp4"
+    data = play_json(capsys, monkeypatch, SWITCH_ENC_ID, "--service", service.url, "--profile", "save-switch",
+                     "--save", str(out))
+    assert data["saved_segments"] == 3 and {s["label"] for s in data["segments"]} == {"360p"}
+    with av.open(str(out)) as container:
+        sizes = [(f.width, f.height) for f in container.decode(video=0)]
+    assert sizes == [size for start, end, size in SWITCH_SIZES for _ in range(start, end)]
+    decoded = decode(out, "-map", "0:v")
+    assert decoded["frames"] == len(sizes) and decoded["error_lines"] == 0
 
 
 def test_refused_license_is_one_clear_error(service: LiveService, capsys: pytest.CaptureFixture[str],

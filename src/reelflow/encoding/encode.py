@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -371,22 +372,52 @@ def _verified_rung(path: Path, rung: Rung, keyframes: Sequence[int], info: Media
 
 @dataclass(frozen=True)
 class ShotCrf:
-    """One shot of a per-shot rung: its half-open frame range and the CRF chosen for it."""
+    """One shot of a per-shot rung: its half-open frame range, the CRF chosen for it and, when the rung
+    switches resolution per shot, the size chosen for it (0 x 0: the rung's size).
+
+    A piece with a size of its own is encoded with its parameter sets in band at every keyframe
+    (``INBAND_PARAMS``), so that a rung joined from pieces of different sizes decodes across each
+    switch (``join_pieces``); in such a rung every piece carries its size, and the largest of them
+    is the rung's.
+    """
 
     start_frame: int
     end_frame: int
     crf: float
+    width: int = 0
+    height: int = 0
+
+    @property
+    def sized(self) -> bool:
+        """Whether the piece has a size of its own (per-shot resolution)."""
+        return self.width > 0 and self.height > 0
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        """The piece's (width, height): its own, or the rung's ``width`` x ``height``."""
+        return (self.width, self.height) if self.sized else (width, height)
+
+
+# Encoder options that put the parameter sets in band at every keyframe (what a sample entry of
+# avc3/hev1 allows), for pieces of a rung that switches resolution: each piece's keyframes then
+# carry the SPS/PPS of its own size. x265 repeats them for every per-shot piece already
+# (codecs.py); SVT-AV1 writes a sequence header with every key frame.
+INBAND_PARAMS: dict[CodecName, str] = {"h264": "repeat-headers=1", "hevc": "", "av1": ""}
+# The sample entry of a joined rung whose pieces differ in size: parameter sets in band (ISO/IEC
+# 14496-15), the largest piece's in the entry itself, which is what the packager declares.
+SWITCHING_TAGS: dict[CodecName, str] = {"h264": "avc3", "hevc": "hev1"}
 
 
 def shot_encode_argv(
     src: Path, video: VideoStream, piece: ShotCrf, width: int, height: int, keyframes: Sequence[int],
     preset: str, out: Path, codec: VideoCodec = CODECS["h264"], *, preroll: int = 0, half_rate: bool = False,
+    inband: bool = False,
 ) -> list[str]:
     """ffmpeg argv for one shot of a per-shot rung, at its own CRF; ``keyframes`` are absolute frames.
 
     ``preroll`` frames before the shot are encoded first, as a GOP of their own at the same CRF, for
     the join to drop (``preroll_frames``). ``half_rate``: the even source frames only (the piece and
-    its pre-roll start on even frames), at half the rate: ``preroll / 2`` frames to drop.
+    its pre-roll start on even frames), at half the rate: ``preroll / 2`` frames to drop. ``inband``:
+    the parameter sets at every keyframe too (``INBAND_PARAMS``; a piece of a resolution-switching rung).
     """
     rate = rung_rate(video.fps, half_rate)
     fps = rate_arg(rate)
@@ -416,7 +447,7 @@ def shot_encode_argv(
         "-fps_mode", "cfr", "-r", fps,
         # the piece's own CRF (x264 and x265 take fractions: the plan interpolates), closed GOPs,
         # keyframes only where forced, and headers that let the pieces join without re-encoding
-        *codec.args(preset, piece.crf, gop),
+        *codec.args(preset, piece.crf, gop, params=INBAND_PARAMS[codec.name] if inband else ""),
         "-force_key_frames", force_key_frames_arg([k for k in inside if k >= 0] or [0], rate),
         *color_args(video, codec),
         # same timescale in every piece (the source's rate's, at half rate too: a whole number of ticks a frame)
@@ -428,10 +459,14 @@ def shot_encode_argv(
 def piece_file_name(width: int, height: int, piece: ShotCrf, keyframes: Sequence[int], preset: str,
                     codec: CodecName = "h264", preroll: int = 0, half_rate: bool = False) -> str:
     """A name that changes with everything the piece's encode depends on (within one encode folder,
-    whose name covers the source and the settings): a reused piece is the encode of this very plan."""
+    whose name covers the source and the settings): a reused piece is the encode of this very plan.
+
+    ``width`` x ``height`` is the rung's size; a piece with a size of its own is named by that one,
+    and differs from a rung-sized piece (its parameter sets are in band)."""
     inside = [k for k in keyframes if piece.start_frame <= k < piece.end_frame]
+    width, height = piece.size(width, height)
     digest = config_digest(codec, width, height, piece.crf, preset, min(preroll, piece.start_frame), inside,
-                           *(["half-rate"] if half_rate else []))[:10]
+                           *(["half-rate"] if half_rate else []), *(["in-band"] if piece.sized else []))[:10]
     return f"{height}p-{piece.start_frame:07d}-{piece.end_frame:07d}-{digest}.mp4"
 
 
@@ -441,11 +476,13 @@ def encode_piece(
 ) -> float:
     """One shot (or unit) of a per-shot rung at its own CRF, as ``out``; returns the CPU seconds spent.
 
-    With ``preroll``, the encode starts up to that many frames earlier, at the piece's CRF, and those
-    frames are dropped (``preroll_frames``). ``half_rate``: the source's even frames only (see
-    ``shot_encode_argv``). Only a piece with the right frame count gets the name ``out``, so with
-    ``reuse`` an existing ``out`` is a finished piece of an earlier run: kept (0.0). A piece is a
-    separate task in the ingest flow, so a stopped run resumes piece by piece.
+    ``width`` x ``height`` is the rung's size; a piece with a size of its own (``ShotCrf.size``) is
+    encoded at that size with its parameter sets in band. With ``preroll``, the encode starts up to
+    that many frames earlier, at the piece's CRF, and those frames are dropped (``preroll_frames``).
+    ``half_rate``: the source's even frames only (see ``shot_encode_argv``). Only a piece with the
+    right frame count gets the name ``out``, so with ``reuse`` an existing ``out`` is a finished
+    piece of an earlier run: kept (0.0). A piece is a separate task in the ingest flow, so a stopped
+    run resumes piece by piece.
     """
     frames = piece.end_frame - piece.start_frame
     if half_rate:
@@ -462,8 +499,9 @@ def encode_piece(
     partial = _partial_name(out)
     encoded = partial.with_name(f"{partial.stem}-preroll{partial.suffix}") if lead else partial
     try:
-        cpu_s = run(shot_encode_argv(src, info.video, piece, width, height, keyframes, preset, encoded,
-                                     codec_for(codec, info.video), preroll=lead, half_rate=half_rate)).cpu_s
+        cpu_s = run(shot_encode_argv(src, info.video, piece, *piece.size(width, height), keyframes, preset, encoded,
+                                     codec_for(codec, info.video), preroll=lead, half_rate=half_rate,
+                                     inband=piece.sized)).cpu_s
         if lead:
             drop_leading_frames(encoded, lead // 2 if half_rate else lead, partial)
         count, found = read_keyframes(partial)
@@ -483,13 +521,35 @@ def join_pieces(
 ) -> Rendition:
     """The pieces of a per-shot rung joined without re-encoding into ``out``, frames and keyframes verified.
 
+    Pieces of different sizes (per-shot resolution, each encoded with its parameter sets in band)
+    are joined under an ``avc3``/``hev1`` sample entry that holds the largest piece's parameter
+    sets, so the packager declares that size; ``width`` x ``height`` must be it. Every keyframe of
+    such a join is then decoded and must have the size of its piece: that is what proves the rung
+    plays across each switch.
+
     Returns the rendition with the join's CPU seconds (the caller adds the pieces')."""
     rung = Rung(width=width, height=height, kbps=max(1, target_kbps))
+    sizes = [coded_size(p) for p in pieces]
+    check_rung_size(sizes, width, height, codec)
+    switching = len(set(sizes)) > 1
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = _partial_name(out)
     try:
-        cpu = concat_pieces(pieces, partial, codec=codec, faststart=True)
+        if switching:
+            cpu = _join_switching(pieces, sizes.index((width, height)), partial, SWITCHING_TAGS[codec],
+                                  rung_rate(info.video.fps, half_rate))
+        else:
+            cpu = concat_pieces(pieces, partial, codec=codec, faststart=True)
         rendition = _verified_rung(partial, rung, keyframes, info, codec, half_rate=half_rate)
+        if switching:
+            planned = [size for p, size in zip(pieces, sizes, strict=True) for _ in read_keyframes(p)[1]]
+            found = keyframe_sizes(partial)
+            if found != planned:
+                at = next((i for i, (a, b) in enumerate(zip(found, planned, strict=False)) if a != b),
+                          min(len(found), len(planned)))
+                raise StageError(f"{out.name}: keyframe {at} of the join decodes as "
+                                 f"{'x'.join(map(str, found[at])) if at < len(found) else 'nothing'}, planned "
+                                 f"{'x'.join(map(str, planned[at])) if at < len(planned) else 'nothing'}")
         partial.replace(out)
     finally:
         partial.unlink(missing_ok=True)
@@ -498,7 +558,9 @@ def join_pieces(
 
 def concat_pieces(pieces: Sequence[Path], out: Path, *, codec: CodecName = "h264", faststart: bool = False) -> float:
     """Consecutive pieces (each starting on a keyframe) as one MP4, stream-copied; returns the CPU seconds.
-    Nothing is verified here: join_pieces verifies a rung, a VMAF span counts its frames."""
+    Nothing is verified here: join_pieces verifies a rung, a VMAF span counts its frames. Pieces of
+    different sizes decode each at its own size (their parameter sets are in band), but the sample
+    entry is the first piece's: a rung to publish is joined by join_pieces."""
     listing = out.with_name(f"{out.name}.txt")
     listing.write_text("".join(f"file '{p.resolve()}'\n" for p in pieces))
     try:
@@ -509,11 +571,77 @@ def concat_pieces(pieces: Sequence[Path], out: Path, *, codec: CodecName = "h264
         listing.unlink(missing_ok=True)
 
 
+def check_rung_size(sizes: Sequence[tuple[int, int]], width: int, height: int, codec: CodecName) -> None:
+    """StageError unless a rung of pieces of these ``sizes`` is declared ``width`` x ``height``, the largest
+    of them, and (when they differ) its codec can switch size inside one track."""
+    if len(set(sizes)) > 1 and codec not in SWITCHING_TAGS:
+        raise StageError(f"pieces of different sizes ({sorted(set(sizes))}) in one {codec} rung: per-shot "
+                         f"resolution is for {' and '.join(SWITCHING_TAGS)} (parameter sets in band)")
+    largest = max(sizes, key=lambda s: s[0] * s[1])
+    if (width, height) != largest or any(w > width or h > height for w, h in sizes):
+        raise StageError(f"a rung of pieces from {sorted(set(sizes))} is declared {width}x{height}: its size must "
+                         "be its largest piece's, which no other piece exceeds (the manifests declare it)")
+
+
+def _join_switching(pieces: Sequence[Path], model: int, out: Path, tag: str, rate: Fraction) -> float:
+    """Copy the pieces' packets one after the other into ``out`` under the sample entry ``tag``, with
+    the parameter sets of piece ``model`` in it; returns the CPU seconds it took (this thread's).
+
+    ffmpeg's concat demuxer would keep the first piece's parameter sets in the sample entry, and the
+    packager would then declare the first piece's size for the whole rung."""
+    began = time.thread_time()
+    with av.open(str(pieces[model])) as first, av.open(str(out), "w", format="mp4",
+                                                       options={"movflags": "+faststart"}) as sink:
+        copy = sink.add_stream_from_template(first.streams.video[0], opaque=True)
+        copy.codec_context.codec_tag = tag
+        offset = 0                                  # where the piece starts, in its stream's ticks
+        for path in pieces:
+            with av.open(str(path)) as source:
+                stream = source.streams.video[0]
+                base = stream.time_base
+                ticks = 1 / (rate * base) if base else Fraction(1, 2)
+                if ticks.denominator != 1:
+                    raise StageError(f"{path.name}: a frame is not a whole number of ticks of its time base")
+                frames = 0
+                for packet in source.demux(stream):
+                    if not packet.size or packet.pts is None or packet.dts is None:
+                        continue                    # the demuxer's flush packet
+                    packet.pts, packet.dts = packet.pts + offset, packet.dts + offset
+                    packet.stream = copy
+                    sink.mux(packet)
+                    frames += 1
+                offset += frames * int(ticks)
+    return time.thread_time() - began
+
+
+def coded_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a single-size video file's pictures."""
+    with av.open(str(path)) as container:
+        context = container.streams.video[0].codec_context
+        return context.width, context.height
+
+
+def keyframe_sizes(path: Path) -> list[tuple[int, int]]:
+    """(width, height) of every keyframe as it decodes, in order (only keyframes are decoded)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = "NONKEY"
+        return [(frame.width, frame.height) for frame in container.decode(stream)]
+
+
 def check_tiling(pieces: Sequence[ShotCrf], frames: int, what: str) -> None:
     """StageError unless the pieces cover frames 0..frames exactly, in order."""
     if not pieces or pieces[0].start_frame != 0 or pieces[-1].end_frame != frames or any(
             a.end_frame != b.start_frame for a, b in itertools.pairwise(pieces)):
         raise StageError(f"the shots of {what} must tile frames 0..{frames} exactly")
+
+
+def check_sizes(pieces: Sequence[ShotCrf], what: str) -> None:
+    """StageError when some pieces have sizes of their own and others do not: after a switch back to
+    the rung's size, a piece without parameter sets in band would decode with the other size's."""
+    if len({p.sized for p in pieces}) > 1:
+        raise StageError(f"some pieces of {what} have sizes of their own and some do not: per-shot resolution "
+                         "gives every piece its size")
 
 
 PIECES = "pieces"
@@ -560,9 +688,12 @@ def encode_rung_per_shot(
 
     The pieces (``encode_piece``) go ``jobs`` at once; the ingest flow runs the same two steps as
     tasks instead, so that the pieces of a rung spread over a cluster. ``half_rate``: every piece has
-    the source's even frames only (see ``shot_encode_argv``).
+    the source's even frames only (see ``shot_encode_argv``). Pieces with sizes of their own
+    (per-shot resolution) need them all, and ``width`` x ``height`` is then the largest of them.
     """
     check_tiling(pieces, info.video.frames, out.name)
+    check_sizes(pieces, out.name)
+    check_rung_size([p.size(width, height) for p in pieces], width, height, codec)   # before any encode
     finished = finished_rendition(out, width, height, target_kbps, keyframes, info, codec,
                                   half_rate=half_rate) if reuse else None
     if finished is not None:

@@ -243,6 +243,10 @@ def vmaf_many_argv(
     for path in distorted:
         if dist_start is not None and dist_start[0] > 0:
             argv += ["-seek_timestamp", "1", "-ss", f"{seek_s(dist_start[0], fps, dist_start[1]):.6f}"]
+        # An encode whose size changes (a rung with per-shot resolution) keeps its one filter graph:
+        # ffmpeg would rebuild it at each change, restarting libvmaf, whose log then holds only the
+        # frames after the last one. The scale filter takes each frame's size as it comes.
+        argv += ["-reinit_filter", "0"]
         argv += ["-threads", str(threads), "-i", str(path)]     # decoder threads
     argv += ["-threads", str(threads)]
     if ref_start_frame > 0:
