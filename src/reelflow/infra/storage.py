@@ -586,9 +586,6 @@ class S3Storage(Storage):
             raise self._error(exc, action) from exc
         self._bucket_seen = True
 
-    def list(self, prefix: str = "") -> list[str]:
-        return [key for key, _ in self._listing(prefix)]
-
     def _listing(self, prefix: str) -> list[tuple[str, int]]:
         """(key, size) of every object under ``prefix``, sorted by key: a listing carries the sizes."""
         _check_prefix(prefix)
@@ -603,6 +600,9 @@ class S3Storage(Storage):
         except _s3_errors() as exc:
             raise self._error(exc, f"cannot list s3://{self.bucket}/{base}{prefix}") from exc
         return sorted(items)
+
+    def list(self, prefix: str = "") -> list[str]:
+        return [key for key, _ in self._listing(prefix)]
 
 
 # ---------------------------------------------------------------------------------------------
