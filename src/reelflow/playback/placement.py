@@ -39,6 +39,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 GroupKey = tuple[str, str | None]            # (country, isp); isp None: every ISP of the country
+PARTS = 10                                   # parts a title is cut into (the fill's and the simulator's)
+REPLICATE_SHARE = 0.5                        # share of an ISP edge's budget that holds the ISP's head
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Title:
     release_at: float = 0.0                  # epoch seconds; before it the title does not play
     watched_share: float = 0.5               # share of a rung's bytes a play fetches, on average
     expected_plays: float | None = None      # a new release's own prior per window (else the configured one)
+    part_bytes: Mapping[str, tuple[int, ...]] | None = None   # rung -> bytes in each part; None: equal parts
 
     def available_in(self, country: str | None) -> bool:
         return self.countries is None or (country is not None and country in self.countries)
@@ -230,7 +233,12 @@ def _candidates(titles: Mapping[str, Title], edge: Edge, plays_of: Mapping[str, 
             continue
         per_byte = plays * sum(title.rung_bytes[r] for r in video) / len(video) / stored
         shares = [title.watched_share] * parts if reach is None else list(reach)
-        out.append(_Candidate(key, rungs, _split(stored, parts), tuple(per_byte * r for r in shares), plays,
+        split = title.part_bytes
+        if split is not None and all(len(split.get(r, ())) == parts for r in rungs):
+            part_bytes = tuple(sum(split[r][i] for r in rungs) for i in range(parts))
+        else:
+            part_bytes = _split(stored, parts)
+        out.append(_Candidate(key, rungs, part_bytes, tuple(per_byte * r for r in shares), plays,
                               title.release_at))
     return out
 
@@ -242,10 +250,10 @@ def _pieces(candidates: Sequence[_Candidate]) -> list[tuple[float, str, int]]:
     return pieces
 
 
-def _greedy(pieces: Sequence[tuple[float, str, int]], by_key: Mapping[str, _Candidate], budget: int,
-            held: dict[str, int] | None = None) -> tuple[dict[str, int], int]:
+def _greedy(pieces: Sequence[tuple[float, str, int]], by_key: Mapping[str, _Candidate],
+            budget: int) -> tuple[dict[str, int], int]:
     """Parts taken best first while they fit, each only after the part before it: title -> leading parts held."""
-    taken: dict[str, int] = {} if held is None else held
+    taken: dict[str, int] = {}
     left = budget
     for _neg, key, i in pieces:
         if taken.get(key, 0) != i:
@@ -313,11 +321,19 @@ def _place_pool(members: Sequence[Edge], titles: Mapping[str, Title], served: Ma
     own: dict[str, dict[str, _Candidate]] = {}
     taken: dict[str, dict[str, int]] = {}
     left: dict[str, int] = {}
+    done: list[tuple[Edge, dict[str, int], int]] = []
     for edge in members:                   # the head: each edge alone, in its replicated share
-        cands = _candidates(titles, edge, served.get(edge.name, {}), now, lead_s, min_plays, parts, reach)
-        own[edge.name] = {c.key: c for c in cands}
         replicated = int(edge.budget_bytes * replicate_share)
-        taken[edge.name], spare = _greedy(_pieces(cands), own[edge.name], replicated)
+        twin = next((d for d in done if (d[0].country, d[0].rungs, d[0].budget_bytes) ==
+                     (edge.country, edge.rungs, edge.budget_bytes) and served.get(d[0].name) == served.get(edge.name)),
+                    None)
+        if twin is not None:               # an edge like one already placed: the same head (saves the sort)
+            own[edge.name], taken[edge.name], spare = own[twin[0].name], dict(twin[1]), twin[2]
+        else:
+            cands = _candidates(titles, edge, served.get(edge.name, {}), now, lead_s, min_plays, parts, reach)
+            own[edge.name] = {c.key: c for c in cands}
+            taken[edge.name], spare = _greedy(_pieces(cands), own[edge.name], replicated)
+            done.append((edge, dict(taken[edge.name]), spare))
         left[edge.name] = edge.budget_bytes - replicated + spare
     head = {key for held in taken.values() for key in held}
     # the pool: the ISP's plays decide; a title goes to one edge, the one with the most room when its first
