@@ -129,7 +129,7 @@ def test_push_edge_paces_skips_held_unpins_dropped_and_stops_at_the_deadline(tmp
 def test_a_package_files_go_to_their_rung_and_part_and_a_placement_takes_its_prefix(tmp_path: Path) -> None:
     store = LocalStorage(tmp_path)
     base = "titles/t/v-1"
-    layout = {"video/720p_1200k/init.mp4": 10, "audio/aac_en/init.mp4": 5, "manifest.mpd": 3,
+    layout = {"video/720p_1200k/init.mp4": 10, "audio/aac_en/init.mp4": 5, "manifest.mpd": 3, "video/540p_800k.mp4": 50,
               **{f"video/720p_1200k/{n}.m4s": 100 for n in range(1, 21)},
               **{f"video/1080p_2500k/{n}.m4s": 200 for n in range(1, 21)},
               **{f"audio/aac_en/{n}.m4s": 7 for n in range(1, 21)}}
@@ -137,7 +137,8 @@ def test_a_package_files_go_to_their_rung_and_part_and_a_placement_takes_its_pre
         store.put_bytes(bytes(size), f"{base}/{name}")
     store.put_bytes(json.dumps({"status": "published", "package": f"/x/{base}", "release_at": "2030-01-01T00:00:00Z",
                                 "expected_plays": 40, "source": {"probe": {"duration_s": 40.0}},
-                                "renditions": [{"kind": "video", "name": "720p_1200k", "height": 720, "kbps": 1200},
+                                "renditions": [{"kind": "video", "name": "540p_800k", "height": 540, "kbps": 800},
+                                               {"kind": "video", "name": "720p_1200k", "height": 720, "kbps": 1200},
                                                {"kind": "video", "name": "1080p_2500k", "height": 1080, "kbps": 2500},
                                                {"kind": "audio", "name": "aac_en", "height": 0, "kbps": 128}]}
                                ).encode(), "titles/t/title.json")
@@ -147,8 +148,9 @@ def test_a_package_files_go_to_their_rung_and_part_and_a_placement_takes_its_pre
     assert (by_key["video/720p_1200k/init.mp4"].part, by_key["video/720p_1200k/1.m4s"].part) == (0, 0)
     assert [by_key[f"video/1080p_2500k/{n}.m4s"].part for n in (2, 3, 20)] == [0, 1, PARTS - 1]
     assert (by_key["audio/aac_en/3.m4s"].rung, by_key["video/1080p_2500k/3.m4s"].rung) == ("", "1080")
+    assert (by_key["video/540p_800k.mp4"].rung, by_key["video/540p_800k.mp4"].part) == ("540", 0)  # one file
     title = package.title
-    assert title.rung_bytes == {"720": 2010, "1080": 4000, "": 145} and title.expected_plays == 40
+    assert title.rung_bytes == {"540": 50, "720": 2010, "1080": 4000, "": 145} and title.expected_plays == 40
     assert title.release_at == dt.datetime(2030, 1, 1, tzinfo=dt.UTC).timestamp()
     assert title.part_bytes is not None and title.part_bytes["1080"][0] == 400 and package.duration_s == 40.0
     # three parts of ten, 720p only: init segments and segments 1-6 of 720p and audio

@@ -136,7 +136,8 @@ def _epoch(value: Any) -> float:
 
 def _files(keys: Mapping[str, int], prefix: str, rung_of: Mapping[str, str]) -> tuple[PackageFile, ...]:
     """The package's media files with their rung and part: a numbered segment of n in its folder is in
-    part ``(number - 1) * PARTS // n``; init segments and unnumbered files are in part 0."""
+    part ``(number - 1) * PARTS // n``; init segments and unnumbered files are in part 0. A video file's
+    rung is its rendition's height (its folder, or its own name, is the rendition's name)."""
     media = {k: size for k, size in keys.items() if Path(k).suffix.lower() in MEDIA_SUFFIXES}
     by_folder: dict[str, list[str]] = {}
     for key in media:
@@ -151,6 +152,8 @@ def _files(keys: Mapping[str, int], prefix: str, rung_of: Mapping[str, str]) -> 
         for key in members:
             number = numbered.get(key)
             part = 0 if number is None or count == 0 else min((number - 1) * PARTS // count, PARTS - 1)
+            if kind == "video" and not track:            # a single-file rung (video/<name>.mp4): all in part 0
+                rung = rung_of.get(Path(key).stem, SHARED)
             files.append(PackageFile(key, media[key], rung, part))
     return tuple(sorted(files, key=lambda f: (f.part, f.key)))
 

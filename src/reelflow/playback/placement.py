@@ -7,7 +7,7 @@ simulator (bench/cdn_sim.py) calls the same two functions.
 Demand is counted per (title, country, ISP): an edge serves the players of its country and, when
 it has one, its ISP; the demand of a group is shared equally by the edges that serve it. A title
 is worth, per byte it takes on an edge, the bytes that edge is expected to serve from it (the
-knapsack ratio); each edge takes titles by that ratio, best first, while they fit. Popular titles
+knapsack ratio); each edge takes parts of titles by that ratio, best first, while they fit. Popular titles
 so end up everywhere, regional titles on their region's edges, and the long tail — below
 ``min_plays`` expected plays per edge — is left to hubs and the origin.
 
@@ -27,8 +27,8 @@ The edges of one ISP serve the same players, and steering sends a player to the 
 that holds the title, so they pool their budgets (``replicate_share`` below one): each holds the
 ISP's best parts in that share of its budget (the head, on every edge, for load and for losing an
 edge), and the rest of the ISP's budget holds the next titles once, each on one edge. An ISP of n
-edges so holds about n times more distinct titles than one edge, which is what turns the tail's
-first requests — most of what an edge misses at its peak hour — into hits.
+edges so holds (1 + n) / 2 times the distinct bytes of one edge (replicate share one half), which
+is what turns the tail's first requests — most of what an edge misses at its peak hour — into hits.
 """
 
 from __future__ import annotations
