@@ -2,13 +2,14 @@
 S3-FIFO and Belady's bound, on a country-scale deployment.
 
     .venv/bin/python bench/cdn_sim.py [--edges 3000] [--isps 300] [--regions 20] [--titles 15000]
-                                      [--days 7] [--sessions 2000] [--replay-edges 16] [--seed 1]
+                                      [--days 7] [--sessions 2000] [--replay-isps 2] [--seed 1]
+                                      [--parts 10] [--replicate-share 0.5] [--explain]
 
 Deterministic for a seed (numpy's PCG64). The model:
 
 - Catalogue: ``--titles`` titles, each cut into ``--chunks`` equal chunks (the objects requested and
-  cached); a title's bytes (all its rungs) are log-normal, median 2.5 GB. A share of titles is only
-  available in a few regions (they are only asked for there).
+  cached); a title's bytes (what a play of the whole title fetches) are log-normal, median 2.5 GB. A
+  share of titles is only available in a few regions (they are only asked for there).
 - Demand: Zipf (alpha 0.9) over titles; a third of the titles are regional (8x in their home region,
   0.3x elsewhere); the rest get a mild per-region log-normal skew. Each day ``--releases`` titles are
   released at 08:00 with a boost (5x, halving every 2 days) on top of a rank drawn near the head.
@@ -16,29 +17,38 @@ Deterministic for a seed (numpy's PCG64). The model:
   04:00), a title by the day's regional demand, then chunks from the start, one every 10 minutes,
   stopping early (a geometric number, about half the title on average).
 - Deployment: ``--edges`` edges in ``--isps`` ISPs spread over ``--regions`` regions, one budget
-  each (``--budget-share`` of the catalogue's bytes). Edges are independent caches, so a sample of
-  ``--replay-edges`` edges (spread over the regions) replays its requests; the service's view (the
-  forecast) counts the plays of every edge of the country (drawn per title and region, Poisson).
+  each (``--budget-share`` of the catalogue's bytes). ``--replay-isps`` ISPs (spread over the
+  regions) replay the requests of every one of their edges; the service's view (the forecast)
+  counts the plays of every edge of the country (drawn per title and region, Poisson).
 
 Policies, each with the same bytes per edge, replayed after a warm-up day that is not counted:
 
-- ``lru``, ``s3fifo``: playback/edge_cache.py, admitting every miss.
+- ``lru``, ``s3fifo``: playback/edge_cache.py, admitting every miss, each player on its own edge.
+- ``lru_pool``: a reference, not something reelflow runs: LRU edges of an ISP as one cache, each
+  title's requests sent to the edge its number hashes to (so the ISP holds n edges' worth of distinct
+  bytes, and the edges' load follows the titles hashed to them).
 - ``fill``: what reelflow's edges run. Every day at 03:00 (the off-peak window) the placement of
   playback/placement.py (forecast from the previous days' plays, half-life one day; a new release's
-  prior is its expected demand with log-normal error, sigma 0.5; lead one day) is pinned in
-  ``--fill-share`` of the budget; the rest is an S3-FIFO cache of misses, as playback/edge.py does
-  beside pinned objects. Pushes count as upstream bytes at 03:00.
-- ``belady``: offline, demand-fetch: a miss is admitted when it is asked for again and the object
-  asked for furthest in the future is evicted (sizes vary, so this is a byte-aware approximation of
-  the optimum, the classic bound of a reactive cache; the fill, which fetches ahead, can beat it).
+  prior is its expected demand with log-normal error, sigma 0.5; lead one day; ``--parts`` parts per
+  title by the reach of each, estimated from a sample of plays' watched shares as QoE records give
+  it; an ISP's edges pooled with ``--replicate-share``) is pinned in ``--fill-share`` of the budget;
+  the rest is an S3-FIFO cache of misses, as playback/edge.py does beside pinned objects. A player
+  goes to the edge of its ISP that holds its title (its own edge when it does, or when none does), as
+  steering ranks them. Pushes count as upstream bytes at 03:00.
+- ``belady``: offline, demand-fetch, per edge: a miss is admitted when it is asked for again and the
+  object asked for furthest in the future is evicted (sizes vary, so this is a byte-aware
+  approximation of the optimum, the classic bound of a reactive cache; the fill, which fetches ahead,
+  can beat it).
 - ``belady_prefetch``: the same with the fill's privilege: at 03:00 each day the cache is refilled
   with the objects asked for soonest (counted as fill bytes). Also an approximation: with variable
   sizes and a heavy load it is not always above ``belady``.
 
-Reported: byte hit ratio (bytes served from edges over bytes asked for) of the counted days and the
+Reported: byte hit ratio (bytes served from edges over bytes asked for) of the counted days, the
 peak-hour upstream (bytes fetched from upstream during 21:00-22:00, as Mbit/s per edge; fill pushes
-happen at 03:00, so none fall in it), and the fill's pushes (GB per edge per day), with the fill's
-distance to LRU and to demand-fetch Belady.
+happen at 03:00, so none fall in it), the fill's pushes (GB per edge per day), and the most loaded
+edge of an ISP against the ISP's mean (bytes served, averaged over the ISPs). ``--explain`` splits
+each policy's peak-hour upstream: first request of the object that day at its edge or not, first
+part of a title or a later one, and (fill) whether the ISP held the title at all.
 """
 
 from __future__ import annotations
@@ -57,7 +67,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from reelflow.playback.edge_cache import Lru, Policy, S3Fifo
-from reelflow.playback.placement import Edge, Forecast, Play, Title, forecast, place, reach_curve
+from reelflow.playback.placement import (
+    PARTS,
+    REPLICATE_SHARE,
+    Edge,
+    Forecast,
+    Play,
+    Title,
+    forecast,
+    place,
+    reach_curve,
+)
 
 DAY = 86_400.0
 HOUR = 3_600.0
@@ -414,8 +434,8 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--replay-isps", type=int, default=2)
     parser.add_argument("--budget-share", type=float, default=0.05)
     parser.add_argument("--fill-share", type=float, default=0.8)
-    parser.add_argument("--parts", type=int, default=10)
-    parser.add_argument("--replicate-share", type=float, default=0.5)
+    parser.add_argument("--parts", type=int, default=PARTS)
+    parser.add_argument("--replicate-share", type=float, default=REPLICATE_SHARE)
     parser.add_argument("--explain", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
     return parser.parse_args(argv)

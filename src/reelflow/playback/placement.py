@@ -33,6 +33,7 @@ is what turns the tail's first requests — most of what an edge misses at its p
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -265,6 +266,13 @@ def _greedy(pieces: Sequence[tuple[float, str, int]], by_key: Mapping[str, _Cand
     return taken, left
 
 
+def _rendezvous(key: str, members: Sequence[Edge]) -> list[Edge]:
+    """The pool's edges in ``key``'s rendezvous (highest random weight) order: stable, and spread evenly."""
+    def weight(edge: Edge) -> bytes:
+        return hashlib.blake2b(f"{key}\0{edge.name}".encode(), digest_size=8).digest()
+    return sorted(members, key=weight, reverse=True)
+
+
 def _placed(c: _Candidate, parts: int, plays: float) -> Placed:
     return Placed(c.key, c.rungs, sum(c.part_bytes[:parts]), plays, c.ratios[0], c.release_at, parts,
                   len(c.part_bytes))
@@ -336,13 +344,18 @@ def _place_pool(members: Sequence[Edge], titles: Mapping[str, Title], served: Ma
             done.append((edge, dict(taken[edge.name]), spare))
         left[edge.name] = edge.budget_bytes - replicated + spare
     head = {key for held in taken.values() for key in held}
-    # the pool: the ISP's plays decide; a title goes to one edge, the one with the most room when its first
-    # part is placed, and its later parts follow it there (steering sends a title's players to one holder)
+    # the pool: the ISP's plays decide; a title goes to one edge, the first of its rendezvous order with room
+    # for its first part (so a title stays where it is from one fill to the next while its edge has room),
+    # and its later parts follow it there (steering sends a title's players to one holder)
     pool_cands = [c for c in _candidates(titles, members[0], group, now, lead_s, min_plays, parts, reach)
                   if c.key not in head]
     holder: dict[str, str] = {}
     for _neg, key, i in _pieces(pool_cands):
-        name = holder.get(key) if i else max(members, key=lambda e: (left[e.name], e.name)).name
+        if i:
+            name = holder.get(key)
+        else:
+            name = next((e.name for e in _rendezvous(key, members) if key in own[e.name]
+                         and own[e.name][key].part_bytes[0] <= left[e.name]), None)
         if name is None or taken[name].get(key, 0) != i:
             continue
         cand = own[name].get(key)
