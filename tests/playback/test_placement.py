@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from reelflow.playback.placement import Edge, Forecast, Play, Title, edge_plays, forecast, place, reach_curve
+from reelflow.playback.placement import (
+    Edge,
+    Forecast,
+    Placed,
+    Play,
+    Title,
+    edge_plays,
+    forecast,
+    place,
+    reach_curve,
+)
 
 DAY = 86_400.0
 GB = 1 << 30
@@ -126,3 +136,28 @@ def test_edges_of_one_isp_pool_their_budgets() -> None:
     assert holder.plays == pytest.approx(99)                # the one holder serves the ISP's plays of b
     alone = place(titles, edges, fc, now=0.0, lead_s=0.0)   # no pooling: every edge holds the same two
     assert all(sorted(p.key for p in placed) == ["a", "b"] for placed in alone.values())
+
+
+def test_a_pooled_title_stays_on_its_edge_from_one_fill_to_the_next() -> None:
+    # 4 edges of 6 GB: the head (3 titles) on each, 12 more titles once; tomorrow "new" enters at the top
+    titles = [Title(f"t{i:02}", {"hd": GB}) for i in range(30)] + [Title("new", {"hd": GB})]
+    edges = [Edge(f"e{i}", 6 * GB, "fr", "acme") for i in range(4)]
+    today = {f"t{i:02}": {("fr", "acme"): 100.0 - i} for i in range(30)}
+    before = place(titles, edges, _fc(today), now=0.0, lead_s=0.0, replicate_share=0.5)
+    after = place(titles, edges, _fc({**today, "new": {("fr", "acme"): 500.0}}), now=0.0, lead_s=0.0,
+                  replicate_share=0.5)
+
+    def holders(result: dict[str, list[Placed]]) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for name, placed in result.items():
+            for p in placed:
+                out.setdefault(p.key, set()).add(name)
+        return out
+
+    was, now = holders(before), holders(after)
+    pooled = {k for k, where in was.items() if len(where) == 1} & {k for k, where in now.items() if len(where) == 1}
+    assert len(pooled) >= 8
+    moved = [k for k in pooled if was[k] != now[k]]
+    assert len(moved) <= 2, moved                       # "new" pushes one title per edge out, not a reshuffle
+    assert {len(where) for where in was.values()} == {1, 4}
+    assert len({name for k in pooled for name in was[k]}) == 4      # the pool spreads over every edge
