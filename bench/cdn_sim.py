@@ -47,8 +47,8 @@ Reported: byte hit ratio (bytes served from edges over bytes asked for) of the c
 peak-hour upstream (bytes fetched from upstream during 21:00-22:00, as Mbit/s per edge; fill pushes
 happen at 03:00, so none fall in it), the fill's pushes (GB per edge per day), and the most loaded
 edge of an ISP against the ISP's mean (bytes served, averaged over the ISPs). ``--explain`` splits
-each policy's peak-hour upstream: first request of the object that day at its edge or not, first
-part of a title or a later one, and (fill) whether the ISP held the title at all.
+each policy's peak-hour upstream: first request of the object that day at its edge or not, a title's
+first chunk or a later one, and (fill) whether the ISP held the title at all.
 """
 
 from __future__ import annotations
@@ -389,7 +389,7 @@ def _replay_cluster(name: str, members: list[int], traces: list[list[tuple[float
         elif int(at // HOUR) % 24 == PEAK_HOUR:
             stats["peak_up"] += size
             explain["first of the day at its edge" if first else "asked before today at its edge"] += size
-            explain["first part" if c < chunks // args.parts else "later parts"] += size
+            explain["a title's first chunk" if c == 0 else "a later chunk"] += size
             if name == "fill":
                 explain["title held in the ISP" if title in holders else "title held nowhere in the ISP"] += size
     stats["skew"] += max(served) / max(sum(served) / len(served), 1.0)
