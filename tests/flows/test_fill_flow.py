@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,14 @@ def test_the_flow_pushes_the_rungs_and_prefix_each_edge_earns_and_plays_are_serv
         again = {r["edge"]: r for r in fill(config_file=str(config))}   # what an edge holds is not pushed again
         assert again["fill1"]["pushed_files"] == 0 and again["fill1"]["skipped_files"] == len(low)
         assert again["fill2"]["pushed_files"] == 0 and again["fill2"]["skipped_files"] == len(first)
+        # the edges tell the service what the fill placed on them (steering's first choice within an ISP)
+        deadline = time.monotonic() + 20
+        while True:
+            listed = {e["name"]: e for e in httpx.get(f"{origin.url}/api/edges").json()["edges"]}
+            if all(listed[n]["placed"] == [f"{CLEAR_ID}/{VERSION}"] for n in ("fill1", "fill2")):
+                break
+            assert time.monotonic() < deadline, listed
+            time.sleep(0.2)
 
 
 def test_push_edge_paces_skips_held_unpins_dropped_and_stops_at_the_deadline(tmp_path: Path) -> None:

@@ -390,7 +390,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None, keys: lic.
             name=body.name, base_url=body.base_url.rstrip("/"), isp=body.isp, region=body.region,
             healthy=body.healthy, load=body.load, bytes_per_s=body.bytes_per_s, connections=body.connections,
             free_bytes=body.free_bytes, used_bytes=body.used_bytes, heartbeat_s=body.heartbeat_s,
-            serves_players=body.serves_players, holdings=body.titles))
+            serves_players=body.serves_players, holdings=body.titles, placed=frozenset(body.placed)))
         return Response(status_code=204)
 
     @app.get("/api/edges", summary="The edges as their heartbeats describe them")
