@@ -505,7 +505,7 @@ def fill_command(
         table = Table("edge", "budget", "titles (fill order)", "bytes", "to push")
         for edge in edges:
             placed = plans[edge.name]
-            missing = sum(s for p in placed for k, s in packages[p.key].files if k not in edge.pinned)
+            missing = sum(f.size for p in placed for f in packages[p.key].wanted(p) if f.key not in edge.pinned)
             table.add_row(edge.name, f"{edge.budget_bytes:,}", ", ".join(p.key for p in placed) or "-",
                           f"{sum(p.bytes for p in placed):,}", f"{missing:,}")
         Console().print(table)

@@ -100,6 +100,20 @@ def test_list_is_relative_sorted_and_a_string_prefix(storage: Storage) -> None:
     assert storage.list("nothing/here/") == []
 
 
+def test_sizes_come_without_reading_the_objects(storage: Storage) -> None:
+    storage.put_bytes(bytes(1234), "video/720p/1.m4s")
+    storage.put_bytes(bytes(10), "video/720p/2.m4s")
+    storage.put_bytes(b"", "video/720p.m3u8")
+    storage.put_bytes(bytes(7), "audio/en/1.m4s")
+    assert storage.size("video/720p/1.m4s") == 1234 and storage.size("video/720p.m3u8") == 0
+    assert storage.sizes("video/720p") == {"video/720p.m3u8": 0, "video/720p/1.m4s": 1234, "video/720p/2.m4s": 10}
+    assert storage.sizes("nothing/") == {}
+    with pytest.raises(StorageError, match=r"video/720p/3\.m4s.*no such object"):
+        storage.size("video/720p/3.m4s")
+    with pytest.raises(StorageError, match=r"no such object"):
+        storage.size("video/720p")                     # a "folder" is not an object
+
+
 def test_missing_key_is_a_storage_error_naming_the_key(storage: Storage, tmp_path: Path) -> None:
     with pytest.raises(StorageError, match=r"nothing/here\.json.*no such object") as info:
         storage.get_bytes("nothing/here.json")
@@ -181,6 +195,8 @@ def test_missing_bucket_says_which_and_how_to_fix(s3_endpoint: str, tmp_path: Pa
         lambda: gone.get_bytes("a.json"),
         lambda: gone.list(),
         lambda: gone.exists("a.json"),  # a HEAD 404 has no body: the bucket is checked apart
+        lambda: gone.size("a.json"),
+        lambda: gone.sizes("a/"),
     ]
     for call in calls:
         with pytest.raises(StorageError, match=r"'no-such-bucket-here' does not exist.*create it") as info:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,14 @@ def test_full_sidecar_resolves_files_beside_it(tmp_path: Path) -> None:
 def test_empty_sidecar_means_defaults(tmp_path: Path) -> None:
     sidecar = load_sidecar(write(tmp_path, {}))
     assert sidecar.countries is None and sidecar.audio == () and sidecar.subtitles == ()
+    assert sidecar.release_at is None and sidecar.expected_plays is None
+
+
+def test_release_time_is_utc_and_expected_plays_a_number(tmp_path: Path) -> None:
+    zoned = load_sidecar(write(tmp_path, {"release_at": "2026-12-24T18:00:00+01:00", "expected_plays": 2500}))
+    assert zoned.release_at == dt.datetime(2026, 12, 24, 17, 0, tzinfo=dt.UTC) and zoned.expected_plays == 2500
+    naive = load_sidecar(write(tmp_path, {"release_at": "2026-12-24T18:00:00"}))
+    assert naive.release_at == dt.datetime(2026, 12, 24, 18, 0, tzinfo=dt.UTC)
 
 
 @pytest.mark.parametrize(("data", "message"), [
@@ -57,6 +66,9 @@ def test_empty_sidecar_means_defaults(tmp_path: Path) -> None:
     ({"countries": ["NLD"]}, r"countries: \['NLD'\] are not ISO 3166 alpha-2"),
     ({"countries": []}, r"countries: an empty list would license the title nowhere"),
     ({"languages": ["en"]}, r"languages: Extra inputs are not permitted"),
+    ({"release_at": "at Christmas"}, r"release_at: Input should be a valid datetime"),
+    ({"expected_plays": -5}, r"expected_plays: Input should be greater than or equal to 0"),
+    ({"expected_views": 5}, r"expected_views: Extra inputs are not permitted"),
 ])
 def test_bad_sidecar_names_file_and_field(tmp_path: Path, data: Any, message: str) -> None:
     path = write(tmp_path, data)

@@ -371,7 +371,7 @@ def test_progress_resumes_and_lists_most_recent_first(client: TestClient) -> Non
 def test_qoe_is_stored(client: TestClient) -> None:
     from reelflow.playback.models import QoeReport
 
-    data = play(client, "sintel-clear", profile="qoe")
+    data = play(client, "sintel-clear", profile="qoe", country="ca", isp="acme-fiber")
     report = {"startup_ms": 420.5, "stalls": [{"at_s": 1.0, "duration_ms": 250}, {"at_s": 3.0, "duration_ms": 100}],
               "switches": [{"at_s": 2.0, "from_kbps": 300, "to_kbps": 1200}], "bitrates_kbps": [300, 1200],
               "played_s": 4.0}
@@ -383,6 +383,13 @@ def test_qoe_is_stored(client: TestClient) -> None:
         assert (row.session_id, row.title_id, row.profile_id) == (data["session_id"], "sintel-clear", "qoe")
         assert (row.startup_ms, row.stall_count, row.stall_ms, row.switch_count) == (420.5, 2, 350.0, 1)
         assert row.bitrates_kbps == [300, 1200]
+        # where the player was, from its signed play token (the fill's forecast is per country and ISP)
+        assert (row.extra["country"], row.extra["isp"], row.extra["max_height"]) == ("CA", "acme-fiber", 2160)
+    no_isp = play(client, "sintel-clear", profile="qoe", isp=None)
+    answer = client.post(f"/api/qoe?token={no_isp['token']}", json=report)
+    with service.db() as session:
+        row = session.get(QoeReport, answer.json()["id"])
+        assert (row.extra["country"], row.extra["isp"]) == ("US", None)
     assert client.post("/api/qoe", json=report).status_code == 401
     assert client.post(f"/api/qoe?token={data['token']}", json={"startup_ms": -1}).status_code == 422
 

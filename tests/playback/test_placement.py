@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from reelflow.playback.placement import Edge, Forecast, Play, Title, edge_plays, forecast, place
+from reelflow.playback.placement import (
+    Edge,
+    Forecast,
+    Placed,
+    Play,
+    Title,
+    edge_plays,
+    forecast,
+    place,
+    reach_curve,
+)
 
 DAY = 86_400.0
 GB = 1 << 30
@@ -80,3 +90,74 @@ def test_long_tail_below_min_plays_is_left_upstream() -> None:
     titles = [Title("hit", {"hd": GB}), Title("tail", {"hd": GB})]
     result = place(titles, [Edge("e", 10 * GB, "fr")], fc, now=0.0, lead_s=0.0, min_plays=1.0)
     assert [p.key for p in result["e"]] == ["hit"]
+
+
+def test_reach_curve_counts_the_plays_that_reach_each_part() -> None:
+    # four plays: 5%, 30%, 60% and all of the title, in four parts (starts at 0, 25, 50, 75%)
+    assert reach_curve([0.05, 0.3, 0.6, 1.0], 4) == (1.0, 0.75, 0.5, 0.25)
+    assert reach_curve([], 3) == (1.0, 1.0, 1.0)
+
+
+def test_prefixes_of_more_titles_beat_fewer_whole_titles() -> None:
+    # four 4 GB titles in 4 parts; half the plays stop after the first part: the first parts are worth the most
+    titles = [Title(k, {"hd": 4 * GB}) for k in "abcd"]
+    fc = _fc({"a": {("fr", None): 40}, "b": {("fr", None): 30}, "c": {("fr", None): 20}, "d": {("fr", None): 10}})
+    reach = (1.0, 0.5, 0.5, 0.5)
+    chosen = place(titles, [Edge("e", 6 * GB, "fr")], fc, now=0.0, lead_s=0.0, parts=4, reach=reach)["e"]
+    held = {p.key: p.parts for p in chosen}
+    # worth per GB-part: a 40, b 30, a2-4 20, c 20, b2-4 15, d 10: a whole (4), then the first parts of b and c
+    assert held == {"a": 4, "b": 1, "c": 1}
+    assert all(p.of_parts == 4 for p in chosen) and sum(p.bytes for p in chosen) == 6 * GB
+    whole = place(titles, [Edge("e", 6 * GB, "fr")], fc, now=0.0, lead_s=0.0)["e"]
+    assert [p.key for p in whole] == ["a"]                 # whole titles: only one fits
+
+
+def test_parts_are_held_only_after_the_parts_before_them() -> None:
+    # the first part of "big" does not fit; its later (smaller share) parts are never taken alone
+    titles = [Title("big", {"hd": 8 * GB}), Title("small", {"hd": GB})]
+    fc = _fc({"big": {("fr", None): 100}, "small": {("fr", None): 1}})
+    chosen = place(titles, [Edge("e", int(1.5 * GB), "fr")], fc, now=0.0, lead_s=0.0, parts=4,
+                   reach=(1.0, 1.0, 1.0, 1.0))["e"]
+    assert [(p.key, p.parts) for p in chosen] == [("small", 4)]
+
+
+def test_edges_of_one_isp_pool_their_budgets() -> None:
+    # three edges of one ISP, 2 GB each: the head (a) on each in half the budget, then b, c, d once each
+    titles = [Title(k, {"hd": GB}) for k in "abcdefg"]
+    fc = _fc({k: {("fr", "acme"): float(100 - i)} for i, k in enumerate("abcdefg")})
+    edges = [Edge(f"e{i}", 2 * GB, "fr", "acme") for i in range(3)]
+    result = place(titles, edges, fc, now=0.0, lead_s=0.0, replicate_share=0.5)
+    held = {name: sorted(p.key for p in placed) for name, placed in result.items()}
+    assert all("a" in keys for keys in held.values())
+    rest = sorted(k for keys in held.values() for k in keys if k != "a")
+    assert rest == ["b", "c", "d"]                          # each once: the ISP holds 4 titles, not 2
+    assert all(sum(p.bytes for p in result[e.name]) <= e.budget_bytes for e in edges)
+    holder = next(p for placed in result.values() for p in placed if p.key == "b")
+    assert holder.plays == pytest.approx(99)                # the one holder serves the ISP's plays of b
+    alone = place(titles, edges, fc, now=0.0, lead_s=0.0)   # no pooling: every edge holds the same two
+    assert all(sorted(p.key for p in placed) == ["a", "b"] for placed in alone.values())
+
+
+def test_a_pooled_title_stays_on_its_edge_from_one_fill_to_the_next() -> None:
+    # 4 edges of 6 GB: the head (3 titles) on each, 12 more titles once; tomorrow "new" enters at the top
+    titles = [Title(f"t{i:02}", {"hd": GB}) for i in range(30)] + [Title("new", {"hd": GB})]
+    edges = [Edge(f"e{i}", 6 * GB, "fr", "acme") for i in range(4)]
+    today = {f"t{i:02}": {("fr", "acme"): 100.0 - i} for i in range(30)}
+    before = place(titles, edges, _fc(today), now=0.0, lead_s=0.0, replicate_share=0.5)
+    after = place(titles, edges, _fc({**today, "new": {("fr", "acme"): 500.0}}), now=0.0, lead_s=0.0,
+                  replicate_share=0.5)
+
+    def holders(result: dict[str, list[Placed]]) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for name, placed in result.items():
+            for p in placed:
+                out.setdefault(p.key, set()).add(name)
+        return out
+
+    was, now = holders(before), holders(after)
+    pooled = {k for k, where in was.items() if len(where) == 1} & {k for k, where in now.items() if len(where) == 1}
+    assert len(pooled) >= 8
+    moved = [k for k in pooled if was[k] != now[k]]
+    assert len(moved) <= 2, moved                       # "new" pushes one title per edge out, not a reshuffle
+    assert {len(where) for where in was.values()} == {1, 4}
+    assert len({name for k in pooled for name in was[k]}) == 4      # the pool spreads over every edge

@@ -85,3 +85,24 @@ def test_heartbeats_rank_and_a_silent_edge_is_down_after_its_missed_beats() -> N
                                                                "hub": False}
     registry.beat(EdgeReport("idle", "http://2", isp="acme", load=0.1, heartbeat_s=2, holdings={"film/v1": (1, 3)}))
     assert rank()[0] == "idle"                                # back with its next heartbeat
+
+
+def test_the_edge_the_fill_placed_a_title_on_comes_before_one_that_only_cached_some_of_it() -> None:
+    # an ISP's edges pool their budgets: "film" is pinned on "holder" only; "cacher" kept a few of its
+    # segments from earlier plays and is idler; "head" titles are pinned on both, and load decides
+    registry = EdgeRegistry()
+    registry.beat(EdgeReport("holder", "http://1", isp="acme", load=0.7, holdings={"film/v1": (40, 400),
+                                                                                   "head/v1": (90, 900)},
+                             placed=frozenset({"film/v1", "head/v1"})))
+    registry.beat(EdgeReport("cacher", "http://2", isp="acme", load=0.1, holdings={"film/v1": (2, 20),
+                                                                                   "head/v1": (90, 900)},
+                             placed=frozenset({"head/v1"})))
+    registry.beat(EdgeReport("elsewhere", "http://3", isp="globex", load=0.0, placed=frozenset({"film/v1"}),
+                             holdings={"film/v1": (40, 400)}))
+
+    def rank(title: str) -> list[str]:
+        return [c.name for c in rank_edges(registry.candidates(), title_id=title, isp="acme", country="US",
+                                           origin_url="http://o")]
+
+    assert rank("film") == ["holder", "cacher", "elsewhere", ORIGIN]
+    assert rank("head") == ["cacher", "holder", "elsewhere", ORIGIN]

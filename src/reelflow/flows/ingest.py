@@ -894,9 +894,11 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
 
     ``ladder`` says how the rungs were chosen (and where ladder.json is); ``encryption`` holds the
     scheme, the systems and the key id of each tier (never a key); ``countries`` the sidecar's
-    territories (null: everywhere); ``audio`` and ``subtitles`` the tracks; ``audio_report`` the
-    audio plan, what was left out of it and why, the layout QC and each track's loudness; ``conform``
-    what the picture conform found and did (encoding/conform.py), step by step.
+    territories (null: everywhere), ``release_at`` and ``expected_plays`` its release time and
+    expected plays a day (for the off-peak fill; null: none given); ``audio`` and ``subtitles`` the
+    tracks; ``audio_report`` the audio plan, what was left out of it and why, the layout QC and each
+    track's loudness; ``conform`` what the picture conform found and did (encoding/conform.py), step
+    by step.
     """
     def entry(r: Rendition) -> dict[str, Any]:
         folder = f"{r.kind}/{r.name}"
@@ -935,6 +937,8 @@ def title_record(title: str, source: Path, sha: str, info: probe.MediaInfo, repo
                       "hls": store.url_for(f"{prefix}/{pkg.hls_master}")},
         "encryption": encryption,
         "countries": list(sidecar.countries) if sidecar is not None and sidecar.countries is not None else None,
+        "release_at": sidecar.release_at.isoformat() if sidecar is not None and sidecar.release_at else None,
+        "expected_plays": sidecar.expected_plays if sidecar is not None else None,
         "audio": [{"language": r.language, "role": r.role, "name": r.name, "playlist": f"audio/{r.name}.m3u8",
                    "codec": r.codec, "channels": r.channels, "layout": r.layout}
                   for r in renditions if r.kind == "audio"],

@@ -134,6 +134,17 @@ class Storage(ABC):
         """The object as a file this machine can read in place (a folder store), or None (S3)."""
         return None
 
+    def size(self, key: str) -> int:
+        """Bytes of the object under ``key`` without reading it; StorageError naming the key when there is none.
+
+        This default reads the object; the folder and S3 stores ask their metadata (stat, HEAD).
+        """
+        return len(self.get_bytes(key))
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        """The keys that start with ``prefix`` and their sizes, without reading the objects (S3: one listing)."""
+        return {key: self.size(key) for key in self.list(prefix)}
+
     @abstractmethod
     def exists(self, key: str) -> bool:
         """Whether an object is stored under ``key``."""
@@ -265,6 +276,17 @@ class LocalStorage(Storage):
     def local_path(self, key: str) -> Path | None:
         path = self._path(key)
         return path if path.is_file() else None
+
+    def size(self, key: str) -> int:
+        path = self._path(key)
+        try:
+            if not path.is_file():
+                raise FileNotFoundError(path)
+            return path.stat().st_size
+        except FileNotFoundError as exc:
+            raise StorageError(f"cannot stat {path}: no such object") from exc
+        except OSError as exc:
+            raise translate_os_error(exc, f"cannot stat {path}") from exc
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -536,6 +558,20 @@ class S3Storage(Storage):
         self._check_bucket(action)
         return False
 
+    def size(self, key: str) -> int:
+        full = self._key(key)
+        action = f"cannot stat s3://{self.bucket}/{full}"
+        try:
+            return int(self.client.head_object(Bucket=self.bucket, Key=full)["ContentLength"])
+        except _s3_errors() as exc:
+            if _error_code(exc) not in _NOT_FOUND_CODES:
+                raise self._error(exc, action) from exc
+        self._check_bucket(action)               # a HEAD's bare 404 is also what a missing bucket gives
+        raise StorageError(f"{action}: no such object")
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        return dict(self._listing(prefix))
+
     def check_readable(self) -> None:
         self._check_bucket(f"cannot read s3://{self.bucket}/{self.prefix}")
 
@@ -550,19 +586,23 @@ class S3Storage(Storage):
             raise self._error(exc, action) from exc
         self._bucket_seen = True
 
-    def list(self, prefix: str = "") -> list[str]:
+    def _listing(self, prefix: str) -> list[tuple[str, int]]:
+        """(key, size) of every object under ``prefix``, sorted by key: a listing carries the sizes."""
         _check_prefix(prefix)
         base = f"{self.prefix}/" if self.prefix else ""
-        keys: list[str] = []
+        items: list[tuple[str, int]] = []
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=base + prefix
             )
             for page in pages:
-                keys.extend(item["Key"][len(base):] for item in page.get("Contents", ()))
+                items.extend((item["Key"][len(base):], int(item["Size"])) for item in page.get("Contents", ()))
         except _s3_errors() as exc:
             raise self._error(exc, f"cannot list s3://{self.bucket}/{base}{prefix}") from exc
-        return sorted(keys)
+        return sorted(items)
+
+    def list(self, prefix: str = "") -> list[str]:
+        return [key for key, _ in self._listing(prefix)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ Example (``<media>.json``; every key optional)::
     {
       "title_id": "sintel",
       "countries": ["NL", "DE", "US"],
+      "release_at": "2026-12-24T18:00:00Z",
+      "expected_plays": 25000,
       "audio": [
         {"language": "en", "role": "main"},
         {"file": "sintel.de.wav", "language": "de", "role": "dub"},
@@ -27,11 +29,14 @@ entries are published and every other audio stream of the media is listed as lef
 A bad sidecar is refused with every problem at once, each with its JSON path
 (``audio[2].language``) and, for a WebVTT file it names, the file's line numbers. ``countries`` are ISO 3166
 alpha-2 codes where the title is licensed; absent or null means everywhere. Languages are BCP-47
-tags (``en``, ``pt-BR``, ``es-419``).
+tags (``en``, ``pt-BR``, ``es-419``). ``release_at`` (ISO 8601; no zone: UTC) is when the title may
+first play, and ``expected_plays`` the plays a day the studio expects of it at release: the off-peak
+fill (flows/fill.py) places a new title on the edges before its release from them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Sequence
@@ -158,6 +163,10 @@ class Sidecar(_Model):
 
     title_id: str | None = None
     countries: tuple[str, ...] | None = Field(None, description="ISO 3166 alpha-2 codes; null: everywhere.")
+    release_at: dt.datetime | None = Field(None, description="When the title may first play (ISO 8601; no "
+                                           "zone: UTC); null: at once.")
+    expected_plays: float | None = Field(None, ge=0, description="Plays a day expected at release, over every "
+                                         "country (the fill's forecast of a title with no plays yet).")
     audio: tuple[SidecarAudio, ...] = ()
     subtitles: tuple[SidecarSubtitle, ...] = ()
 
@@ -173,6 +182,13 @@ class Sidecar(_Model):
         if not codes:
             raise ValueError("an empty list would license the title nowhere; leave it out (or null) for everywhere")
         return tuple(dict.fromkeys(codes))
+
+    @field_validator("release_at")
+    @classmethod
+    def _utc(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is None:
+            return None
+        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
 
     @model_validator(mode="after")
     def _distinct_tracks(self) -> Sidecar:

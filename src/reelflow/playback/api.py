@@ -262,6 +262,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None, keys: lic.
             max_kbps=config.cellular_max_kbps if body.network.connection == "cellular" else 0,
             hdr=body.device.hdr, edges=tuple(c.name for c in ranked if c.name != ORIGIN)[:4],
             expires=int(time.time()) + config.token_ttl_s, audio_channels=body.device.audio_channels or 0,
+            country=country, isp=body.network.isp or "",
         )
         service.dash(title, limits_of(claims), ranked)  # Unplayable now rather than at the manifest
         token = service.signer.issue(claims)
@@ -362,7 +363,8 @@ def create_app(settings: Settings, *, storage: Storage | None = None, keys: lic.
             service.db, session_id=claims.session, title_id=claims.title, profile_id=claims.profile,
             startup_ms=body.startup_ms, stall_count=len(body.stalls),
             stall_ms=sum(s.duration_ms for s in body.stalls), switch_count=len(body.switches),
-            bitrates_kbps=list(body.bitrates_kbps), played_s=body.played_s, extra=body.extra()))
+            bitrates_kbps=list(body.bitrates_kbps), played_s=body.played_s,
+            extra={**body.extra(), **claims.where()}))
         return _json({"id": row, "session_id": claims.session}, 201)
 
     @app.put("/api/progress", summary="Save a resume position")
@@ -388,7 +390,7 @@ def create_app(settings: Settings, *, storage: Storage | None = None, keys: lic.
             name=body.name, base_url=body.base_url.rstrip("/"), isp=body.isp, region=body.region,
             healthy=body.healthy, load=body.load, bytes_per_s=body.bytes_per_s, connections=body.connections,
             free_bytes=body.free_bytes, used_bytes=body.used_bytes, heartbeat_s=body.heartbeat_s,
-            serves_players=body.serves_players, holdings=body.titles))
+            serves_players=body.serves_players, holdings=body.titles, placed=frozenset(body.placed)))
         return Response(status_code=204)
 
     @app.get("/api/edges", summary="The edges as their heartbeats describe them")

@@ -240,6 +240,11 @@ class EdgeStore:
                 held[1] += entry.size
         return titles
 
+    def placed(self) -> list[str]:
+        """The titles (``<title>/<version>``) the fill pinned objects of here: steering's first choice for them."""
+        return sorted({"/".join(key.split("/")[1:3]) for key, entry in self.entries.items()
+                       if entry.pinned and len(key.split("/")) >= 4})
+
     def free_bytes(self) -> int:
         disk = shutil.disk_usage(self.root).free
         return max(min(self.budget - self.used_bytes, disk), 0)
@@ -526,7 +531,7 @@ class Edge:
             "serves_players": config.serves_players, "heartbeat_s": config.heartbeat_s, "healthy": True,
             "load": round(min(load, 10.0), 6), "bytes_per_s": round(bps, 1), "connections": self.stats.in_flight,
             "free_bytes": self.store.free_bytes(), "used_bytes": self.store.used_bytes,
-            "titles": self.store.holdings(),
+            "titles": self.store.holdings(), "placed": self.store.placed(),
         }
 
     async def heartbeats(self) -> None:

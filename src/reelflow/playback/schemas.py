@@ -116,3 +116,5 @@ class EdgeHeartbeat(_Body):
     used_bytes: int = Field(0, ge=0)
     titles: dict[str, tuple[int, int]] = Field(default_factory=dict, max_length=100_000,
                                                description='"<title>/<version>": [objects, bytes] held.')
+    placed: tuple[str, ...] = Field((), max_length=100_000, description='"<title>/<version>" of which the fill '
+                                    "pinned objects here.")

@@ -9,9 +9,11 @@ The order, most important first:
 
 1. unhealthy edges are never handed out;
 2. an edge inside the player's ISP network (no transit, the cheapest and usually fastest path);
-3. an edge that holds the title (a miss would fetch from the origin anyway);
-4. an edge in the player's country/region;
-5. the least loaded; then the name, so the ranking is deterministic.
+3. an edge the off-peak fill placed the title on (its pinned objects: the edges of an ISP pool
+   their budgets, so a title of the pool is placed on one of them — playback/placement.py);
+4. an edge that holds the title otherwise (cached; a miss would fetch from the origin anyway);
+5. an edge in the player's country/region;
+6. the least loaded; then the name, so the ranking is deterministic.
 
 The service itself (the origin) comes after every edge.
 """
@@ -62,6 +64,7 @@ class EdgeReport:
     heartbeat_s: float = 5.0
     serves_players: bool = True
     holdings: Mapping[str, tuple[int, int]] = field(default_factory=dict)   # "<title>/<version>": (objects, bytes)
+    placed: frozenset[str] = frozenset()                                      # "<title>/<version>" the fill pinned
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class LiveEdge:
     healthy: bool
     load: float
     titles: tuple[str, ...]
+    placed: tuple[str, ...] = ()             # titles the fill pinned here
 
 
 class EdgeRegistry:
@@ -100,7 +104,8 @@ class EdgeRegistry:
     def candidates(self) -> list[LiveEdge]:
         """Every edge that serves players, down ones (late heartbeat, or unhealthy) marked unhealthy."""
         return [LiveEdge(r.name, r.base_url, r.isp, r.region, r.healthy and self.alive(r.name), r.load,
-                         tuple(sorted({h.split("/", 1)[0] for h in r.holdings})))
+                         tuple(sorted({h.split("/", 1)[0] for h in r.holdings})),
+                         tuple(sorted({h.split("/", 1)[0] for h in r.placed})))
                 for _, r in self._last.values() if r.serves_players]
 
     def status(self) -> list[dict[str, Any]]:
@@ -109,7 +114,7 @@ class EdgeRegistry:
                  "up": r.healthy and self.alive(r.name), "last_heartbeat_s": round(now - at, 3), "load": r.load,
                  "bytes_per_s": r.bytes_per_s, "connections": r.connections, "free_bytes": r.free_bytes,
                  "used_bytes": r.used_bytes, "serves_players": r.serves_players,
-                 "titles": {k: list(v) for k, v in r.holdings.items()}}
+                 "titles": {k: list(v) for k, v in r.holdings.items()}, "placed": sorted(r.placed)}
                 for name, (at, r) in sorted(self._last.items())]
 
 
@@ -130,9 +135,11 @@ def _same(a: str | None, b: str | None) -> bool:
 def rank_edges(edges: Iterable[RankableEdge], *, title_id: str, isp: str | None, country: str | None,
                origin_url: str) -> list[CdnChoice]:
     """Edges in the order a player should try them, the origin last. Pure: no I/O, no clock."""
-    def key(edge: RankableEdge) -> tuple[bool, bool, bool, float, str]:
+    def key(edge: RankableEdge) -> tuple[bool, bool, bool, bool, float, str]:
         holds = edge.titles is None or title_id in edge.titles
-        return (not _same(edge.isp, isp), not holds, not _same(edge.region, country), edge.load, edge.name)
+        placed = isinstance(edge, LiveEdge) and title_id in edge.placed
+        return (not _same(edge.isp, isp), not placed, not holds, not _same(edge.region, country), edge.load,
+                edge.name)
 
     ranked = sorted((e for e in edges if e.healthy), key=key)
     choices = [CdnChoice(e.name, e.base_url, _same(e.isp, isp), e.titles is None or title_id in e.titles)

@@ -2,8 +2,9 @@
 
 A token is ``v1.<payload>.<signature>``: the payload is compact JSON in base64url, the signature
 HMAC-SHA256 over ``v1.<payload>`` with the service's secret. Everything a later request needs
-(the title, the device's security class and limits, the steered edges) travels inside it, so
-manifests, licenses and key delivery need no session lookup and no database write per play.
+(the title, the device's security class and limits, the steered edges, where the player is) travels
+inside it, so manifests, licenses, key delivery and QoE reports need no session lookup and no
+database write per play.
 Tokens are URL-safe: they go in query strings (``?token=``) as well as ``Authorization: Bearer``.
 """
 
@@ -45,11 +46,18 @@ class Claims:
     edges: tuple[str, ...]       # ranked edge names; the origin is always implied last
     expires: int                 # Unix time, seconds
     audio_channels: int = 0      # most audio channels the device plays; 0: no cap
+    country: str = ""            # where the player is (ISO 3166 alpha-2), as the play request said
+    isp: str = ""                # the player's ISP, as the play request said; "": not given
 
     def to_payload(self) -> dict[str, Any]:
         return {"s": self.session, "t": self.title, "p": self.profile, "l": self.security[0],
                 "h": self.max_height, "c": list(self.codecs), "b": self.max_kbps, "r": int(self.hdr),
-                "e": list(self.edges), "x": self.expires, **({"a": self.audio_channels} if self.audio_channels else {})}
+                "e": list(self.edges), "x": self.expires, **({"a": self.audio_channels} if self.audio_channels else {}),
+                **({"n": self.country} if self.country else {}), **({"i": self.isp} if self.isp else {})}
+
+    def where(self) -> dict[str, Any]:
+        """Where the player is and what its device shows, as a QoE record keeps it for the fill's forecast."""
+        return {"country": self.country or None, "isp": self.isp or None, "max_height": self.max_height}
 
     @classmethod
     def from_payload(cls, data: dict[str, Any]) -> Claims:
@@ -57,7 +65,8 @@ class Claims:
                    security="hardware" if data["l"] == "h" else "software", max_height=int(data["h"]),
                    codecs=tuple(str(c) for c in data["c"]), max_kbps=int(data["b"]), hdr=bool(data["r"]),
                    edges=tuple(str(e) for e in data["e"]), expires=int(data["x"]),
-                   audio_channels=int(data.get("a", 0)))
+                   audio_channels=int(data.get("a", 0)), country=str(data.get("n", "")),
+                   isp=str(data.get("i", "")))
 
 
 def _b64(data: bytes) -> str:
