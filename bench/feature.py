@@ -179,11 +179,15 @@ def prefect_task_runs(api: str, since: float) -> list[dict[str, Any]]:
 def cluster(workers: int) -> Iterator[Any]:
     import dask
     import distributed
+    from distributed.diagnostics.task_stream import TaskStreamPlugin
 
     with dask.config.set({"distributed.admin.low-level-log-length": 1_000_000}), \
             distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                      dashboard_address=None, silence_logs=40) as local, \
             distributed.Client(local) as client:
+        # The scheduler records the task stream only once its plugin is there; without a dashboard it
+        # is added at the first get_task_stream, after the run, which then finds nothing.
+        local.scheduler.add_plugin(TaskStreamPlugin(local.scheduler, maxlen=1_000_000))
         yield local, client
 
 
