@@ -35,6 +35,7 @@ Outputs go to ``$REELFLOW_HOME/shot-transitions`` or, without REELFLOW_HOME, to
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -101,7 +102,7 @@ def shots_of(clip: dict[str, object], min_frames: int) -> list[tuple[int, int]]:
     frames = int(clip["frames"])  # type: ignore[call-overload]
     bounds = sorted({0, frames, *clip["cuts"]})  # type: ignore[misc]
     shots = []
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         for g in clip["gradual"]:  # type: ignore[attr-defined]
             if g["start"] < b and g["end"] >= a:   # keep the part after a fade or dissolve
                 a = max(a, g["end"] + 1)
