@@ -37,11 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shot_transitions import MEDIA_DIR, SPLIT, titles
-
 from reelflow.encoding.probe import MediaInfo, probe
 from reelflow.encoding.shots import Transition, detect_transitions
 from reelflow.infra.settings import ShotConfig
+from shot_transitions import MEDIA_DIR, SPLIT, titles
 
 Found = list[Transition]
 

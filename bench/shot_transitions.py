@@ -205,6 +205,27 @@ def title_frames(ffmpeg: str, pieces: list[Piece], joins: list[Join], size: tupl
         previous = frames
 
 
+def write_title(ffmpeg: str, pieces: list[Piece], joins: list[Join], size: tuple[int, int], rate: int,
+                out: Path) -> int:
+    """Encode the title of ``pieces`` joined by ``joins`` to ``out``; the number of frames written."""
+    w, h = size
+    argv = [ffmpeg, "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+            "-r", str(rate), "-i", "-",
+            "-c:v", "libx264", "-preset", "veryfast", "-crf", "18",  # a clean mezzanine-like picture
+            "-threads", "2",                                         # a fixed count: the same bytes each build
+            "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(out)]
+    encoder = subprocess.Popen(argv, stdin=subprocess.PIPE)
+    assert encoder.stdin is not None
+    count = 0
+    for frame in title_frames(ffmpeg, pieces, joins, size):
+        encoder.stdin.write(frame.tobytes())
+        count += 1
+    encoder.stdin.close()
+    if encoder.wait():
+        raise RuntimeError(f"x264 failed on {out.name}")
+    return count
+
+
 def build(part_name: str, seed: int, folder: Path, ffmpeg: str, truth: dict[str, dict[str, object]]) -> Path:
     part = SPLIT[part_name]
     rate = part.rates[seed % len(part.rates)]
@@ -217,20 +238,7 @@ def build(part_name: str, seed: int, folder: Path, ffmpeg: str, truth: dict[str,
     meta = {"part": part_name, "seed": seed, "fps": rate, "width": w, "height": h, **truth_of(pieces, joins),
             "pieces": [asdict(p) for p in pieces], "joins": [asdict(j) for j in joins]}
     partial = out.with_suffix(".part.mp4")
-    argv = [ffmpeg, "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
-            "-r", str(rate), "-i", "-",
-            "-c:v", "libx264", "-preset", "veryfast", "-crf", "18",  # a clean mezzanine-like picture
-            "-threads", "2",                                         # a fixed count: the same bytes each build
-            "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(partial)]
-    encoder = subprocess.Popen(argv, stdin=subprocess.PIPE)
-    assert encoder.stdin is not None
-    count = 0
-    for frame in title_frames(ffmpeg, pieces, joins, part.size):
-        encoder.stdin.write(frame.tobytes())
-        count += 1
-    encoder.stdin.close()
-    if encoder.wait():
-        raise RuntimeError(f"x264 failed on {out.name}")
+    count = write_title(ffmpeg, pieces, joins, part.size, rate, partial)
     if count != meta["frames"]:
         raise RuntimeError(f"{out.name}: wrote {count} frames, planned {meta['frames']}")
     partial.replace(out)

@@ -376,10 +376,11 @@ def find_gradual(thumbs: np.ndarray, cuts: Iterable[int], config: ShotConfig, gu
     picture's progress from the window's first frame to its last, fitted with a ramp, starts and
     stops climbing. Fades through black: the luma contrast dips to ``fade_depth`` of the contrast on
     both sides or less; the ends are where it starts to fall and stops rising. Findings that overlap
-    or nearly touch are one transition. A transition is dropped when a cut lies inside it (the cut
-    detector is the surer one), when it is shorter than 6 or longer than 90 frames, and, unless it
-    dips to black, when the pictures either side are the same one in another light (a light change
-    inside a shot) or the picture before it returns after it (the return guard, as for cuts: a car
+    or nearly touch are one transition. A transition is dropped when a cut lies on one of its frames
+    or the frame after it (the cut detector is the surer one: what is left is the motion around a
+    cut), when it is shorter than 6 or longer than 90 frames, and, unless it dips to black, when the
+    pictures either side are the same one in another light (a light change inside a shot) or the
+    picture before it returns after it (the return guard, as for cuts: a car
     crossing the lens).
     """
     n = len(thumbs)
@@ -424,7 +425,7 @@ def find_gradual(thumbs: np.ndarray, cuts: Iterable[int], config: ShotConfig, gu
     cut_set = set(cuts)
     out = []
     for first, last, fade in merged:
-        if not _MIN_GRADUAL <= last - first + 1 <= _MAX_GRADUAL or cut_set & set(range(first + 1, last + 1)):
+        if not _MIN_GRADUAL <= last - first + 1 <= _MAX_GRADUAL or cut_set & set(range(first, last + 2)):
             continue
         before, after = x[max(0, first - guard):first], x[last + 1:last + 1 + guard]
         if not fade and len(before) and len(after):
@@ -480,7 +481,7 @@ def chunk_context(config: ShotConfig, fps: Fraction) -> tuple[int, int]:
     before, after = max(window, config.window_width + 1), max(config.window_width, window - 1)
     if config.gradual:
         reach = _GRADUAL_REACH + window
-        before, after = max(before, reach), max(after, reach + before)
+        before, after = max(before, reach), max(after, reach)
     return before, after
 
 
@@ -679,12 +680,13 @@ def shots_from_cuts(cuts: Sequence[int] | Sequence[Transition], info: MediaInfo,
     (frames) or transitions (a gradual one starts its shot at its middle, Transition.frame)."""
     fps, frames = info.video.fps, info.video.frames
     found = [c if isinstance(c, Transition) else Transition(c, c, "cut") for c in cuts]
-    # A cut wins over a gradual transition that would start its shot on the same frame.
-    gradual = {t.frame: (t.first, t.last) for t in found if t.kind == "gradual"}
-    for t in found:
-        if t.kind == "cut":
-            gradual.pop(t.frame, None)
-    shots = bound_shots([t.frame for t in found], frames, fps, min_shot_s=config.min_shot_s,
+    # A gradual transition closer than the shortest shot to a cut goes: bounding would merge one of
+    # the two away, and the cut is the surer boundary.
+    near = max(1, _to_frames(config.min_shot_s, fps))
+    hard = [t.frame for t in found if t.kind == "cut"]
+    gradual = {t.frame: (t.first, t.last) for t in found
+               if t.kind == "gradual" and not any(abs(t.frame - c) < near for c in hard)}
+    shots = bound_shots([*hard, *gradual], frames, fps, min_shot_s=config.min_shot_s,
                         max_shot_s=config.max_shot_s, gradual=gradual)
     return ShotList(fps=fps, frames=frames, shots=shots)
 
