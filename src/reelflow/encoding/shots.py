@@ -3,6 +3,7 @@ wipes, fades) on PyAV-decoded frames, then bounded work units."""
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -345,22 +346,28 @@ def _thumb(bgr: np.ndarray) -> np.ndarray:
     return cv2.resize(bgr, (_THUMB_WIDTH, height), interpolation=cv2.INTER_AREA)
 
 
-def _ramp_fit(progress: np.ndarray, min_len: int) -> tuple[int, int]:
-    """(first, last) of the ramp, flat before and after, that fits ``progress`` best (least squares,
-    its two levels free): where a transition's progress climbs from one shot to the other."""
-    n = len(progress)
+@functools.lru_cache(maxsize=256)
+def _ramps(n: int, min_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every ramp over n frames (first, last, the zero-mean ramps, their squared norms)."""
     first, last = np.triu_indices(n, min_len - 1)
     keep = (first >= 1) & (last <= n - 2)       # a flat frame either side
     first, last = first[keep], last[keep]
-    if not len(first):
-        return 0, n - 1
     m = np.arange(n)[None, :]
     ramp = np.clip((m - first[:, None] + 1) / (last[:, None] - first[:, None] + 2), 0, 1)
     ramp -= ramp.mean(axis=1, keepdims=True)
-    centred = progress - progress.mean()
-    beta = (ramp @ centred) / np.maximum((ramp * ramp).sum(axis=1), 1e-9)
-    error = ((centred[None, :] - beta[:, None] * ramp) ** 2).sum(axis=1)
-    best = int(np.argmin(error))
+    return first, last, ramp, np.maximum((ramp * ramp).sum(axis=1), 1e-9)
+
+
+def _ramp_fit(progress: np.ndarray, min_len: int) -> tuple[int, int]:
+    """(first, last) of the ramp, flat before and after, that fits ``progress`` best (least squares,
+    its two levels free): where a transition's progress climbs from one shot to the other."""
+    first, last, ramp, norms = _ramps(len(progress), min_len)
+    if not len(first):
+        return 0, len(progress) - 1
+    # The least-squares residual of each ramp is |p|^2 - (ramp . p)^2 / |ramp|^2: the best ramp
+    # explains the most.
+    explained = (ramp @ (progress - progress.mean())) ** 2 / norms
+    best = int(np.argmax(explained))
     return int(first[best]), int(last[best])
 
 
