@@ -8,12 +8,14 @@ import heapq
 import itertools
 import logging
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from queue import Full, Queue
 from typing import Any, Literal, TypeVar, cast
 
 import av
@@ -561,6 +563,43 @@ def _decoded(path: Path, info: MediaInfo, chunk: Chunk) -> Iterator[tuple[int, A
         log.debug("%s: seek for frame %d landed late; seeking %.0f s earlier", path.name, first, margin_s)
 
 
+def _pictures(path: Path, info: MediaInfo, chunk: Chunk, size: tuple[int, int]) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame number, downscaled BGR picture) of the chunk, decoded and converted in a thread of its
+    own (PyAV lets go of the GIL there), so decoding overlaps detection; errors come out here."""
+    done = object()
+    queue: Queue[Any] = Queue(maxsize=16)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for index, frame in _decoded(path, info, chunk):
+                # swscale converts and downscales in one pass; AREA averages, so noise is not aliased.
+                item = (index, frame.to_ndarray(format="bgr24", width=size[0], height=size[1],
+                                                interpolation="AREA"))
+                while not stop.is_set():
+                    try:
+                        queue.put(item, timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put(done)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            queue.put(exc)
+
+    worker = threading.Thread(target=produce, name=f"decode {path.name}", daemon=True)
+    worker.start()
+    try:
+        while (item := queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def _scan(path: Path | str, config: ShotConfig, info: MediaInfo | None, progress: Progress | None,
           chunk: Chunk | None = None) -> tuple[MediaInfo, list[Transition], int]:
     """Decode the chunk (default: the whole title), run the detectors and the guard; (info, the
@@ -602,9 +641,7 @@ def _scan(path: Path | str, config: ShotConfig, info: MediaInfo | None, progress
     last = -1
     started = time.perf_counter()
     try:
-        for last, frame in _decoded(path, info, chunk):
-            # swscale converts and downscales in one pass; AREA averages, so noise is not aliased.
-            bgr = frame.to_ndarray(format="bgr24", width=size[0], height=size[1], interpolation="AREA")
+        for last, bgr in _pictures(path, info, chunk, size):
             guard.add(last, bgr)
             if config.gradual:
                 if first_frame < 0:
