@@ -16,8 +16,8 @@ Scoring, the same for every detector:
 - every other detection is a false positive of its kind (a range around a hard cut is a false
   gradual and the cut is missed).
 Range accuracy: for gradual transitions found by a range, the median distance of the detected
-first and last frame from the truth, and the share whose middle (where reelflow starts the unit)
-lies inside the truth range.
+first and last frame from the truth, and the share whose unit start (the frame after the detected
+range, Transition.frame) is within one frame of the truth's first frame after the transition.
 
 Speed: each detector on each file in turn, repeated --runs times; the median per file, summed over
 the files (decode included: every detector decodes for itself with PyAV).
@@ -70,7 +70,7 @@ class Result:
     as_ranges: int = 0
     first_err: list[int] = field(default_factory=list)
     last_err: list[int] = field(default_factory=list)
-    middle_inside: int = 0
+    start_near: int = 0
     notes: list[str] = field(default_factory=list)
 
     def add(self, other: Result) -> None:
@@ -79,7 +79,7 @@ class Result:
         self.as_ranges += other.as_ranges
         self.first_err += other.first_err
         self.last_err += other.last_err
-        self.middle_inside += other.middle_inside
+        self.start_near += other.start_near
         self.notes += other.notes
 
 
@@ -105,7 +105,7 @@ def score(found: Found, truth: dict[str, Any], label: str = "") -> Result:
             out.as_ranges += 1
             out.first_err.append(abs(best[0] - first))
             out.last_err.append(abs(best[1] - last))
-            out.middle_inside += first <= (best[0] + best[1] + 1) // 2 <= last
+            out.start_near += abs(best[1] + 1 - (last + 1)) <= 1
             continue
         inside = [d for d in cuts if first <= d <= last + 1]
         if inside:
@@ -206,8 +206,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if result.as_ranges:
             print(f"{name}: {result.as_ranges} gradual transitions found as ranges; median |first - truth| "
                   f"{statistics.median(result.first_err)} frames, median |last - truth| "
-                  f"{statistics.median(result.last_err)} frames; middle inside the truth range: "
-                  f"{result.middle_inside}/{result.as_ranges}")
+                  f"{statistics.median(result.last_err)} frames; unit start within one frame of the truth's: "
+                  f"{result.start_near}/{result.as_ranges}")
         if args.notes:
             print(f"{name}: {'; '.join(result.notes)}")
     sys.stdout.flush()

@@ -70,16 +70,17 @@ def test_gradual_found_as_a_range(joined: tuple[Path, dict[str, Any]], found: li
     ranges = [t for t in found if t.kind == "gradual" and t.first <= truth["end"] and t.last >= truth["start"]]
     assert len(ranges) == 1, f"{truth['kind']}: {found}"
     (got,) = ranges
-    # Ends within a few frames of the truth; the unit starts inside the mixed frames.
+    # Ends within a few frames of the truth; the unit starts on the first frame after it.
     assert abs(got.first - truth["start"]) <= 3 and abs(got.last - truth["end"]) <= 3
-    assert truth["start"] <= got.frame <= truth["end"]
+    assert got.frame == got.last + 1
 
 
 def test_nothing_else_is_found(joined: tuple[Path, dict[str, Any]], found: list[Transition]) -> None:
     assert len(found) == 4
 
 
-def test_shots_start_at_the_cut_and_the_middles(joined: tuple[Path, dict[str, Any]], found: list[Transition]) -> None:
+def test_shots_start_at_the_cut_and_after_the_gradual_ones(joined: tuple[Path, dict[str, Any]],
+                                                           found: list[Transition]) -> None:
     shots = detect_shots(joined[0])
     gradual = [t for t in found if t.kind == "gradual"]
     assert [s.start_frame for s in shots.shots] == sorted([0, 96, *(t.frame for t in gradual)])
@@ -122,7 +123,7 @@ def test_merge_refuses_a_transition_a_chunk_does_not_own() -> None:
 def test_from_dict_refuses_a_range_that_does_not_hold_the_shot_start(joined: tuple[Path, dict[str, Any]]) -> None:
     shots = shots_from_cuts([Transition(40, 55, "gradual")], probe(joined[0]), ShotConfig())
     d = shots.to_dict()
-    assert d["shots"][1]["start_frame"] == 48 and d["shots"][1]["transition"] == [40, 55]
+    assert d["shots"][1]["start_frame"] == 56 and d["shots"][1]["transition"] == [40, 55]
     bad = json.loads(json.dumps(d))
     bad["shots"][1]["transition"] = [50, 60]
     cut = json.loads(json.dumps(d))
@@ -135,6 +136,6 @@ def test_from_dict_refuses_a_range_that_does_not_hold_the_shot_start(joined: tup
 def test_a_gradual_transition_next_to_a_cut_gives_way(joined: tuple[Path, dict[str, Any]]) -> None:
     """Closer than min_shot_s (0.5 s: 13 frames at 25 fps) to a cut, a gradual transition is dropped."""
     info = probe(joined[0])
-    shots = shots_from_cuts([Transition(40, 40, "cut"), Transition(44, 52, "gradual"),
+    shots = shots_from_cuts([Transition(40, 40, "cut"), Transition(40, 49, "gradual"),
                              Transition(100, 120, "gradual")], info, ShotConfig())
-    assert [(s.start_frame, s.boundary) for s in shots.shots] == [(0, "start"), (40, "cut"), (110, "gradual")]
+    assert [(s.start_frame, s.boundary) for s in shots.shots] == [(0, "start"), (40, "cut"), (121, "gradual")]

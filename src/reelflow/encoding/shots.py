@@ -43,7 +43,7 @@ class Shot:
     end_s: float
     boundary: Boundary        # what begins this shot: the title start, a cut, a gradual transition, a split
     # A gradual transition's first and last frame (inclusive) when one begins this shot; the shot
-    # starts at its middle (see Transition.frame).
+    # starts after it (see Transition.frame).
     transition: tuple[int, int] | None = None
 
     @property
@@ -66,14 +66,14 @@ class Transition:
 
     @property
     def frame(self) -> int:
-        """Where the work unit (and its keyframe) starts: a cut's frame, a gradual transition's middle.
+        """Where the work unit (and its keyframe) starts: a cut's frame, the first frame after a
+        gradual transition (the incoming shot's first clean picture).
 
-        The middle splits the mixed frames between the two shots by which one dominates them, so each
-        unit stays as alike inside as it can be (a CRF chosen for a unit fits all its frames), and a
-        fade's middle is its darkest frame, the cheapest picture to spend a keyframe on. It is also
-        the point least moved by an error at either end of the detected range.
+        A keyframe there is a clean reference for the whole new shot, and the mixed frames are coded
+        from the outgoing shot's references; bench/shot_boundary.py measured this against a keyframe
+        at the transition's first frame or its middle (docs/benchmarks.md).
         """
-        return self.first if self.kind == "cut" else (self.first + self.last + 1) // 2
+        return self.first if self.kind == "cut" else self.last + 1
 
 
 def split_at(shots: Sequence[Shot], frames: Iterable[int], fps: Fraction) -> tuple[Shot, ...]:
@@ -136,7 +136,7 @@ class ShotList:
 
     @property
     def gradual(self) -> list[tuple[int, int]]:
-        """First and last frame of every gradual transition that begins a shot (at its middle)."""
+        """First and last frame of every gradual transition that begins a shot (on the frame after it)."""
         return [s.transition for s in self.shots if s.boundary == "gradual" and s.transition is not None]
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,7 +175,7 @@ class ShotList:
         shots = []
         for index, (start, end, boundary, transition) in enumerate(rows):
             valid = boundary == "start" if index == 0 else boundary in ("cut", "gradual", "split")
-            if transition is not None and not (boundary == "gradual" and transition[0] <= start <= transition[1]):
+            if transition is not None and not (boundary == "gradual" and transition[0] <= transition[1] < start):
                 valid = False
             if start != position or end <= start or not valid:
                 raise StageError(f"shot {index} ({start}-{end}, {boundary}) does not continue the shot list")
@@ -721,7 +721,7 @@ def merge_chunk_cuts(chunks: Sequence[Chunk], found: Sequence[Sequence[_Found]],
 def shots_from_cuts(cuts: Sequence[int] | Sequence[Transition], info: MediaInfo,
                     config: ShotConfig = ShotConfig()) -> ShotList:
     """The title's shots between ``config.min_shot_s`` and ``config.max_shot_s`` from its detected cuts
-    (frames) or transitions (a gradual one starts its shot at its middle, Transition.frame)."""
+    (frames) or transitions (a gradual one starts its shot on the frame after it, Transition.frame)."""
     fps, frames = info.video.fps, info.video.frames
     found = [c if isinstance(c, Transition) else Transition(c, c, "cut") for c in cuts]
     # A gradual transition closer than the shortest shot to a cut goes: bounding would merge one of
