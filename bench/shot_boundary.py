@@ -95,3 +95,7 @@ def main() -> None:
         for place, curve in curves.items():
             bd = bd_rate(curves["middle"], curve)
             print(f"BD-rate (PSNR) of a keyframe at the {place} against the middle: {bd:+.2f}%")
+
+
+if __name__ == "__main__":
+    main()
