@@ -724,12 +724,12 @@ def shots_from_cuts(cuts: Sequence[int] | Sequence[Transition], info: MediaInfo,
     (frames) or transitions (a gradual one starts its shot on the frame after it, Transition.frame)."""
     fps, frames = info.video.fps, info.video.frames
     found = [c if isinstance(c, Transition) else Transition(c, c, "cut") for c in cuts]
-    # A gradual transition closer than the shortest shot to a cut goes: bounding would merge one of
-    # the two away, and the cut is the surer boundary.
+    # A gradual transition that begins or ends closer than the shortest shot to a cut goes: the shot
+    # between them would be merged away, and the cut is the surer boundary.
     near = max(1, _to_frames(config.min_shot_s, fps))
     hard = [t.frame for t in found if t.kind == "cut"]
     gradual = {t.frame: (t.first, t.last) for t in found
-               if t.kind == "gradual" and not any(abs(t.frame - c) < near for c in hard)}
+               if t.kind == "gradual" and not any(t.first - near < c < t.frame + near for c in hard)}
     shots = bound_shots([*hard, *gradual], frames, fps, min_shot_s=config.min_shot_s,
                         max_shot_s=config.max_shot_s, gradual=gradual)
     return ShotList(fps=fps, frames=frames, shots=shots)
