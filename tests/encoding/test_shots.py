@@ -367,9 +367,12 @@ def test_cuts_on_chunk_edges_are_found_once(media_dir: Path, truth: dict[str, An
 
 
 def test_chunk_context_covers_the_detector_and_the_guard() -> None:
-    config = ShotConfig(window_width=2, guard_s=0.5)
+    config = ShotConfig(window_width=2, guard_s=0.5, gradual=False)
     assert chunk_context(config, Fraction(24)) == (12, 11)       # the guard's 12 frames dominate
-    assert chunk_context(ShotConfig(window_width=5, guard_s=0.1), Fraction(24)) == (6, 5)
+    assert chunk_context(ShotConfig(window_width=5, guard_s=0.1, gradual=False), Fraction(24)) == (6, 5)
+    # Gradual transitions are decided on frames further away: their reach dominates.
+    before, after = chunk_context(ShotConfig(), Fraction(24))
+    assert before > 12 and after > 11
 
 
 def test_merge_refuses_what_does_not_tile() -> None:

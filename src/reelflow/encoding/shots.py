@@ -1,18 +1,22 @@
-"""Shot detection: PySceneDetect's adaptive detector on PyAV-decoded frames, then bounded work units."""
+"""Shot detection: hard cuts (PySceneDetect's adaptive detector) and gradual transitions (dissolves,
+wipes, fades) on PyAV-decoded frames, then bounded work units."""
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
 import math
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal, cast
+from queue import Full, Queue
+from typing import Any, Literal, TypeVar, cast
 
 import av
 import cv2
@@ -26,7 +30,7 @@ from reelflow.infra.settings import ShotConfig
 
 log = logging.getLogger(__name__)
 
-Boundary = Literal["start", "cut", "split"]
+Boundary = Literal["start", "cut", "gradual", "split"]
 Progress = Callable[[int, int], None]
 
 
@@ -37,7 +41,10 @@ class Shot:
     end_frame: int            # exclusive: shots[i].end_frame == shots[i + 1].start_frame
     start_s: float            # start_frame / fps, seconds from the first video frame
     end_s: float
-    boundary: Boundary        # what begins this shot: the title start, a detected cut, a max-length split
+    boundary: Boundary        # what begins this shot: the title start, a cut, a gradual transition, a split
+    # A gradual transition's first and last frame (inclusive) when one begins this shot; the shot
+    # starts after it (see Transition.frame).
+    transition: tuple[int, int] | None = None
 
     @property
     def frames(self) -> int:
@@ -46,6 +53,27 @@ class Shot:
     @property
     def duration_s(self) -> float:
         return self.end_s - self.start_s
+
+
+@dataclass(frozen=True, order=True)
+class Transition:
+    """A detected shot transition: a hard cut (``first == last``: the new shot's first frame) or a
+    gradual one (dissolve, wipe, fade), whose mixed frames are ``first`` to ``last`` inclusive."""
+
+    first: int
+    last: int
+    kind: Literal["cut", "gradual"]
+
+    @property
+    def frame(self) -> int:
+        """Where the work unit (and its keyframe) starts: a cut's frame, the first frame after a
+        gradual transition (the incoming shot's first clean picture).
+
+        A keyframe there is a clean reference for the whole new shot, and the mixed frames are coded
+        from the outgoing shot's references; bench/shot_boundary.py measured this against a keyframe
+        at the transition's first frame or its middle (docs/benchmarks.md).
+        """
+        return self.first if self.kind == "cut" else self.last + 1
 
 
 def split_at(shots: Sequence[Shot], frames: Iterable[int], fps: Fraction) -> tuple[Shot, ...]:
@@ -62,11 +90,12 @@ def split_at(shots: Sequence[Shot], frames: Iterable[int], fps: Fraction) -> tup
         for i, start in enumerate(starts):
             end = starts[i + 1] if i + 1 < len(starts) else shot.end_frame
             out.append(Shot(index=len(out), start_frame=start, end_frame=end, start_s=float(start / fps),
-                            end_s=float(end / fps), boundary=shot.boundary if i == 0 else "split"))
+                            end_s=float(end / fps), boundary=shot.boundary if i == 0 else "split",
+                            transition=shot.transition if i == 0 else None))
     return tuple(out)
 
 
-_PRECEDENCE: dict[Boundary, int] = {"start": 0, "cut": 1, "split": 2}
+_PRECEDENCE: dict[Boundary, int] = {"start": 0, "cut": 1, "gradual": 1, "split": 2}
 
 
 def even_starts(shot_list: ShotList) -> ShotList:
@@ -79,18 +108,19 @@ def even_starts(shot_list: ShotList) -> ShotList:
     (a cut wins over a split); the shots still tile the title exactly, and the last may end on an odd frame.
     """
     frames = shot_list.frames
-    starts: dict[int, Boundary] = {}
+    starts: dict[int, Shot] = {}
     for shot in shot_list.shots:
         start = shot.start_frame + shot.start_frame % 2
         if start >= frames:
             continue
-        if start not in starts or _PRECEDENCE[shot.boundary] < _PRECEDENCE[starts[start]]:
-            starts[start] = shot.boundary
+        if start not in starts or _PRECEDENCE[shot.boundary] < _PRECEDENCE[starts[start].boundary]:
+            starts[start] = shot
     order = sorted(starts)
     ends = [*order[1:], frames]
     fps = shot_list.fps
-    return ShotList(fps=fps, frames=frames, shots=tuple(_shot(i, s, e, fps, starts[s])
-                                                        for i, (s, e) in enumerate(zip(order, ends, strict=True))))
+    return ShotList(fps=fps, frames=frames, shots=tuple(
+        _shot(i, s, e, fps, starts[s].boundary, starts[s].transition)
+        for i, (s, e) in enumerate(zip(order, ends, strict=True))))
 
 
 @dataclass(frozen=True)
@@ -104,8 +134,15 @@ class ShotList:
         """First frame of every shot that a detected cut begins (not the title start, not splits)."""
         return [s.start_frame for s in self.shots if s.boundary == "cut"]
 
+    @property
+    def gradual(self) -> list[tuple[int, int]]:
+        """First and last frame of every gradual transition that begins a shot (on the frame after it)."""
+        return [s.transition for s in self.shots if s.boundary == "gradual" and s.transition is not None]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict; the exact rate as "num/den" beside a float, times to the microsecond.
+
+        A shot that a gradual transition begins also has ``transition``: its first and last frame.
 
         from_dict derives the times again from the frame numbers, so the rounding never accumulates.
         """
@@ -115,7 +152,8 @@ class ShotList:
             "frames": self.frames,
             "shots": [
                 {"index": s.index, "start_frame": s.start_frame, "end_frame": s.end_frame,
-                 "start_s": round(s.start_s, 6), "end_s": round(s.end_s, 6), "boundary": s.boundary}
+                 "start_s": round(s.start_s, 6), "end_s": round(s.end_s, 6), "boundary": s.boundary,
+                 **({"transition": list(s.transition)} if s.transition is not None else {})}
                 for s in self.shots
             ],
         }
@@ -126,28 +164,33 @@ class ShotList:
         try:
             fps = Fraction(str(d["fps_exact"]))
             frames = int(d["frames"])
-            rows = [(int(s["start_frame"]), int(s["end_frame"]), str(s["boundary"])) for s in d["shots"]]
+            rows = [(int(s["start_frame"]), int(s["end_frame"]), str(s["boundary"]),
+                     (int(s["transition"][0]), int(s["transition"][1])) if "transition" in s else None)
+                    for s in d["shots"]]
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
             raise StageError(f"not a shot list: {exc!r}") from exc
         if fps <= 0 or frames < 1 or not rows:
             raise StageError(f"not a shot list: fps={fps}, frames={frames}, {len(rows)} shots")
         position = 0
         shots = []
-        for index, (start, end, boundary) in enumerate(rows):
-            valid = boundary == "start" if index == 0 else boundary in ("cut", "split")
+        for index, (start, end, boundary, transition) in enumerate(rows):
+            valid = boundary == "start" if index == 0 else boundary in ("cut", "gradual", "split")
+            if transition is not None and not (boundary == "gradual" and transition[0] <= transition[1] < start):
+                valid = False
             if start != position or end <= start or not valid:
                 raise StageError(f"shot {index} ({start}-{end}, {boundary}) does not continue the shot list")
             # Times are derived, never read back: the frame numbers are the one source of truth.
-            shots.append(_shot(index, start, end, fps, cast(Boundary, boundary)))
+            shots.append(_shot(index, start, end, fps, cast(Boundary, boundary), transition))
             position = end
         if position != frames:
             raise StageError(f"shots end at frame {position}, the title has {frames} frames")
         return cls(fps=fps, frames=frames, shots=tuple(shots))
 
 
-def _shot(index: int, start: int, end: int, fps: Fraction, boundary: Boundary) -> Shot:
+def _shot(index: int, start: int, end: int, fps: Fraction, boundary: Boundary,
+          transition: tuple[int, int] | None = None) -> Shot:
     return Shot(index=index, start_frame=start, end_frame=end, start_s=float(start / fps),
-                end_s=float(end / fps), boundary=boundary)
+                end_s=float(end / fps), boundary=boundary, transition=transition)
 
 
 def _to_frames(seconds: float, fps: Fraction) -> int:
@@ -161,7 +204,7 @@ def _to_frames(seconds: float, fps: Fraction) -> int:
 
 
 def bound_shots(cuts: Sequence[int], frames: int, fps: Fraction, *, min_shot_s: float,
-                max_shot_s: float) -> tuple[Shot, ...]:
+                max_shot_s: float, gradual: Mapping[int, tuple[int, int]] | None = None) -> tuple[Shot, ...]:
     """Shots that tile [0, frames): too-short shots merged away, too-long ones split evenly.
 
     Lengths are judged in whole frames, ``min_shot_s`` and ``max_shot_s`` each rounded to the
@@ -169,7 +212,8 @@ def bound_shots(cuts: Sequence[int], frames: int, fps: Fraction, *, min_shot_s: 
     neighbour, until every shot is at least the minimum (a whole title shorter than that stays one
     shot). Then every shot over the maximum is cut into the fewest equal pieces that fit; with
     ``max_shot_s >= 2 * min_shot_s`` no piece is under the minimum. Cuts outside [1, frames - 1]
-    are ignored: 0 and ``frames`` are boundaries already.
+    are ignored: 0 and ``frames`` are boundaries already. A cut that is a key of ``gradual`` begins
+    a shot with boundary ``gradual`` and that transition's first and last frame.
     """
     if frames < 1:
         raise StageError(f"cannot bound shots of a title with {frames} frames")
@@ -185,15 +229,17 @@ def bound_shots(cuts: Sequence[int], frames: int, fps: Fraction, *, min_shot_s: 
         raise ConfigError(f"max_shot_s={max_shot_s} is shorter than a frame at {float(fps):g} fps")
     bounds = [0, *sorted({c for c in cuts if 0 < c < frames}), frames]
     bounds = _merge_short(bounds, min_frames)
+    gradual = gradual or {}
     starts: list[tuple[int, Boundary]] = []
     for start, end in itertools.pairwise(bounds):
         pieces = -(-(end - start) // max_frames)  # ceil
-        starts.append((start, "start" if start == 0 else "cut"))
+        starts.append((start, "start" if start == 0 else "gradual" if start in gradual else "cut"))
         # Even pieces: piece j starts at start + round(j * length / pieces), integer arithmetic.
         starts.extend((start + (2 * j * (end - start) + pieces) // (2 * pieces), "split")
                       for j in range(1, pieces))
     ends = [s for s, _ in starts[1:]] + [frames]
-    return tuple(_shot(i, s, e, fps, b) for i, ((s, b), e) in enumerate(zip(starts, ends, strict=True)))
+    return tuple(_shot(i, s, e, fps, b, gradual.get(s) if b == "gradual" else None)
+                 for i, ((s, b), e) in enumerate(zip(starts, ends, strict=True)))
 
 
 def _merge_short(bounds: list[int], min_frames: int) -> list[int]:
@@ -281,6 +327,132 @@ class _ReturnGuard:
         return True
 
 
+# Gradual transitions. Half-widths (frames) of the windows searched for a dissolve or wipe: together
+# they cover transitions of about 6 to 40 frames (a window need not hold the whole transition).
+_SCALES = (3, 4, 5, 6, 8, 10, 12, 15)
+_MIN_GRADUAL = 6          # frames: a shorter change is a cut, a flash or flicker
+_MAX_GRADUAL = 90         # frames: a longer one is a change inside a shot (light, focus, a slow pan)
+_JOIN_GAP = 10            # frames: findings closer than this are pieces of one transition
+# Pictures either side of a change this alike (correlation of their zero-mean thumbnails) are one
+# shot whose light changed, not two shots.
+_SAME_PICTURE = 0.7
+_FADE_REACH = 32          # frames either side of a fade's darkest frame searched for its ends
+_FADE_CONTRAST = 20.0     # luma standard deviation (0-255) a shot needs for a fade to be told from it
+_THUMB_WIDTH = 32
+# Frames either side of a transition that decide it: a window and its fit, a fade's reach, the guard.
+_GRADUAL_REACH = _MAX_GRADUAL + 4 * max(_SCALES) + 2
+
+
+def _thumb(bgr: np.ndarray) -> np.ndarray:
+    height = max(1, round(bgr.shape[0] * _THUMB_WIDTH / bgr.shape[1]))
+    return cv2.resize(bgr, (_THUMB_WIDTH, height), interpolation=cv2.INTER_AREA)
+
+
+@functools.lru_cache(maxsize=256)
+def _ramps(n: int, min_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every ramp over n frames (first, last, the zero-mean ramps, their squared norms)."""
+    first, last = np.triu_indices(n, min_len - 1)
+    keep = (first >= 1) & (last <= n - 2)       # a flat frame either side
+    first, last = first[keep], last[keep]
+    m = np.arange(n)[None, :]
+    ramp = np.clip((m - first[:, None] + 1) / (last[:, None] - first[:, None] + 2), 0, 1)
+    ramp -= ramp.mean(axis=1, keepdims=True)
+    return first, last, ramp, np.maximum((ramp * ramp).sum(axis=1), 1e-9)
+
+
+def _ramp_fit(progress: np.ndarray, min_len: int) -> tuple[int, int]:
+    """(first, last) of the ramp, flat before and after, that fits ``progress`` best (least squares,
+    its two levels free): where a transition's progress climbs from one shot to the other."""
+    first, last, ramp, norms = _ramps(len(progress), min_len)
+    if not len(first):
+        return 0, len(progress) - 1
+    # The least-squares residual of each ramp is |p|^2 - (ramp . p)^2 / |ramp|^2: the best ramp
+    # explains the most.
+    explained = (ramp @ (progress - progress.mean())) ** 2 / norms
+    best = int(np.argmax(explained))
+    return int(first[best]), int(last[best])
+
+
+def find_gradual(thumbs: np.ndarray, cuts: Iterable[int], config: ShotConfig, guard: int) -> list[tuple[int, int]]:
+    """Gradual transitions in consecutive frames ``thumbs`` (n, h, w, 3: tiny BGR pictures), as
+    (first, last) mixed frames, indices into ``thumbs``; pure.
+
+    Dissolves and wipes: a window of frames whose picture changes a lot from its first to its last
+    frame (``gradual_min_change``), where the frame-to-frame changes add up instead of cancelling
+    (``gradual_straightness``: every pixel of a dissolve or wipe moves one way, from the old shot's
+    value to the new one's, while motion inside a shot goes back and forth), and no single step
+    carries much of it (``gradual_spread``: that would be a cut). The transition's ends are where the
+    picture's progress from the window's first frame to its last, fitted with a ramp, starts and
+    stops climbing. Fades through black: the luma contrast dips to ``fade_depth`` of the contrast on
+    both sides or less; the ends are where it starts to fall and stops rising. Findings that overlap
+    or nearly touch are one transition. A transition is dropped when a cut lies on one of its frames
+    or the frame after it (the cut detector is the surer one: what is left is the motion around a
+    cut), when it is shorter than 6 or longer than 90 frames, and, unless it dips to black, when the
+    pictures either side are the same one in another light (a light change inside a shot) or the
+    picture before it returns after it (the return guard, as for cuts: a car
+    crossing the lens).
+    """
+    n = len(thumbs)
+    found: list[tuple[int, int, bool]] = []                 # first, last, a fade
+    if n < 2 * min(_SCALES) + 1:
+        return []
+    x = thumbs.reshape(n, -1).astype(np.float32)
+    step = np.abs(np.diff(x, axis=0)).mean(axis=1)           # step[m]: frame m to m + 1
+    path = np.concatenate([[0.0], np.cumsum(step)])
+    for h in _SCALES:
+        if n <= 2 * h:
+            break
+        change = np.abs(x[2 * h:] - x[:-2 * h]).mean(axis=1)  # change[a]: frame a to a + 2h
+        biggest = np.lib.stride_tricks.sliding_window_view(step, 2 * h).max(axis=1)
+        straight = change / np.maximum(path[2 * h:] - path[:-2 * h], 1e-9)
+        for a in np.nonzero((change >= config.gradual_min_change) & (straight >= config.gradual_straightness)
+                            & (biggest <= config.gradual_spread * change))[0].tolist():
+            b = a + 2 * h
+            lo, hi = max(0, a - h), min(n - 1, b + h)
+            way = x[b] - x[a]
+            progress = (x[lo:hi + 1] - x[a]) @ way / max(float(way @ way), 1e-9)
+            first, last = _ramp_fit(progress, _MIN_GRADUAL)
+            found.append((lo + first, lo + last, False))
+    luma = thumbs.reshape(n, -1, 3).astype(np.float32) @ np.array([0.114, 0.587, 0.299], np.float32)
+    contrast = luma.std(axis=1)
+    for m in range(1, n - 1):
+        if not contrast[m] <= contrast[m - 1] or not contrast[m] < contrast[m + 1]:
+            continue
+        lo, hi = max(0, m - _FADE_REACH), min(n - 1, m + _FADE_REACH)
+        left, right = float(contrast[lo:m + 1].max()), float(contrast[m:hi + 1].max())
+        if min(left, right) < _FADE_CONTRAST or contrast[m] > config.fade_depth * min(left, right):
+            continue
+        start = lo + _ramp_fit(-contrast[lo:m + 1] / left, 3)[0] if m - lo >= 4 else lo
+        end = m + _ramp_fit(contrast[m:hi + 1] / right, 3)[1] if hi - m >= 4 else hi
+        found.append((start, end, True))
+    merged: list[tuple[int, int, bool]] = []
+    for first, last, fade in sorted(found):
+        if merged and first <= merged[-1][1] + _JOIN_GAP:
+            merged[-1] = (merged[-1][0], max(last, merged[-1][1]), fade or merged[-1][2])
+        else:
+            merged.append((first, last, fade))
+    cut_set = set(cuts)
+    out = []
+    for first, last, fade in merged:
+        if not _MIN_GRADUAL <= last - first + 1 <= _MAX_GRADUAL or cut_set & set(range(first, last + 2)):
+            continue
+        before, after = x[max(0, first - guard):first], x[last + 1:last + 1 + guard]
+        if not fade and len(before) and len(after):
+            u, v = before[-1] - before[-1].mean(), after[0] - after[0].mean()
+            if float(u @ v) > _SAME_PICTURE * math.sqrt(float(u @ u) * float(v @ v)):
+                log.debug("frames %d-%d: not a transition, the same picture in another light", first, last)
+                continue
+        # A dip to black between two alike pictures is still an edit; a return without one is not.
+        if not fade and len(before) and len(after) and config.guard_ratio > 0:
+            jump = float(np.abs(before[-1] - after[0]).mean())
+            closest = float(np.abs(before[:, None, :] - after[None, :, :]).mean(axis=2).min())
+            if closest < config.guard_ratio * jump:
+                log.debug("frames %d-%d: not a transition, the picture returns", first, last)
+                continue
+        out.append((first, last))
+    return out
+
+
 def _agreed(reports: Sequence[list[Any]]) -> list[int]:
     """Frames that every detector reported for the same input frame (they report with the same lag)."""
     found = [{t.frame_num for t in timecodes} for timecodes in reports]
@@ -308,12 +480,18 @@ def chunk_context(config: ShotConfig, fps: Fraction) -> tuple[int, int]:
 
     A candidate at frame c is judged on the frame scores of c - w .. c + w (w = ``window_width``),
     and a frame's score compares it with the frame before, so w + 1 frames before; the return
-    guard compares the ``guard_s`` window before c with the one from c on. With this context every
-    candidate in ``[start, end)`` sees exactly the frames a whole pass shows it, and candidates
-    outside are left to the chunk that owns them: each cut is found once.
+    guard compares the ``guard_s`` window before c with the one from c on. A gradual transition is
+    decided by the frames up to ``_GRADUAL_REACH`` either side of it (its windows, their fits, the
+    merge of overlapping findings, the guard) and by the cuts inside it. With this context every
+    transition that begins in ``[start, end)`` sees exactly the frames a whole pass shows it, and
+    those outside are left to the chunk that owns them: each is found once.
     """
     window = _guard_window(config, fps)
-    return max(window, config.window_width + 1), max(config.window_width, window - 1)
+    before, after = max(window, config.window_width + 1), max(config.window_width, window - 1)
+    if config.gradual:
+        reach = _GRADUAL_REACH + window
+        before, after = max(before, reach), max(after, reach)
+    return before, after
 
 
 def shot_chunks(info: MediaInfo, config: ShotConfig) -> tuple[Chunk, ...]:
@@ -385,10 +563,47 @@ def _decoded(path: Path, info: MediaInfo, chunk: Chunk) -> Iterator[tuple[int, A
         log.debug("%s: seek for frame %d landed late; seeking %.0f s earlier", path.name, first, margin_s)
 
 
+def _pictures(path: Path, info: MediaInfo, chunk: Chunk, size: tuple[int, int]) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame number, downscaled BGR picture) of the chunk, decoded and converted in a thread of its
+    own (PyAV lets go of the GIL there), so decoding overlaps detection; errors come out here."""
+    done = object()
+    queue: Queue[Any] = Queue(maxsize=16)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for index, frame in _decoded(path, info, chunk):
+                # swscale converts and downscales in one pass; AREA averages, so noise is not aliased.
+                item = (index, frame.to_ndarray(format="bgr24", width=size[0], height=size[1],
+                                                interpolation="AREA"))
+                while not stop.is_set():
+                    try:
+                        queue.put(item, timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put(done)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            queue.put(exc)
+
+    worker = threading.Thread(target=produce, name=f"decode {path.name}", daemon=True)
+    worker.start()
+    try:
+        while (item := queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def _scan(path: Path | str, config: ShotConfig, info: MediaInfo | None, progress: Progress | None,
-          chunk: Chunk | None = None) -> tuple[MediaInfo, list[int], int]:
-    """Decode the chunk (default: the whole title), run the detectors and the guard; (info, the cuts it
-    owns, frames it owns that were decoded)."""
+          chunk: Chunk | None = None) -> tuple[MediaInfo, list[Transition], int]:
+    """Decode the chunk (default: the whole title), run the detectors and the guard; (info, the
+    transitions it owns, frames it owns that were decoded)."""
     path = Path(path)
     if info is None:
         info = probe(path)                  # SourceNotFound / InvalidMedia for bad inputs
@@ -419,15 +634,19 @@ def _scan(path: Path | str, config: ShotConfig, info: MediaInfo | None, progress
                          width=config.guard_width, lag=config.window_width)
     pending: list[int] = []
     cuts: list[int] = []
+    thumbs: list[np.ndarray] = []            # every decoded frame's, for the gradual stage
+    first_frame = -1
     every = max(1, chunk.frames // 100)
     owned = 0
     last = -1
     started = time.perf_counter()
     try:
-        for last, frame in _decoded(path, info, chunk):
-            # swscale converts and downscales in one pass; AREA averages, so noise is not aliased.
-            bgr = frame.to_ndarray(format="bgr24", width=size[0], height=size[1], interpolation="AREA")
+        for last, bgr in _pictures(path, info, chunk, size):
             guard.add(last, bgr)
+            if config.gradual:
+                if first_frame < 0:
+                    first_frame = last
+                thumbs.append(_thumb(bgr))
             timecode = FrameTimecode(last, fps)
             pending.extend(_agreed([d.process_frame(timecode, bgr) for d in detectors]))
             while pending and guard.ready(pending[0], last):
@@ -451,49 +670,85 @@ def _scan(path: Path | str, config: ShotConfig, info: MediaInfo | None, progress
     if whole and owned != total:
         log.warning("%s: decoded %d frames, probe counted %d packets; shots follow probe's count",
                     path, owned, total)
+    found = [Transition(c, c, "cut") for c in cuts]
+    if config.gradual and thumbs:
+        ranges = find_gradual(np.stack(thumbs), [c - first_frame for c in cuts], config, guard.window)
+        found += [Transition(first_frame + a, first_frame + b, "gradual") for a, b in ranges]
+    owned_found = sorted(t for t in found if chunk.owns(t.first) and 0 < t.frame < total)
     elapsed = time.perf_counter() - started
-    log.info("%s: %d cuts in frames %d-%d (%d candidates rejected as returns) at %.0f frames/s",
-             path.name, len(cuts), chunk.start, chunk.end, len(guard.rejected),
+    log.info("%s: %d transitions in frames %d-%d (%d cut candidates rejected as returns) at %.0f frames/s",
+             path.name, len(owned_found), chunk.start, chunk.end, len(guard.rejected),
              (last + 1 - chunk.decode_start) / max(elapsed, 1e-9))
-    return info, sorted(c for c in cuts if chunk.owns(c) and 0 < c < total), owned
+    return info, owned_found, owned
+
+
+def detect_chunk_transitions(path: Path | str, chunk: Chunk, config: ShotConfig = ShotConfig(), *,
+                             info: MediaInfo | None = None, progress: Progress | None = None) -> list[Transition]:
+    """The transitions that begin in the frames ``chunk`` owns, exactly as a whole pass finds them
+    there (shot_chunks)."""
+    return _scan(path, config, info, progress, chunk)[1]
 
 
 def detect_chunk_cuts(path: Path | str, chunk: Chunk, config: ShotConfig = ShotConfig(), *,
                       info: MediaInfo | None = None, progress: Progress | None = None) -> list[int]:
-    """The cuts in the frames ``chunk`` owns, exactly as a whole pass finds them there (shot_chunks)."""
-    return _scan(path, config, info, progress, chunk)[1]
+    """The hard cuts in the frames ``chunk`` owns, exactly as a whole pass finds them there."""
+    return [t.first for t in detect_chunk_transitions(path, chunk, config, info=info, progress=progress)
+            if t.kind == "cut"]
 
 
-def merge_chunk_cuts(chunks: Sequence[Chunk], found: Sequence[Sequence[int]], frames: int) -> list[int]:
-    """One cut list from the chunks' (pure): each chunk reports only the cuts it owns, so this checks
-    that and concatenates; the owned ranges must tile the title."""
+_Found = TypeVar("_Found", int, Transition)
+
+
+def _first(found: int | Transition) -> int:
+    return found if isinstance(found, int) else found.first
+
+
+def merge_chunk_cuts(chunks: Sequence[Chunk], found: Sequence[Sequence[_Found]], frames: int) -> list[_Found]:
+    """One list from the chunks' cuts or transitions (pure): each chunk reports only those that begin
+    in what it owns, so this checks that and concatenates; the owned ranges must tile the title."""
     if len(chunks) != len(found):
         raise StageError(f"{len(found)} chunk results for {len(chunks)} chunks")
     check_tiling(list(chunks), frames)
-    cuts: list[int] = []
-    for chunk, chunk_cuts in zip(chunks, found, strict=True):
-        stray = [c for c in chunk_cuts if not chunk.owns(c)]
+    merged: list[_Found] = []
+    for chunk, chunk_found in zip(chunks, found, strict=True):
+        stray = [c for c in chunk_found if not chunk.owns(_first(c))]
         if stray:
             raise StageError(f"chunk {chunk.index} ({chunk.start}-{chunk.end}) reports cuts it does not own: {stray}")
-        cuts.extend(sorted(chunk_cuts))
-    return cuts
+        merged.extend(sorted(chunk_found, key=_first))
+    return merged
 
 
-def shots_from_cuts(cuts: Sequence[int], info: MediaInfo, config: ShotConfig = ShotConfig()) -> ShotList:
-    """The title's shots between ``config.min_shot_s`` and ``config.max_shot_s`` from its detected cuts."""
+def shots_from_cuts(cuts: Sequence[int] | Sequence[Transition], info: MediaInfo,
+                    config: ShotConfig = ShotConfig()) -> ShotList:
+    """The title's shots between ``config.min_shot_s`` and ``config.max_shot_s`` from its detected cuts
+    (frames) or transitions (a gradual one starts its shot on the frame after it, Transition.frame)."""
     fps, frames = info.video.fps, info.video.frames
-    shots = bound_shots(cuts, frames, fps, min_shot_s=config.min_shot_s, max_shot_s=config.max_shot_s)
+    found = [c if isinstance(c, Transition) else Transition(c, c, "cut") for c in cuts]
+    # A gradual transition that begins or ends closer than the shortest shot to a cut goes: the shot
+    # between them would be merged away, and the cut is the surer boundary.
+    near = max(1, _to_frames(config.min_shot_s, fps))
+    hard = [t.frame for t in found if t.kind == "cut"]
+    gradual = {t.frame: (t.first, t.last) for t in found
+               if t.kind == "gradual" and not any(t.first - near < c < t.frame + near for c in hard)}
+    shots = bound_shots([*hard, *gradual], frames, fps, min_shot_s=config.min_shot_s,
+                        max_shot_s=config.max_shot_s, gradual=gradual)
     return ShotList(fps=fps, frames=frames, shots=shots)
+
+
+def detect_transitions(path: Path | str, config: ShotConfig = ShotConfig(), *, info: MediaInfo | None = None,
+                       progress: Progress | None = None) -> list[Transition]:
+    """Hard cuts and gradual transitions, by first frame; nothing merged or split."""
+    return _scan(path, config, info, progress)[1]
 
 
 def detect_cuts(path: Path | str, config: ShotConfig = ShotConfig(), *, info: MediaInfo | None = None,
                 progress: Progress | None = None) -> list[int]:
-    """Frames (0-based, decoded order) that begin a new shot, as detected; nothing merged or split."""
-    return _scan(path, config, info, progress)[1]
+    """Frames (0-based, decoded order) that begin a new shot with a hard cut, as detected."""
+    return [t.first for t in _scan(path, config, info, progress)[1] if t.kind == "cut"]
 
 
 def detect_shots(path: Path | str, config: ShotConfig = ShotConfig(), *, info: MediaInfo | None = None,
                  progress: Progress | None = None) -> ShotList:
-    """Detect cuts and turn them into shots between ``config.min_shot_s`` and ``config.max_shot_s``."""
-    info, cuts, _ = _scan(path, config, info, progress)
-    return shots_from_cuts(cuts, info, config)
+    """Detect transitions and turn them into shots between ``config.min_shot_s`` and ``config.max_shot_s``."""
+    info, found, _ = _scan(path, config, info, progress)
+    return shots_from_cuts(found, info, config)

@@ -454,9 +454,9 @@ def shots_task(source: Path, source_sha: str, config: ShotConfig, info: probe.Me
 @task(name="shots chunk", cache_key_fn=_split_key("shots-chunk", shots), persist_result=True,
       task_run_name="shots frames {chunk.start}-{chunk.end}")
 def shots_chunk_task(source: Path, source_sha: str, config: ShotConfig, info: probe.MediaInfo, chunk: Chunk,
-                     remote: WorkStore | None = None) -> list[int]:
+                     remote: WorkStore | None = None) -> list[shots.Transition]:
     source, info = _task_source(source, info, remote, (chunk.decode_start, chunk.decode_end))
-    return shots.detect_chunk_cuts(source, chunk, config, info=info)
+    return shots.detect_chunk_transitions(source, chunk, config, info=info)
 
 
 def shots_stage(source: Path, sha: str, settings: Settings, info: probe.MediaInfo, store: Storage) -> shots.ShotList:

@@ -159,6 +159,18 @@ class ShotConfig(_Config):
     guard_ratio: float = Field(0.5, ge=0, le=1, description="A before/after pair closer than this share of "
                                "the jump at the candidate means the picture returned: not a cut (0: off).")
     guard_width: int = Field(16, ge=4, description="Thumbnail width used by the return guard.")
+    # Gradual transitions (dissolves, wipes, fades): encoding/shots.py's find_gradual; fitted on the
+    # tuning part of bench/shot_transitions.py only (docs/benchmarks.md).
+    gradual: bool = Field(True, description="Also detect dissolves, wipes and fades, as frame ranges.")
+    gradual_min_change: float = Field(25.0, ge=0, description="Smallest mean change (0-255) between the "
+                                      "frames either side of a dissolve or wipe.")
+    gradual_straightness: float = Field(0.7, gt=0, le=1, description="Share of the frame-to-frame change "
+                                        "across a window that must add up (a transition moves one way; "
+                                        "motion goes back and forth).")
+    gradual_spread: float = Field(0.25, gt=0, le=1, description="Largest share of a window's change that one "
+                                  "frame step may carry (more is a cut, not a gradual transition).")
+    fade_depth: float = Field(0.25, gt=0, lt=1, description="A fade through black dips to this share of the "
+                              "contrast either side of it, or lower.")
     # Both bounds are rounded to the nearest frame. 0.5 s keeps real short shots (Sintel has 0.75 s).
     min_shot_s: float = Field(0.5, ge=0, description="Shots shorter than this are merged into a neighbour.")
     max_shot_s: float = Field(20.0, gt=0, description="Shots longer than this are split evenly so work units "
