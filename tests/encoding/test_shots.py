@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from reelflow.encoding.chunks import Chunk
@@ -253,6 +253,7 @@ def _nearest_frames(seconds: float, fps: Fraction) -> int:
 
 @settings(max_examples=300, deadline=None)
 @given(_inputs())
+@example(([18, 47, 64], 93, Fraction(15), 2.0, 4.0))     # a split that lands on a cut merged away is that cut
 def test_bound_shots_properties(args: tuple[list[int], int, Fraction, float, float]) -> None:
     cuts, frames, fps, min_s, max_s = args
     shots = bound_shots(cuts, frames, fps, min_shot_s=min_s, max_shot_s=max_s)

@@ -227,16 +227,21 @@ def bound_shots(cuts: Sequence[int], frames: int, fps: Fraction, *, min_shot_s: 
     max_frames = _to_frames(max_shot_s, fps) if math.isfinite(max_shot_s) else frames
     if max_frames < 1:
         raise ConfigError(f"max_shot_s={max_shot_s} is shorter than a frame at {float(fps):g} fps")
-    bounds = [0, *sorted({c for c in cuts if 0 < c < frames}), frames]
-    bounds = _merge_short(bounds, min_frames)
+    detected = {c for c in cuts if 0 < c < frames}
+    bounds = _merge_short([0, *sorted(detected), frames], min_frames)
     gradual = gradual or {}
+
+    def boundary(at: int) -> Boundary:
+        return "start" if at == 0 else "gradual" if at in gradual else "cut" if at in detected else "split"
+
     starts: list[tuple[int, Boundary]] = []
     for start, end in itertools.pairwise(bounds):
         pieces = -(-(end - start) // max_frames)  # ceil
-        starts.append((start, "start" if start == 0 else "gradual" if start in gradual else "cut"))
-        # Even pieces: piece j starts at start + round(j * length / pieces), integer arithmetic.
-        starts.extend((start + (2 * j * (end - start) + pieces) // (2 * pieces), "split")
-                      for j in range(1, pieces))
+        starts.append((start, boundary(start)))
+        # Even pieces: piece j starts at start + round(j * length / pieces), integer arithmetic; one
+        # that lands on a cut merged away above is that cut again.
+        starts.extend((at, boundary(at)) for at in (start + (2 * j * (end - start) + pieces) // (2 * pieces)
+                                                    for j in range(1, pieces)))
     ends = [s for s, _ in starts[1:]] + [frames]
     return tuple(_shot(i, s, e, fps, b, gradual.get(s) if b == "gradual" else None)
                  for i, ((s, b), e) in enumerate(zip(starts, ends, strict=True)))
