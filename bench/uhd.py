@@ -45,6 +45,7 @@ from ladder import deliver_planned, run_trials, shots_and_keyframes
 from reelflow.encoding.analysis import LadderAnalysis
 from reelflow.encoding.ladder import select_ladder
 from reelflow.encoding.probe import probe
+from reelflow.encoding.trials import sample_segments
 from reelflow.encoding.vmaf import vmaf_model_for
 from reelflow.infra.settings import Settings, TrialConfig
 from reelflow.infra.tools import ffmpeg_exe, run
@@ -107,6 +108,7 @@ def bench_title(src: Path, settings: Settings, jobs: int) -> dict[str, Any]:
         "title": src.name, "codec": settings.encode.codec, "presets": [settings.trials.preset, settings.encode.preset],
         "seconds": round(minutes * 60, 2), "shots": len(found), "units": len(units),
         "heights_tried": list(plan.heights), "heights_mapped": list(plan.uhd_heights),
+        "sample_frames": plan.sample_frames, "sample_pieces": sample_segments(found, info.video.fps, settings.trials),
         "uhd_sample_crfs": sorted({t.crf for t in plan.uhd_sample_trials}),
         "uhd_map": None if plan.uhd_map is None else {
             "heights": list(plan.uhd_map.heights), "crfs": list(plan.uhd_map.crfs),
