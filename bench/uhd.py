@@ -11,7 +11,10 @@ short, because a UHD ladder costs thousands of CPU seconds per content minute on
 - ``bokeh3_2160p.mov``: the first 3 s of ../shared/media 11_dark_bokeh_7s_1920x1080.mp4 (one shot);
 - ``composite4_2160p.mov``: 1-5 s of c01_composite_hardcuts_12s_1280x720.mp4 (three shots, hard cuts, 6x upscale);
 - ``dog3_2160p.mov``: the first 3 s of e05_dog_10s_1280x720.mp4 (one shot, daylight, camera motion).
-(``--make-masters DIR --long`` also writes session 13's longer two: 7.3 s of the bokeh and 6 s of the composite.)
+(``--make-masters DIR --long`` also writes session 13's longer two: 7.3 s of the bokeh and 6 s of the composite,
+and ``multishot16_2160p.mov``: all 12 s of the composite (six 2 s shots of six real clips, 3x upscale) then the
+first 4 s of the bokeh (2x upscale, retimed to 30 fps): 16 s, seven shots, the longest multi-shot UHD title
+that fits this machine's CPU.)
 
 Per title and codec, the flow's steps without Prefect (bench/ladder.py's ``deliver_planned``): shots,
 trials (``plan_trials`` + ``trial_shots``: HD heights on every shot scored at 1080 lines with the
@@ -42,6 +45,7 @@ from ladder import deliver_planned, run_trials, shots_and_keyframes
 from reelflow.encoding.analysis import LadderAnalysis
 from reelflow.encoding.ladder import select_ladder
 from reelflow.encoding.probe import probe
+from reelflow.encoding.trials import sample_segments
 from reelflow.encoding.vmaf import vmaf_model_for
 from reelflow.infra.settings import Settings, TrialConfig
 from reelflow.infra.tools import ffmpeg_exe, run
@@ -60,6 +64,8 @@ def make_masters(folder: Path, long: bool = False) -> list[Path]:
         jobs += [("dark_bokeh_2160p.mov", "11_dark_bokeh_7s_1920x1080.mp4", 0.0, 0.0),
                  ("composite_2160p.mov", "c01_composite_hardcuts_12s_1280x720.mp4", 0.0, 6.0)]
     out = []
+    if long:
+        out.append(make_multishot(folder / "multishot16_2160p.mov"))
     for name, clip, start, seconds in jobs:
         dst = folder / name
         if not dst.exists():
@@ -69,6 +75,18 @@ def make_masters(folder: Path, long: bool = False) -> list[Path]:
                  "-c:v", "prores_ks", "-profile:v", "3", "-pix_fmt", "yuv422p10le", str(dst)])
         out.append(dst)
     return out
+
+
+def make_multishot(dst: Path) -> Path:
+    """The composite's 12 s (six shots) then the bokeh's first 4 s at 30 fps: 16 s, seven shots, 2160p ProRes."""
+    if not dst.exists():
+        to_uhd = "scale=3840:2160:flags=lanczos,setsar=1,format=yuv422p10le"
+        run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y",
+             "-i", str(MEDIA / "c01_composite_hardcuts_12s_1280x720.mp4"),
+             "-t", "4", "-i", str(MEDIA / "11_dark_bokeh_7s_1920x1080.mp4"),
+             "-filter_complex", f"[0:v]{to_uhd}[a];[1:v]fps=30,{to_uhd}[b];[a][b]concat=n=2:v=1:a=0[v]",
+             "-map", "[v]", "-an", "-c:v", "prores_ks", "-profile:v", "3", "-pix_fmt", "yuv422p10le", str(dst)])
+    return dst
 
 
 def bench_title(src: Path, settings: Settings, jobs: int) -> dict[str, Any]:
@@ -90,6 +108,7 @@ def bench_title(src: Path, settings: Settings, jobs: int) -> dict[str, Any]:
         "title": src.name, "codec": settings.encode.codec, "presets": [settings.trials.preset, settings.encode.preset],
         "seconds": round(minutes * 60, 2), "shots": len(found), "units": len(units),
         "heights_tried": list(plan.heights), "heights_mapped": list(plan.uhd_heights),
+        "sample_frames": plan.sample_frames, "sample_pieces": sample_segments(found, info.video.fps, settings.trials),
         "uhd_sample_crfs": sorted({t.crf for t in plan.uhd_sample_trials}),
         "uhd_map": None if plan.uhd_map is None else {
             "heights": list(plan.uhd_map.heights), "crfs": list(plan.uhd_map.crfs),

@@ -20,6 +20,7 @@ from reelflow.encoding.analysis import (
     crf_shift,
     crf_slope,
     deliver_rungs,
+    meets_top_band,
     piece_groups,
     recheck_shift,
     rung_file_name,
@@ -334,3 +335,48 @@ def test_half_rate_rungs_are_encoded_at_their_plan_scored_and_neither_checked_no
     assert model.quick_steps == [5] and second.quick_vmaf is not None and not second.rechecked
     assert third.carried_vmaf == pytest.approx(0.6)
     assert len(model.encoded) == 3
+
+
+def test_a_rung_aimed_at_the_top_band_is_kept_where_it_meets_the_band() -> None:
+    config = load_settings(None).ladder
+    assert (config.top_vmaf_min, config.top_vmaf_max, config.recheck_vmaf) == (93.0, 95.0, 1.0)
+    planned_above, planned_in, below = _rung(360, [20], 96.5), _rung(360, [20], 94.0), _rung(360, [24], 88.0)
+    # inside the band: kept whatever the plan said, top or not
+    assert meets_top_band(planned_above, 94.8, config, top=False)
+    assert meets_top_band(planned_in, 93.1, config, top=False)
+    # above it: the top rung up to recheck_vmaf over top_vmaf_max, a rung below the top never
+    assert meets_top_band(planned_in, 95.9, config, top=True)
+    assert not meets_top_band(planned_in, 96.2, config, top=True)
+    assert not meets_top_band(planned_in, 95.7, config, top=False)
+    # below the band: not met, and a rung planned below the band is not aimed at it (unless it is the top)
+    assert not meets_top_band(planned_in, 92.8, config, top=True)
+    assert not meets_top_band(below, 93.5, config, top=False) and meets_top_band(below, 93.5, config, top=True)
+    # recheck_shift follows: a band that is met moves nothing however far the plan was
+    points = [_unit(0, 2.0, {c: 100 - 2 * (c - 14) for c in range(14, 40, 2)})]
+    assert recheck_shift(planned_above, 95.2, points, config, top=True) == 0.0      # HEVC's 2160p, session 14
+    assert recheck_shift(planned_above, 94.8, points, config) == 0.0                 # planned above: aimed at it
+    assert recheck_shift(planned_above, 95.2, points, config) == pytest.approx(-0.65)   # above it, not the top
+    assert recheck_shift(planned_in, 95.9, points, config) == pytest.approx(0.95)    # below the top: re-encoded
+    assert recheck_shift(planned_in, 96.5, points, config, top=True) == pytest.approx(1.25)
+    assert recheck_shift(planned_in, 92.5, points, config, top=True) == pytest.approx(-0.75)   # well below its plan
+
+
+def test_the_closed_loop_keeps_top_rungs_that_land_in_the_band() -> None:
+    """A top rung planned above the band (the step rule) that reads inside it, and one planned in the band
+    that reads a little above it, are encoded once; the same misses below the top are encoded again."""
+    config = load_settings(None).ladder
+    rungs, points = _ladder([70.0, 86.0, 96.5], [29.0, 21.0, 15.0])    # the top's CRF gives 98.0 on the trials
+    # the top reads 95.3: 1.2 under its plan, beyond the quick check's and the recheck's bounds, inside the band
+    model = _Encoder(points, {rungs[0].name: 0.0, rungs[1].name: 0.0, rungs[2].name: 2.7})
+    after, _, delivered = deliver_rungs(_analysis(rungs, points), model.encode, model.measure, config, model.quick)
+    assert len(model.encoded) == 3 and not any(c.rechecked for c in after.checks)
+    assert delivered[rungs[2].name].vmaf.mean == pytest.approx(95.3) and after.discarded_cpu_s == pytest.approx(0.2)
+    # planned at 94.0, reads 95.6: kept on the top; the same rung with another above it is encoded again
+    rungs, points = _ladder([70.0, 86.0, 94.0], [29.0, 21.0, 17.0])
+    model = _Encoder(points, {rungs[0].name: 0.0, rungs[1].name: 0.0, rungs[2].name: -1.6})
+    after, _, _ = deliver_rungs(_analysis(rungs, points), model.encode, model.measure, config, model.quick)
+    assert len(model.encoded) == 3 and not after.checks[-1].rechecked
+    above = dataclasses.replace(_rung(360, [14.0, 14.0], 99.0), kbps=2000.0)
+    model = _Encoder(points, {rungs[0].name: 0.0, rungs[1].name: 0.0, rungs[2].name: -1.6, above.name: 0.0})
+    after, _, _ = deliver_rungs(_analysis([*rungs, above], points), model.encode, model.measure, config, model.quick)
+    assert after.checks[2].rechecked and after.checks[2].recheck_shift == pytest.approx(0.8)

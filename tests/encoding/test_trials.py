@@ -247,12 +247,51 @@ def test_sample_pieces_sit_inside_shots_and_spread_over_the_title() -> None:
     shots = bound_shots([100, 250, 700], 1000, FPS, min_shot_s=0.5, max_shot_s=20)
     config = TrialConfig(sample_fraction=0.15, sample_segment_s=2.0)
     pieces = sample_segments(shots, FPS, config)
-    assert sum(e - s for s, e in pieces) == pytest.approx(150, abs=3)
-    assert len(pieces) == 3
-    for start, end in pieces:
-        assert any(s.start_frame <= start and end <= s.end_frame for s in shots)
+    assert sum(e - s for s, e in pieces) == pytest.approx(150, abs=4)
+    # three 2 s pieces would leave a shot out: four shorter ones, one in each shot
+    assert len(pieces) == 4
+    assert sorted(next(s.index for s in shots if s.start_frame <= a and b <= s.end_frame) for a, b in pieces) == \
+        [0, 1, 2, 3]
     assert all(a[1] <= b[0] for a, b in pairwise(pieces))
     assert pieces[0][0] < 300 and pieces[-1][1] > 700
+
+
+def _in_shots(pieces: list[tuple[int, int]], shots: list[Shot]) -> list[int]:
+    """The shot of each piece; fails where a piece crosses a cut."""
+    return [next(s.index for s in shots if s.start_frame <= a and b <= s.end_frame) for a, b in pieces]
+
+
+def test_a_short_multi_shot_titles_sample_spans_its_shots() -> None:
+    """15% of a 4 s title is one 18-frame piece: it becomes one short piece in each of its three shots."""
+    fps = Fraction(30)
+    config = TrialConfig()
+    shots = [_shot(0, 0, 30, fps), _shot(1, 30, 90, fps), _shot(2, 90, 120, fps)]
+    pieces = sample_segments(shots, fps, config)
+    shortest = round(config.sample_min_piece_s * 30)
+    assert _in_shots(pieces, shots) == [0, 1, 2]
+    assert all(b - a >= shortest for a, b in pieces) and all(a[1] <= b[0] for a, b in pairwise(pieces))
+    assert sum(b - a for a, b in pieces) == 3 * shortest          # grown from 18 frames to visit three shots
+    # twelve 1 s shots in 12 s: the sample stays 15% of the title, in as many shortest pieces, one shot each
+    shots = [_shot(i, 30 * i, 30 * (i + 1), fps) for i in range(12)]
+    pieces = sample_segments(shots, fps, config)
+    assert len(set(_in_shots(pieces, shots))) == len(pieces) == 54 // shortest
+    assert sum(b - a for a, b in pieces) == 54 and pieces[0][0] < 120 and pieces[-1][1] > 240
+    # a shot too short for a piece is passed over for the nearest free one
+    shots = [_shot(0, 0, 40, fps), _shot(1, 40, 42, fps), _shot(2, 42, 90, fps)]
+    pieces = sample_segments(shots, fps, config)
+    assert 1 not in _in_shots(pieces, shots) and len(pieces) == 2
+
+
+def test_a_long_titles_sample_is_unchanged_by_its_many_shots() -> None:
+    """Ten minutes of 3 s shots: 30 s of sample in fifteen 2 s pieces over the title, one shot each."""
+    fps = Fraction(30)
+    config = TrialConfig()
+    shots = [_shot(i, 90 * i, 90 * (i + 1), fps) for i in range(200)]
+    pieces = sample_segments(shots, fps, config)
+    assert len(pieces) == 15 and all(b - a == 60 for a, b in pieces)
+    assert len(set(_in_shots(pieces, shots))) == 15 and pieces[0][0] < 1200 and pieces[-1][1] > 16800
+    # one shot: one piece, whatever its length
+    assert sample_segments([_shot(0, 0, 120, fps)], fps, config) == [(51, 69)]
 
 
 def test_short_shots_get_smaller_steps_never_sharing_a_gop_factor() -> None:

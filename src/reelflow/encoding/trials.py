@@ -12,7 +12,8 @@ where an exhaustive medium grid costs 10-15x):
    a 1.5 s piece of it), so no correction measured on short pieces would hold; with it, the two
    follow each other within about 5-10%. The remaining gap depends on content (VMAF offsets from
    +2.7 to +14 at CRF 34 over ../shared/media), so per title a sample (``sample_fraction`` of it, at
-   most ``sample_max_s``, in ``sample_segment_s`` pieces spread over the shots) is encoded with
+   most ``sample_max_s``, in ``sample_segment_s`` pieces spread over the shots, shorter ones in as
+   many shots on a short multi-shot title: ``sample_segments``) is encoded with
    both presets, and the rate ratio and VMAF offset per (resolution, CRF) correct every trial,
    interpolated in log(height) between ``calibration_heights`` measured resolutions.
    ``calibrate=False`` uses the fixed table below instead.
@@ -324,25 +325,62 @@ def trial_encode_argv(
                               start_s=start_s, keyframes=keyframes, threads=threads)
 
 
+# A multi-shot title's sample visits at least this many shots (its sample grows to that where it must).
+SAMPLE_MIN_SHOTS = 3
+
+
 def sample_segments(shots: Sequence[Shot], fps: Fraction, config: TrialConfig) -> list[tuple[int, int]]:
-    """(start, end) frame ranges of the calibration sample: pieces spread over the title, each in one shot."""
+    """(start, end) frame ranges of the calibration sample: pieces spread over the title, each in one shot.
+
+    ``sample_fraction`` of the title (at most ``sample_max_s``) in pieces of ``sample_segment_s``,
+    centred at even steps over the title. Where that gives fewer pieces than the title has shots (a
+    short multi-shot title: 15% of 4-16 s is one 2 s piece), the sample is cut into shorter pieces,
+    one per shot up to the most a full sample has (``sample_max_s`` / ``sample_segment_s``), none
+    shorter than ``sample_min_piece_s``: as many as the sample holds, and at least
+    ``SAMPLE_MIN_SHOTS`` (the sample grows to that on a title of a few seconds): the correction and a
+    UHD title's 1080p-to-2160p map are then measured on every shot rather than fitted to one (the 4 s
+    composite's UHD rungs missed the other two shots by 1.7-2.9 VMAF on a one-shot sample,
+    docs/benchmarks.md). Each piece sits in a shot of its own where there are enough shots: the
+    shot at its centre, or the nearest one not sampled yet (one at least a piece long where any is).
+    """
     if not shots:
         raise StageError("no shots to sample")
     total = shots[-1].end_frame
     want = max(1, min(round(config.sample_max_s * fps), round(config.sample_fraction * total)))
     count = max(1, round(want / max(1.0, config.sample_segment_s * float(fps))))
+    if count < len(shots):
+        most = max(1, math.ceil(config.sample_max_s / config.sample_segment_s))
+        shortest = max(1, round(config.sample_min_piece_s * fps))
+        spanning = min(len(shots), most, max(want // shortest, SAMPLE_MIN_SHOTS))
+        if spanning > count:
+            count = spanning
+            want = min(total, max(want, count * shortest))
     length = max(1, want // count)
+    distinct = count <= len(shots)
+    used: set[int] = set()
     pieces: list[tuple[int, int]] = []
     for i in range(count):
         centre = (2 * i + 1) * total // (2 * count)
         shot = next(s for s in shots if s.start_frame <= centre < s.end_frame)
+        if distinct and (shot.index in used or shot.frames < length):
+            # the nearest shot not sampled yet, one that holds a whole piece where any does; none
+            # under 3 frames (a subsampled VMAF piece needs them)
+            free = [s for s in shots if s.index not in used and s.frames >= 3]
+            free = [s for s in free if s.frames >= length] or free
+            if not free:
+                continue
+            shot = min(free, key=lambda s: (abs((s.start_frame + s.end_frame) // 2 - centre), s.start_frame))
+        used.add(shot.index)
         start = max(shot.start_frame, min(centre - length // 2, shot.end_frame - length))
         end = min(shot.end_frame, start + length)
-        if pieces and start < pieces[-1][1]:
+        if not distinct and pieces and start < pieces[-1][1]:
             start = pieces[-1][1]
         if start < end:
             pieces.append((start, end))
-    return pieces
+    if not pieces:      # every shot under 3 frames: the longest one
+        shot = max(shots, key=lambda s: (s.frames, -s.start_frame))
+        pieces.append((shot.start_frame, min(shot.end_frame, shot.start_frame + length)))
+    return sorted(pieces)
 
 
 def sample_cut_argv(src: Path, segments: Sequence[tuple[int, int]], fps: Fraction, out: Path,

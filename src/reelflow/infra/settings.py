@@ -380,6 +380,9 @@ class TrialConfig(_Config):
     sample_fraction: float = Field(0.15, gt=0, le=1, description="Sample at most this share of the title.")
     sample_max_s: float = Field(30.0, gt=0, description="Sample at most this many seconds.")
     sample_segment_s: float = Field(2.0, gt=0, description="Sample pieces this long, spread over the title.")
+    sample_min_piece_s: float = Field(0.3, gt=0, description="Where sample_segment_s pieces would be fewer than "
+                                      "the title's shots, shorter pieces, one per shot (up to sample_max_s / "
+                                      "sample_segment_s of them), but none shorter than this.")
     calibration_heights: int = Field(2, ge=1, description="Resolutions the final preset is measured at on the "
                                      "sample, spread from the highest candidate to the lowest; the correction is "
                                      "interpolated between them.")
