@@ -217,22 +217,17 @@ def meets_top_band(rung: PlannedRung, delivered_vmaf: float, config: LadderConfi
     A rung is aimed at the band [``top_vmaf_min``, ``top_vmaf_max``] when it is planned in or above
     it (the HD ladder's top, a UHD title's UHD rungs: ladder.py plans them at the aim, or above it where
     ``min_step_ratio`` holds a UHD rung above the HD top) or is the ladder's top rung. Such a rung that
-    reads inside the band is kept: a second encode would move it within the band it is already in
-    (HEVC's 2160p rung of the 3 s bokeh, session 14: planned 96.2 above the band by the step rule, read
-    95.2, encoded again with CRFs 4 lower to 95.9; 112 of its 329 analysis CPU s for quality above
-    ``top_vmaf_max``).
+    reads inside the band is kept: a second encode would only move it within the band it is already in.
 
     Above the band, only the top rung is kept, and only up to ``recheck_vmaf`` over ``top_vmaf_max``
-    (so its delivered VMAF stays within the issue's 1-VMAF bound of the window). Why keep it at all:
-    a second encode of the top rung is the dearest single step of the analysis (on a UHD title the
-    2160p encode is about half the final encodes' CPU, and a recheck adds that again with its check,
-    on a title of any length, so it alone breaks the 1.5x budget: the 4 s composite's 2160p rung,
-    session 14, 97 CPU s of 453), while the bits it saves at 95-96 are those of the 4K model's flat top
-    (the composite's 2160p read 95.7 planned 94.0: 0.7 over the band, worth about 1.4 CRF there).
-    Further above the band the top rung pays too many bits on the rung most views stream, and is
-    encoded again at its own slope. A rung below the top that reads above the band (the composite's
-    1440p: 96.6, planned 93.7) would out-score the rung above it for fewer bits: it is re-encoded as
-    before, and so is every rung that falls below the band more than ``recheck_vmaf`` under its plan.
+    (so its delivered VMAF stays within 1 of the window). A second encode of the top rung is the
+    dearest single step of the analysis (on a UHD title the 2160p encode is about half the final
+    encodes' CPU, on a title of any length), while the bits it would save just above the band sit on
+    the 4K model's flat top; docs/benchmarks.md ("UHD") has the measurements. Further above the band
+    the top rung pays too many bits on the rung most views stream, and is encoded again at its own
+    slope. A rung below the top that reads above the band would out-score the rung above it for fewer
+    bits: it is re-encoded, and so is every rung that falls below the band more than ``recheck_vmaf``
+    under its plan.
     """
     if not (top or rung.vmaf >= config.top_vmaf_min):
         return False
