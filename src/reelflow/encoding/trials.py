@@ -338,10 +338,10 @@ def sample_segments(shots: Sequence[Shot], fps: Fraction, config: TrialConfig) -
     one per shot up to the most a full sample has (``sample_max_s`` / ``sample_segment_s``), none
     shorter than ``sample_min_piece_s``: as many as the sample holds, and at least
     ``SAMPLE_MIN_SHOTS`` (the sample grows to that on a title of a few seconds): the correction and a
-    UHD title's 1080p-to-2160p map are then measured on every shot rather than fitted to one (the 4 s
-    composite's UHD rungs missed the other two shots by 1.7-2.9 VMAF on a one-shot sample,
-    docs/benchmarks.md). Each piece sits in a shot of its own where there are enough shots: the
-    shot at its centre, or the nearest one not sampled yet (one at least a piece long where any is).
+    UHD title's 1080p-to-2160p map are then measured on every shot rather than fitted to one
+    (docs/benchmarks.md, "UHD", shows what a one-shot sample misses). Each piece sits in a shot of
+    its own where there are enough shots: the shot at its centre, or the nearest one not sampled yet
+    (one at least a piece long where any is).
     """
     if not shots:
         raise StageError("no shots to sample")
