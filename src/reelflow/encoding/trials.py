@@ -815,8 +815,7 @@ def uhd_sample_trials(run: Callable[[Sequence[int]], list[Trial]], crfs: Sequenc
     to ``UHD_REACH_STEPS`` steps and ``max_crf``: without it the UHD curves are flat over the CRFs
     tried, the top rung takes the cheapest UHD point far above its aim, and the closed loop has no
     slope to move its CRF by. The lowest CRF is always tried, even where the sample is above ``top``
-    there: a shot harder than the sample needs its UHD points at that CRF (docs/benchmarks.md, the
-    composite of session 14).
+    there: a shot harder than the sample needs its UHD points at that CRF (docs/benchmarks.md, "UHD").
     """
     tried = run(crfs)
     step = crfs[-1] - crfs[-2] if len(crfs) > 1 else 7
